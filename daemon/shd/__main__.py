@@ -1,0 +1,3 @@
+from shd.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,61 @@
+"""Wiring: build the store, the Replicate backend, the scheduler and the job runner from a Config.
+
+Both `shd process` and `shd run` start here, so the two paths share every part.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from shd import config, logs, media
+from shd.backends.replicate import ReplicatePainter, ReplicatePrompter, ReplicateRemote
+from shd.config import Config
+from shd.pipeline import JobRunner
+from shd.scheduler import Engine
+from shd.store import Job, Store
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+@dataclass
+class App:
+    cfg: Config
+    store: Store
+    remote: ReplicateRemote
+    engine: Engine
+    runner: JobRunner
+    ffmpeg: str
+
+    def close(self) -> None:
+        self.engine.stop()
+        self.store.close()
+
+
+def build(cfg: Config, *, on_finished: Callable[[Job], None] | None = None) -> App:
+    """Check the token and ffmpeg first (nothing starts without them), then open the store and start the engine."""
+    token = config.read_token(cfg)
+    logs.redact(token)
+    ffmpeg = media.find_ffmpeg(cfg.ffmpeg.path)
+    store = Store.open(cfg.paths.database)
+    r = cfg.replicate
+    remote = ReplicateRemote(token, create_wait=r.create_wait, request_timeout=r.request_timeout)
+    prompter = ReplicatePrompter(remote, r.prompt_model, r.prompt_input)
+    painter = ReplicatePainter(remote, r.image_model, r.image_input)
+    engine = Engine(cfg, store, remote, prompter, painter, token_provider=lambda: config.read_token(cfg))
+    runner = JobRunner(cfg, store, engine, ffmpeg, on_finished=on_finished)
+    engine.start()
+    return App(cfg, store, remote, engine, runner, ffmpeg)
+
+
+def create_process_job(app: App, video: Path, output: Path | None) -> Job:
+    """A job for `shd process`: the source stays where it is, untouched."""
+    src = video.absolute()
+    job_id = new_job_id()
+    return app.store.create_job(job_id, source_name=src.name, origin_path=src, source_path=src,
+                                work_dir=app.cfg.paths.jobs_dir / job_id, mode="process", fps=app.cfg.pipeline.fps,
+                                output_target=output.absolute() if output else None)

@@ -1,0 +1,1 @@
+"""Where predictions are made: `base` holds the interfaces and their contracts, one module per implementation."""

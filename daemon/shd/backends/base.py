@@ -1,0 +1,103 @@
+"""The two small interfaces shd paints through, and the remote-prediction service they run on.
+
+A paid call goes through four steps that the scheduler drives, so that each can be recorded in the store in between:
+    input  = model.input_for(...)      may upload the frame (free, not a prediction)
+    status = remote.create(ref, input) the paid call; its id is recorded the moment it returns
+    status = remote.get(id)            polled with shd's own deadline; after a crash, resumed from the recorded id
+    result = model.result(status)      the cleaned prompt, or the image bytes (downloaded promptly)
+
+Every method raises only `shd.errors.BackendError` subclasses; the subclass says what the scheduler does next
+(Transient: back off and retry; RateLimited: slow down; AuthFailed: pause everything; Rejected / ModelFailed: fail
+the frame or retry with a new seed; OutputGone: create again). Every method has a bounded duration.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+TERMINAL = ("succeeded", "failed", "canceled")
+
+
+@dataclass(frozen=True)
+class Status:
+    """What the service says about one prediction."""
+
+    remote_id: str
+    status: str                     # starting | processing | succeeded | failed | canceled (| anything new)
+    output: Any = None
+    error: str | None = None
+    predict_time: float | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+
+class Remote(ABC):
+    """A prediction service (Replicate's HTTP API, or a local runner)."""
+
+    @abstractmethod
+    def create(self, ref: str, input: Mapping[str, Any]) -> Status:
+        """Start one paid prediction of model `ref` ('owner/name:version'). May wait briefly for it to finish.
+        A Transient with `maybe_created` means the request may have created (and billed) it: call `find` first."""
+
+    @abstractmethod
+    def get(self, remote_id: str) -> Status:
+        """The prediction's current state. OutputGone if the service no longer knows it."""
+
+    @abstractmethod
+    def cancel(self, remote_id: str) -> None:
+        """Ask the service to stop the prediction; a finished one is left as it is."""
+
+    @abstractmethod
+    def find(self, ref: str, input: Mapping[str, Any], created_after: float) -> Status | None:
+        """A prediction of `ref` with exactly this input created after `created_after` (epoch s), if one exists:
+        how a create whose response was lost is recovered instead of paid for twice."""
+
+    @abstractmethod
+    def upload(self, path: Path) -> str:
+        """Make a local file available to the service as an input; returns what to put in the input."""
+
+    @abstractmethod
+    def fetch(self, item: Any) -> bytes:
+        """The bytes of one output file (a URL, data: URI or client file object)."""
+
+    def check_auth(self) -> None:
+        """Raise AuthFailed if the credentials are (still) refused; used to resume after a pause."""
+
+
+class ImageToPrompt(ABC):
+    """Reads a picture and says what it shows, as a text-to-image prompt."""
+
+    ref: str
+
+    @abstractmethod
+    def input_for(self, image: Path) -> dict[str, Any]:
+        """The prediction input for this frame (may upload it through the Remote)."""
+
+    @abstractmethod
+    def result(self, status: Status) -> str:
+        """The cleaned prompt from a succeeded prediction (one line, no surrounding whitespace)."""
+
+
+class PromptToImage(ABC):
+    """Paints a picture from a prompt."""
+
+    ref: str
+
+    @abstractmethod
+    def input_for(self, prompt: str, seed: int) -> dict[str, Any]:
+        """The prediction input for this prompt and seed."""
+
+    @abstractmethod
+    def result(self, status: Status) -> bytes:
+        """The image bytes (PNG/JPEG/WebP) from a succeeded prediction, downloaded now."""
+
+
+def clean_prompt(text: Any) -> str:
+    """A prompt as one line: newlines and runs of whitespace become single spaces, ends are stripped."""
+    return " ".join(str(text).split())

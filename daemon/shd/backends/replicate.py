@@ -1,0 +1,287 @@
+"""The Replicate implementation of the backend interfaces, through the official `replicate` client (1.0.x).
+
+How it calls the API (see ../shared/docs/replicate-api.md §9):
+- create by version with a bounded `Prefer: wait=N` (a create without it has no timeout at all);
+- poll `GET /v1/predictions/{id}` (the scheduler's loop, with its own deadline);
+- upload frames as named `.png` files through `POST /v1/files` with a timeout (the client's `files.create` has none);
+- accept outputs as `FileOutput`, `data:` URIs and plain URL strings, and download them at once.
+
+The client's `ReplicateError` drops response headers, so a transport wrapper remembers the rate-limit headers of
+the last 429 this thread saw; `Retry-After`, else `ratelimit-reset`, else the body's "resets in ~Ns" hint.
+The API token never appears in an error message: errors carry the server's words and the status only.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import threading
+import time
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import httpx
+import replicate
+from replicate.exceptions import ModelError, ReplicateError
+from replicate.file import _create_file_params
+from replicate.helpers import FileOutput, transform_output
+
+from shd.backends.base import ImageToPrompt, PromptToImage, Remote, Status, clean_prompt
+from shd.errors import (
+    AuthFailed,
+    BackendError,
+    ModelFailed,
+    OutputGone,
+    RateLimited,
+    Rejected,
+    Transient,
+)
+
+_local = threading.local()
+
+# Model errors Replicate itself calls transient, and the ones a new seed may get around.
+TRANSIENT_MODEL_ERRORS = ("code: PA", "E9828", "please retry", "out of memory", "timed out")
+NEW_SEED_MODEL_ERRORS = ("NSFW",)
+
+
+class _HeaderMemo(httpx.HTTPTransport):
+    """Remembers the rate-limit headers of the last 429 seen by this thread (the client's error drops them)."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = super().handle_request(request)
+        if response.status_code == 429:
+            _local.rate_headers = {k.lower(): v for k, v in response.headers.items()
+                                   if k.lower() in ("retry-after", "ratelimit-reset", "ratelimit-remaining")}
+        return response
+
+
+def retry_after_hint(headers: Mapping[str, str], detail: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait after a 429: Retry-After (seconds or a date), else ratelimit-reset, else the body's hint."""
+    value = headers.get("retry-after")
+    if value:
+        value = value.strip()
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            try:
+                when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                from email.utils import parsedate_to_datetime
+
+                try:
+                    when = parsedate_to_datetime(value)
+                except (TypeError, ValueError):
+                    when = None
+            if when is not None:
+                return max(0.0, when.timestamp() - (now if now is not None else time.time()))
+    reset = headers.get("ratelimit-reset")
+    if reset:
+        try:
+            return max(0.0, float(reset))
+        except ValueError:
+            pass
+    m = re.search(r"(?:in ~?|available in )(\d+(?:\.\d+)?)\s*(?:s\b|second)", detail or "")
+    return float(m.group(1)) if m else None
+
+
+def classify(exc: Exception, *, creating: bool = False) -> BackendError:
+    """Map what the client raised to the BackendError that says what to do next."""
+    if isinstance(exc, BackendError):
+        return exc
+    if isinstance(exc, ReplicateError):
+        status = exc.status or 0
+        what = exc.detail or exc.title or f"HTTP {status}"
+        what = " ".join(str(what).split())
+        if status == 429:
+            headers = getattr(_local, "rate_headers", {})
+            _local.rate_headers = {}
+            return RateLimited(f"rate limited (429): {what}", retry_after_hint(headers, exc.detail))
+        if status in (401, 402, 403):
+            return AuthFailed(f"Replicate refused the credentials ({status}): {what}")
+        if status >= 500 or status in (408, 409):
+            return Transient(f"Replicate error {status}: {what}")
+        return Rejected(f"Replicate rejected the request ({status}): {what}")
+    if isinstance(exc, httpx.HTTPStatusError):
+        code = exc.response.status_code
+        if code in (404, 410):
+            return OutputGone(f"output file is gone ({code})")
+        if code in (401, 403):
+            return AuthFailed(f"output download refused ({code})")
+        return Transient(f"output download failed ({code})")
+    if isinstance(exc, httpx.TransportError):
+        # A create whose request went out may have created the prediction even though no answer came back.
+        sent = not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
+        return Transient(f"network error: {type(exc).__name__}: {exc}", maybe_created=creating and sent)
+    if isinstance(exc, (ValueError, KeyError, TypeError)):  # malformed JSON / unexpected shape
+        return Transient(f"unexpected response: {type(exc).__name__}: {exc}", maybe_created=creating)
+    return Transient(f"{type(exc).__name__}: {exc}", maybe_created=creating)
+
+
+def model_failure(error: str | None) -> BackendError:
+    """The error for a prediction that finished as `failed` with this message."""
+    text = " ".join((error or "").split())
+    if not text or any(t.lower() in text.lower() for t in TRANSIENT_MODEL_ERRORS):
+        return Transient(f"model error (transient): {text or 'no reason given'}")
+    if any(t.lower() in text.lower() for t in NEW_SEED_MODEL_ERRORS):
+        return ModelFailed(f"model error: {text}", retry_with_new_seed=True)
+    return ModelFailed(f"model error: {text}")
+
+
+def _status(data: Mapping[str, Any]) -> Status:
+    metrics = data.get("metrics") or {}
+    return Status(
+        remote_id=str(data["id"]),
+        status=str(data.get("status") or "unknown"),
+        output=data.get("output"),
+        error=data.get("error"),
+        predict_time=metrics.get("predict_time") if isinstance(metrics, Mapping) else None,
+    )
+
+
+def _version(ref: str) -> str:
+    _, _, version = ref.partition(":")
+    return version
+
+
+class ReplicateRemote(Remote):
+    """Replicate's HTTP API. `base_url` and the token default as the client's do (REPLICATE_BASE_URL...)."""
+
+    def __init__(self, token: str, *, create_wait: int = 5, request_timeout: float = 30.0,
+                 base_url: str | None = None):
+        self.create_wait = create_wait
+        self.request_timeout = request_timeout
+        self._timeout = httpx.Timeout(request_timeout, connect=min(10.0, request_timeout))
+        self.client = replicate.Client(api_token=token, base_url=base_url, timeout=self._timeout,
+                                       transport=_HeaderMemo())
+
+    def set_token(self, token: str) -> None:
+        """Use a new token from now on (after a reload or a credential fix)."""
+        self.client._client.headers["Authorization"] = f"Bearer {token}"
+
+    def create(self, ref: str, input: Mapping[str, Any]) -> Status:
+        try:
+            p = self.client.predictions.create(version=_version(ref), input=dict(input), wait=self.create_wait)
+        except Exception as e:  # noqa: BLE001 - every failure is classified, none escapes unmapped
+            raise classify(e, creating=True) from None
+        return _status(p.dict() if hasattr(p, "dict") else vars(p))
+
+    def get(self, remote_id: str) -> Status:
+        try:
+            # The raw GET (not predictions.get) so a status this client version doesn't know (e.g. 'aborted')
+            # still reaches the scheduler instead of failing validation.
+            resp = self.client._request("GET", f"/v1/predictions/{remote_id}")
+            return _status(resp.json())
+        except ReplicateError as e:
+            if e.status == 404:
+                raise OutputGone(f"prediction {remote_id} no longer exists on the server") from None
+            raise classify(e) from None
+        except Exception as e:  # noqa: BLE001
+            raise classify(e) from None
+
+    def cancel(self, remote_id: str) -> None:
+        try:
+            self.client._request("POST", f"/v1/predictions/{remote_id}/cancel")
+        except Exception as e:  # noqa: BLE001
+            raise classify(e) from None
+
+    def find(self, ref: str, input: Mapping[str, Any], created_after: float) -> Status | None:
+        version = _version(ref)
+        since = datetime.fromtimestamp(created_after - 60, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        cursor: str | None = "/v1/predictions?created_after=" + since
+        want = json.dumps(dict(input), sort_keys=True)
+        try:
+            for _ in range(10):  # 100 per page, newest first: 1000 recent predictions is plenty
+                if not cursor:
+                    break
+                data = self.client._request("GET", cursor).json()
+                for p in data.get("results", []):
+                    if p.get("version") == version and json.dumps(p.get("input") or {}, sort_keys=True) == want:
+                        return _status(p)
+                cursor = data.get("next")
+        except Exception as e:  # noqa: BLE001
+            raise classify(e) from None
+        return None
+
+    def upload(self, path: Path) -> str:
+        try:
+            with path.open("rb") as fh:
+                resp = self.client._request("POST", "/v1/files", timeout=self._timeout,
+                                            **_create_file_params(fh, filename=path.name))
+            return str(resp.json()["urls"]["get"])
+        except OSError as e:
+            raise Rejected(f"{path}: cannot read frame: {e.strerror}") from None
+        except Exception as e:  # noqa: BLE001
+            raise classify(e) from None
+
+    def fetch(self, item: Any) -> bytes:
+        try:
+            if isinstance(item, str) and item.startswith(("https:", "data:")):
+                item = transform_output(item, self.client)
+            if isinstance(item, FileOutput):
+                return item.read()
+            if isinstance(item, str) and item.startswith("http:"):
+                resp = self.client._client.get(item, timeout=self._timeout)
+                resp.raise_for_status()
+                return resp.content
+        except Exception as e:  # noqa: BLE001
+            raise classify(e) from None
+        raise ModelFailed(f"unexpected output: {str(item)[:80]!r}")
+
+    def check_auth(self) -> None:
+        try:
+            self.client._request("GET", "/v1/predictions")
+        except Exception as e:  # noqa: BLE001
+            raise classify(e) from None
+
+
+def decode_data_uri(uri: str) -> bytes:
+    """The bytes of a base64 `data:` URI."""
+    header, _, payload = uri.partition(",")
+    return base64.b64decode(payload) if header.endswith(";base64") else payload.encode()
+
+
+class ReplicatePrompter(ImageToPrompt):
+    """methexis-inc/img2prompt (CLIP Interrogator): input `image`, output one string."""
+
+    def __init__(self, remote: Remote, ref: str, extra_input: Mapping[str, Any] | None = None):
+        self.remote, self.ref, self.extra = remote, ref, dict(extra_input or {})
+
+    def input_for(self, image: Path) -> dict[str, Any]:
+        return {**self.extra, "image": self.remote.upload(image)}
+
+    def result(self, status: Status) -> str:
+        out = status.output
+        if isinstance(out, list):
+            out = "".join(str(o) for o in out)
+        if out is None:
+            raise OutputGone(f"prediction {status.remote_id} succeeded but its output was removed")
+        prompt = clean_prompt(out)
+        if not prompt:
+            raise ModelFailed("the model returned an empty prompt")
+        return prompt
+
+
+class ReplicatePainter(PromptToImage):
+    """stability-ai/sdxl: input prompt (+ configured defaults and a seed), output a list of image URLs."""
+
+    def __init__(self, remote: Remote, ref: str, extra_input: Mapping[str, Any] | None = None):
+        self.remote, self.ref, self.extra = remote, ref, dict(extra_input or {})
+
+    def input_for(self, prompt: str, seed: int) -> dict[str, Any]:
+        return {**self.extra, "prompt": prompt, "seed": seed}
+
+    def result(self, status: Status) -> bytes:
+        out = status.output
+        if out is None:
+            raise OutputGone(f"prediction {status.remote_id} succeeded but its output was removed")
+        items = out if isinstance(out, list) else [out]
+        if not items:
+            raise ModelFailed("model error: no image came back (all outputs filtered)", retry_with_new_seed=True)
+        return self.remote.fetch(items[0])
+
+
+__all__ = ["ReplicateRemote", "ReplicatePrompter", "ReplicatePainter", "classify", "model_failure",
+           "retry_after_hint", "ModelError"]

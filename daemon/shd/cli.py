@@ -1,0 +1,128 @@
+"""The `shd` command: argparse only. Every ShdError becomes one line on stderr and the exit code its class names.
+
+Exit codes: 0 ok; 1 job failed / other error; 2 bad config or missing token; 3 bad input video; 4 ffmpeg failed;
+5 store error; 6 backend error; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from shd import __version__, config, logs
+from shd.errors import ShdError
+
+EXIT_INTERRUPTED = 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="shd", description="Subterranean Homesick Diffusion: repaint videos frame by "
+                                "frame through image-to-prompt and text-to-image models.")
+    p.add_argument("--version", action="version", version=f"shd {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add(name: str, help_: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_, description=help_)
+        sp.add_argument("--config", metavar="FILE", help="config file (default: $SHD_CONFIG, ./shd.toml, "
+                        "~/.config/shd/shd.toml, /etc/shd/shd.toml)")
+        return sp
+
+    add("run", "run the daemon in the foreground: watch the inbox, paint every video, write the outbox")
+    sp = add("process", "paint one video in the foreground and print the output path")
+    sp.add_argument("video", type=Path)
+    sp.add_argument("--output", type=Path, metavar="FILE", help="where to write the mp4 (default: the outbox)")
+    sp = add("status", "show jobs and their progress")
+    sp.add_argument("job", nargs="?", help="one job (id or unique prefix): its failed frames and reasons")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp = add("retry", "start a job's failed frames again (and the job, if it failed or was canceled)")
+    sp.add_argument("job")
+    sp = add("cancel", "cancel a job and its remote predictions")
+    sp.add_argument("job")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        cfg = config.load(args.config)
+        logs.setup(cfg.log.level, cfg.log.format)
+        return int(COMMANDS[args.command](cfg, args))
+    except ShdError as e:
+        print(f"shd: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("shd: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def cmd_process(cfg: config.Config, args: argparse.Namespace) -> int:
+    from shd import app as app_mod
+
+    app = app_mod.build(cfg)
+    try:
+        job = app_mod.create_process_job(app, args.video, args.output)
+        print(f"shd: job {job.id}: {job.source_name}", file=sys.stderr)
+        try:
+            job = app.runner.run_job(job.id)
+        except KeyboardInterrupt:
+            print(f"shd: interrupted; job {job.id} is recorded, `shd run` resumes it", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        if job.state != "done":
+            print(f"shd: {job.error or 'job ' + job.state}", file=sys.stderr)
+            return 1
+        print(job.output)
+        return 0
+    finally:
+        app.close()
+
+
+def cmd_status(cfg: config.Config, args: argparse.Namespace) -> int:
+    from shd import status
+    from shd.store import Store
+
+    store = Store.open_readonly(cfg.paths.database)
+    try:
+        print(status.as_json(store, args.job) if args.json else status.as_table(store, args.job))
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_retry(cfg: config.Config, args: argparse.Namespace) -> int:
+    from shd import jobs
+    from shd.store import Store
+
+    store = Store.open(cfg.paths.database)
+    try:
+        job = jobs.retry(cfg, store, args.job)
+        print(f"job {job.id} is {job.state}; its failed frames start again")
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_cancel(cfg: config.Config, args: argparse.Namespace) -> int:
+    from shd import jobs
+    from shd.backends.replicate import ReplicateRemote
+    from shd.store import Store
+
+    store = Store.open(cfg.paths.database)
+    try:
+        token = config.read_token(cfg)
+        logs.redact(token)
+        remote = ReplicateRemote(token, request_timeout=cfg.replicate.request_timeout)
+        job, n = jobs.cancel(store, remote, args.job)
+        print(f"job {job.id} canceled; {n} remote prediction(s) canceled")
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_run(cfg: config.Config, args: argparse.Namespace) -> int:
+    from shd import service
+
+    return service.run(cfg, args.config)
+
+
+COMMANDS = {"run": cmd_run, "process": cmd_process, "status": cmd_status, "retry": cmd_retry, "cancel": cmd_cancel}

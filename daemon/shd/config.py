@@ -1,0 +1,332 @@
+"""The config file: TOML in, frozen dataclasses out, every problem reported at once.
+
+Where it is found: `--config FILE`, else `$SHD_CONFIG`, else the first of `DEFAULT_LOCATIONS` that exists, else the
+built-in defaults (paths relative to the current directory). Relative paths in a file resolve against the file's folder.
+
+`load()` either returns a complete, valid `Config` or raises `ConfigError(path, problems)` naming every unknown key,
+wrong type and impossible value; nothing starts on a bad config. The Replicate token is deliberately not a config key:
+see `read_token()`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shd.errors import ConfigError, TokenMissing
+
+IMG2PROMPT = "methexis-inc/img2prompt:50adaf2d3ad20a6f911a8a9e3ccf777b263b8596fbd2c8fc26e8888f8a0edbb5"
+SDXL = "stability-ai/sdxl:39ed52f2a78e934b3ba6e2a89f5b1c712de7dfea535525255b1aa35c5565e08b"
+
+# The first version's SDXL inputs, used unless [replicate.image_input] overrides them.
+DEFAULT_IMAGE_INPUT: dict[str, Any] = {
+    "width": 1024,
+    "height": 1024,
+    "num_outputs": 1,
+    "scheduler": "K_EULER",
+    "num_inference_steps": 50,
+    "guidance_scale": 7.5,
+    "refine": "expert_ensemble_refiner",
+    "high_noise_frac": 0.8,
+    "negative_prompt": "",
+    "apply_watermark": False,
+}
+
+DEFAULT_LOCATIONS = (
+    Path("shd.toml"),
+    Path.home() / ".config" / "shd" / "shd.toml",
+    Path("/etc/shd/shd.toml"),
+)
+
+TOKEN_CREDENTIAL = "replicate_token"
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".gif")
+
+
+@dataclass(frozen=True)
+class Paths:
+    inbox: Path
+    outbox: Path
+    state_dir: Path
+
+    @property
+    def database(self) -> Path:
+        return self.state_dir / "shd.db"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.state_dir / "jobs"
+
+    @property
+    def failed_dir(self) -> Path:
+        return self.state_dir / "failed"
+
+
+@dataclass(frozen=True)
+class Watch:
+    observer: str = "inotify"
+    stable_seconds: float = 5.0
+    poll_interval: float = 1.0
+    rescan_interval: float = 60.0
+    extensions: tuple[str, ...] = VIDEO_EXTENSIONS
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    fps: float = 1.0
+    audio: str = "auto"
+    on_frame_failure: str = "hold"
+    fit: str = "pad"
+    output_fps: int = 30
+    crf: int = 18
+    max_jobs: int = 4
+
+
+@dataclass(frozen=True)
+class Replicate:
+    concurrency: int = 8
+    prompt_model: str = IMG2PROMPT
+    image_model: str = SDXL
+    image_input: Mapping[str, Any] = field(default_factory=lambda: dict(DEFAULT_IMAGE_INPUT))
+    prompt_input: Mapping[str, Any] = field(default_factory=dict)
+    token_file: Path | None = None
+    seed: int | None = None
+    create_wait: int = 5
+    poll_interval: float = 0.5
+    prediction_timeout: float = 900.0
+    request_timeout: float = 30.0
+    max_attempts: int = 5
+    model_retries: int = 3
+    creations_per_minute: float = 600.0
+    backoff_base: float = 1.0
+    backoff_max: float = 60.0
+    auth_recheck: float = 30.0
+
+
+@dataclass(frozen=True)
+class FFmpeg:
+    path: str | None = None
+    timeout: float = 3600.0
+
+
+@dataclass(frozen=True)
+class Log:
+    level: str = "info"
+    format: str = "auto"
+
+
+@dataclass(frozen=True)
+class Config:
+    source: Path | None
+    paths: Paths
+    watch: Watch = Watch()
+    pipeline: Pipeline = Pipeline()
+    replicate: Replicate = field(default_factory=Replicate)
+    ffmpeg: FFmpeg = FFmpeg()
+    log: Log = Log()
+
+
+# --- validation rules: (type, check, what is allowed) per key --------------------------------------------------
+
+Check = Callable[[Any], bool]
+
+
+def _positive(v: Any) -> bool:
+    return bool(v > 0)
+
+
+def _non_negative(v: Any) -> bool:
+    return bool(v >= 0)
+
+
+def _one_of(*choices: str) -> tuple[Check, str]:
+    return (lambda v: v in choices), "one of " + ", ".join(repr(c) for c in choices)
+
+
+def _model_ref(v: Any) -> bool:
+    owner_name, _, version = str(v).partition(":")
+    return owner_name.count("/") == 1 and all(owner_name.split("/")) and len(version) >= 8
+
+
+_NUM = (int, float)
+_POS = (_positive, "a number > 0")
+_NONNEG = (_non_negative, "a number >= 0")
+
+RULES: dict[str, dict[str, tuple[Any, tuple[Check, str] | None]]] = {
+    "paths": {"inbox": (str, None), "outbox": (str, None), "state_dir": (str, None)},
+    "watch": {
+        "observer": (str, _one_of("inotify", "polling")),
+        "stable_seconds": (_NUM, _NONNEG),
+        "poll_interval": (_NUM, _POS),
+        "rescan_interval": (_NUM, _POS),
+        "extensions": (list, (lambda v: all(isinstance(e, str) and e.startswith(".") for e in v), "a list of '.ext'")),
+    },
+    "pipeline": {
+        "fps": (_NUM, (lambda v: 0 < v <= 60, "a number > 0 and <= 60")),
+        "audio": (str, _one_of("auto", "none")),
+        "on_frame_failure": (str, _one_of("hold", "source", "fail")),
+        "fit": (str, _one_of("pad", "crop", "stretch")),
+        "output_fps": (int, (lambda v: 1 <= v <= 120, "an integer from 1 to 120")),
+        "crf": (int, (lambda v: 0 <= v <= 51, "an integer from 0 to 51")),
+        "max_jobs": (int, (lambda v: v >= 1, "an integer >= 1")),
+    },
+    "replicate": {
+        "concurrency": (int, (lambda v: 1 <= v <= 256, "an integer from 1 to 256")),
+        "prompt_model": (str, (_model_ref, "a model ref 'owner/name:version'")),
+        "image_model": (str, (_model_ref, "a model ref 'owner/name:version'")),
+        "image_input": (dict, None),
+        "prompt_input": (dict, None),
+        "token_file": (str, None),
+        "seed": (int, None),
+        "create_wait": (int, (lambda v: 1 <= v <= 60, "an integer from 1 to 60 (seconds; Replicate's Prefer: wait)")),
+        "poll_interval": (_NUM, _POS),
+        "prediction_timeout": (_NUM, _POS),
+        "request_timeout": (_NUM, _POS),
+        "max_attempts": (int, (lambda v: v >= 1, "an integer >= 1")),
+        "model_retries": (int, (lambda v: v >= 0, "an integer >= 0")),
+        "creations_per_minute": (_NUM, _POS),
+        "backoff_base": (_NUM, _POS),
+        "backoff_max": (_NUM, _POS),
+        "auth_recheck": (_NUM, _POS),
+    },
+    "ffmpeg": {"path": (str, None), "timeout": (_NUM, _POS)},
+    "log": {
+        "level": (str, _one_of("debug", "info", "warning", "error")),
+        "format": (str, _one_of("auto", "console", "json", "journal")),
+    },
+}
+
+_TYPE_NAMES = {str: "a string", int: "an integer", list: "a list", dict: "a table", _NUM: "a number"}
+
+
+def _validate(raw: Mapping[str, Any]) -> list[str]:
+    problems: list[str] = []
+    for section, value in raw.items():
+        if section not in RULES:
+            problems.append(f"unknown section [{section}] (known: {', '.join(RULES)})")
+            continue
+        if not isinstance(value, dict):
+            problems.append(f"[{section}] must be a table")
+            continue
+        for key, v in value.items():
+            rule = RULES[section].get(key)
+            if rule is None:
+                problems.append(f"unknown key {section}.{key} (known: {', '.join(RULES[section])})")
+                continue
+            typ, check = rule
+            if isinstance(v, bool) or not isinstance(v, typ):
+                problems.append(f"{section}.{key} must be {_TYPE_NAMES[typ]}, not {v!r}")
+            elif check is not None and not check[0](v):
+                problems.append(f"{section}.{key} = {v!r} is not allowed: must be {check[1]}")
+    for table in ("image_input", "prompt_input"):
+        for k, v in raw.get("replicate", {}).get(table, {}).items():
+            if not isinstance(v, (str, int, float, bool)):
+                problems.append(f"replicate.{table}.{k} must be a string, number or boolean")
+    return problems
+
+
+def find_config(explicit: str | os.PathLike[str] | None = None) -> Path | None:
+    """The config file to use: `explicit`, else `$SHD_CONFIG`, else the first default location that exists."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("SHD_CONFIG")
+    if env:
+        return Path(env)
+    return next((p for p in DEFAULT_LOCATIONS if p.is_file()), None)
+
+
+def load(explicit: str | os.PathLike[str] | None = None) -> Config:
+    """Find, read and validate the config. Raises ConfigError naming the file and every problem."""
+    path = find_config(explicit)
+    if path is None:
+        return from_mapping({}, None)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(path, ["file does not exist"]) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(path, [f"cannot read: {e}"]) from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(path, [f"not valid TOML: {e}"]) from None
+    return from_mapping(raw, path)
+
+
+def from_mapping(raw: Mapping[str, Any], source: Path | None) -> Config:
+    """Validate a parsed TOML mapping and build the Config; `source` names the file in errors and anchors paths."""
+    problems = _validate(raw)
+    if problems:
+        raise ConfigError(source or "<defaults>", problems)
+    base = (source.parent if source else Path.cwd()).absolute()
+
+    def section(name: str) -> dict[str, Any]:
+        return dict(raw.get(name, {}))
+
+    def resolve(p: str) -> Path:
+        return (base / os.path.expanduser(p)).absolute()
+
+    p = section("paths")
+    paths = Paths(
+        inbox=resolve(p.get("inbox", "inbox")),
+        outbox=resolve(p.get("outbox", "outbox")),
+        state_dir=resolve(p.get("state_dir", "state")),
+    )
+    w = section("watch")
+    if "extensions" in w:
+        w["extensions"] = tuple(e.lower() for e in w["extensions"])
+    r = section("replicate")
+    r["image_input"] = {**DEFAULT_IMAGE_INPUT, **r.get("image_input", {})}
+    if "token_file" in r:
+        r["token_file"] = resolve(r["token_file"])
+    f = section("ffmpeg")
+    if f.get("path"):
+        f["path"] = str(resolve(f["path"])) if "/" in f["path"] else f["path"]
+    return Config(
+        source=source.absolute() if source else None,
+        paths=paths,
+        watch=Watch(**w),
+        pipeline=Pipeline(**section("pipeline")),
+        replicate=Replicate(**r),
+        ffmpeg=FFmpeg(**f),
+        log=Log(**section("log")),
+    )
+
+
+def read_token(cfg: Config, environ: Mapping[str, str] | None = None) -> str:
+    """The Replicate API token: `$CREDENTIALS_DIRECTORY/replicate_token` (systemd LoadCredential), else
+    `$REPLICATE_API_TOKEN`, else `replicate.token_file`. Raises TokenMissing saying where it looked."""
+    env = os.environ if environ is None else environ
+    looked: list[str] = []
+    creds = env.get("CREDENTIALS_DIRECTORY")
+    candidates: list[Path] = []
+    if creds:
+        candidates.append(Path(creds) / TOKEN_CREDENTIAL)
+    for path in candidates:
+        looked.append(str(path))
+        token = _read_token_file(path)
+        if token:
+            return token
+    looked.append("$REPLICATE_API_TOKEN")
+    if env.get("REPLICATE_API_TOKEN", "").strip():
+        return env["REPLICATE_API_TOKEN"].strip()
+    if cfg.replicate.token_file:
+        looked.append(str(cfg.replicate.token_file))
+        token = _read_token_file(cfg.replicate.token_file)
+        if token:
+            return token
+    raise TokenMissing("no Replicate API token: looked in " + ", ".join(looked))
+
+
+def _read_token_file(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
+
+
+def replace(cfg: Config, **sections: Any) -> Config:
+    """A copy of `cfg` with whole sections replaced (tests and the benchmark tune a few keys this way)."""
+    return dataclasses.replace(cfg, **sections)

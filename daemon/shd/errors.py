@@ -1,0 +1,124 @@
+"""Every error shd raises on purpose, as one tree.
+
+    ShdError                     anything the CLI reports as one line and a non-zero exit
+    ├── ConfigError              the config file is wrong (lists every problem, names the file)
+    ├── TokenMissing             no Replicate API token anywhere it is looked for
+    ├── InputError               a source video cannot be processed (names the file and why)
+    ├── MediaError               ffmpeg failed on a file we made or trusted (names the file and why)
+    ├── StoreError               the SQLite store refused or failed
+    │   └── IllegalTransition    a state change the state machine does not allow
+    └── BackendError             a remote model call failed; subclasses say what to do next
+        ├── Transient            worth retrying after a backoff (5xx, network, "please retry" model errors)
+        │   └── RateLimited      429: retry after `retry_after` seconds and slow down
+        ├── AuthFailed           401/402/403: pause all work until the token or account is fixed
+        ├── Rejected             422 and friends: this input will never work, fail the frame
+        ├── ModelFailed          the prediction ran and failed (e.g. NSFW); may be retried with a new seed
+        └── OutputGone           the prediction or its output expired/vanished: create it again
+
+Errors that drive retries carry the data the retry needs (`RateLimited.retry_after`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+
+class ShdError(Exception):
+    """Raised for every failure shd reports to a user; `str()` is one line."""
+
+    exit_code = 1
+
+
+class ConfigError(ShdError):
+    """Raised when a config file cannot be read or fails validation; lists every problem at once."""
+
+    exit_code = 2
+
+    def __init__(self, path: Path | str, problems: Sequence[str]):
+        self.path = str(path)
+        self.problems = list(problems)
+        super().__init__(f"{self.path}: " + "; ".join(self.problems))
+
+
+class TokenMissing(ShdError):
+    """Raised when no Replicate API token is configured, before any work starts."""
+
+    exit_code = 2
+
+
+class InputError(ShdError):
+    """Raised when a source video cannot be processed: missing, empty, not a video, truncated, no video stream."""
+
+    exit_code = 3
+
+    def __init__(self, path: Path | str, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class MediaError(ShdError):
+    """Raised when ffmpeg fails on a file shd produced or already accepted."""
+
+    exit_code = 4
+
+    def __init__(self, path: Path | str, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class StoreError(ShdError):
+    """Raised when the SQLite store refuses an operation or cannot be opened."""
+
+    exit_code = 5
+
+
+class IllegalTransition(StoreError):
+    """Raised when a job or frame is asked to move to a state the state machine forbids."""
+
+    def __init__(self, what: str, current: str, target: str):
+        self.what, self.current, self.target = what, current, target
+        super().__init__(f"{what}: illegal transition {current} -> {target}")
+
+
+class BackendError(ShdError):
+    """Raised when a remote model call fails; the subclass says how the scheduler should react."""
+
+    exit_code = 6
+
+
+class Transient(BackendError):
+    """Raised for failures worth retrying after a backoff (5xx, network faults, 'please retry' model errors)."""
+
+    def __init__(self, message: str, retry_after: float | None = None, *, maybe_created: bool = False):
+        self.retry_after = retry_after
+        # True when a create request may have reached the server before failing (timeout, dropped connection):
+        # the prediction may exist and be billed, so look it up before sending another.
+        self.maybe_created = maybe_created
+        super().__init__(message)
+
+
+class RateLimited(Transient):
+    """Raised on HTTP 429; `retry_after` is the server's hint in seconds, when it gave one."""
+
+
+class AuthFailed(BackendError):
+    """Raised on 401/402/403: the token or the account is wrong, so every call would fail; pause, don't fail frames."""
+
+
+class Rejected(BackendError):
+    """Raised when the API refuses this input for good (422, 400, 404 on a version, 413)."""
+
+
+class ModelFailed(BackendError):
+    """Raised when a prediction ran and failed; `retry_with_new_seed` is set for errors a new seed may avoid."""
+
+    def __init__(self, message: str, *, retry_with_new_seed: bool = False):
+        self.retry_with_new_seed = retry_with_new_seed
+        super().__init__(message)
+
+
+class OutputGone(BackendError):
+    """Raised when a recorded prediction or its output no longer exists on the server; create it again."""

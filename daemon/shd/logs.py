@@ -1,0 +1,112 @@
+"""Logging: structlog event dicts through small processors, rendered for where they go.
+
+- a terminal: human-readable console lines;
+- anything else (a pipe, a file, systemd's journal stream): one JSON object per line, on stderr;
+- under systemd with systemd-python installed (`format = "journal"`, or `auto` when $JOURNAL_STREAM is set):
+  structured fields straight into the journal (JOB=, FRAME=, PREDICTION_ID=...).
+Every line about a job or frame carries its ids (bind them: `log.bind(job=..., frame=...)`).
+A redaction processor replaces every secret registered with `redact()` (the API token) wherever it appears.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+_secrets: set[str] = set()
+
+
+def redact(secret: str | None) -> None:
+    """Never let `secret` appear in a log line again (in any field, any position)."""
+    if secret and len(secret) >= 4:
+        _secrets.add(secret)
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        for s in _secrets:
+            if s in value:
+                value = value.replace(s, "[REDACTED]")
+        return value
+    if isinstance(value, dict):
+        return {k: _scrub(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_scrub(v) for v in value)
+    if isinstance(value, BaseException):
+        return _scrub(f"{type(value).__name__}: {value}")
+    return value
+
+
+def redact_processor(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for k in list(event):
+        event[k] = _scrub(event[k])
+    return event
+
+
+class _JournalRenderer:
+    """Send the event to journald with its fields upper-cased, then drop it so nothing is printed as well."""
+
+    PRIORITY = {"debug": 7, "info": 6, "warning": 4, "error": 3, "critical": 2}
+
+    def __init__(self) -> None:
+        from systemd import journal  # type: ignore[import-not-found]
+
+        self._send = journal.send
+
+    def __call__(self, _: Any, method: str, event: MutableMapping[str, Any]) -> str:  # noqa: D102
+        message = str(event.pop("event", ""))
+        level = str(event.pop("level", method))
+        fields = {k.upper(): str(v) for k, v in event.items() if k.isidentifier()}
+        self._send(MESSAGE=message, PRIORITY=str(self.PRIORITY.get(level, 6)), SYSLOG_IDENTIFIER="shd", **fields)
+        raise structlog.DropEvent
+
+
+def _pick_format(fmt: str) -> str:
+    if fmt != "auto":
+        return fmt
+    if os.environ.get("JOURNAL_STREAM"):
+        try:
+            import systemd.journal  # type: ignore[import-not-found]  # noqa: F401
+
+            return "journal"
+        except ImportError:
+            return "json"
+    return "console" if sys.stderr.isatty() else "json"
+
+
+def setup(level: str = "info", fmt: str = "auto") -> None:
+    """Configure structlog for the process (idempotent; called again after a config reload)."""
+    chosen = _pick_format(fmt)
+    renderer: Any
+    if chosen == "journal":
+        try:
+            renderer = _JournalRenderer()
+        except ImportError:
+            renderer = structlog.processors.JSONRenderer()
+    elif chosen == "json":
+        renderer = structlog.processors.JSONRenderer()
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            redact_processor,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper(), logging.INFO)),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get(**bound: Any) -> Any:
+    """A logger with `bound` context (job=..., frame=...)."""
+    return structlog.get_logger("shd").bind(**bound)

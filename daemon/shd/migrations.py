@@ -1,0 +1,100 @@
+"""The store's schema, as sqlite-utils Migrations: one function per change, applied in order, recorded in
+`_sqlite_migrations`. A landed migration is never edited; a new change is a new function at the end.
+
+`PRAGMA user_version` mirrors the number of applied migrations, so `shd status` (read-only) can tell a database
+that is newer than the code reading it.
+"""
+
+from __future__ import annotations
+
+from sqlite_utils import Database, Migrations
+
+migrations = Migrations("shd")
+
+
+@migrations()
+def m001_initial(db: Database) -> None:
+    db.execute(
+        """
+        CREATE TABLE jobs (
+            id TEXT PRIMARY KEY,
+            source_name TEXT NOT NULL,      -- the file name the user dropped, for status and the output name
+            origin_path TEXT NOT NULL,      -- where the file was found (inbox, or the path given to shd process)
+            source_path TEXT,               -- where the file is now (the job folder once claimed)
+            work_dir TEXT NOT NULL,
+            mode TEXT NOT NULL,             -- 'daemon' (claimed from the inbox) or 'process' (left in place)
+            output_target TEXT,             -- requested output path (shd process --output), else NULL
+            state TEXT NOT NULL,
+            error TEXT,
+            output TEXT,
+            fps REAL NOT NULL,
+            duration REAL, width INTEGER, height INTEGER, has_audio INTEGER,
+            frames_total INTEGER,           -- known once extraction has finished
+            created_at REAL NOT NULL, updated_at REAL NOT NULL, started_at REAL, finished_at REAL
+        )"""
+    )
+    db.execute(
+        """
+        CREATE TABLE frames (
+            job_id TEXT NOT NULL REFERENCES jobs(id),
+            idx INTEGER NOT NULL,
+            state TEXT NOT NULL,
+            ts REAL NOT NULL,               -- the frame's timestamp in the source, seconds
+            path TEXT NOT NULL,             -- extracted source frame (PNG)
+            prompt TEXT,
+            image_path TEXT,                -- painted frame once generated
+            seed INTEGER,
+            error TEXT,
+            filled_with TEXT,               -- how the output slot was filled when this frame failed
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (job_id, idx)
+        )"""
+    )
+    db.execute("CREATE INDEX frames_state ON frames(job_id, state)")
+    db.execute(
+        """
+        CREATE TABLE predictions (          -- every paid call, recorded before it is sent and before it is waited on
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            job_id TEXT NOT NULL,
+            frame_idx INTEGER NOT NULL,
+            stage TEXT NOT NULL,            -- 'prompt' or 'image'
+            attempt INTEGER NOT NULL,
+            reason TEXT NOT NULL,           -- why this attempt exists: 'first', or what went wrong before it
+            model TEXT NOT NULL,
+            input_json TEXT NOT NULL,
+            remote_id TEXT,                 -- Replicate's prediction id; NULL only while the create is in flight
+            status TEXT NOT NULL,           -- creating, starting, processing, succeeded, failed, canceled, lost
+            error TEXT,
+            output_json TEXT,
+            predict_time REAL,
+            created_at REAL NOT NULL, updated_at REAL NOT NULL, completed_at REAL
+        )"""
+    )
+    db.execute("CREATE INDEX predictions_frame ON predictions(job_id, frame_idx, stage)")
+    db.execute("CREATE UNIQUE INDEX predictions_remote ON predictions(remote_id) WHERE remote_id IS NOT NULL")
+    db.execute(
+        """
+        CREATE TABLE events (               -- append-only log of state transitions
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            at REAL NOT NULL,
+            job_id TEXT NOT NULL,
+            frame_idx INTEGER,
+            prediction INTEGER,
+            kind TEXT NOT NULL,             -- 'job', 'frame' or 'prediction'
+            from_state TEXT,
+            to_state TEXT NOT NULL,
+            detail TEXT
+        )"""
+    )
+    db.execute("CREATE INDEX events_job ON events(job_id)")
+
+
+def apply(db: Database) -> int:
+    """Apply pending migrations; returns the schema version (number of applied migrations)."""
+    migrations.apply(db)
+    version = len(migrations.applied(db))
+    db.execute(f"PRAGMA user_version = {version}")
+    return version
+
+
+LATEST = len(migrations._migrations)

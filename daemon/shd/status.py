@@ -1,0 +1,98 @@
+"""`shd status`: jobs and their progress, as a table for people and as JSON for scripts (the contract's schema).
+
+Reads through a read-only connection: it never writes and never blocks the daemon.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from shd.states import JobState
+from shd.store import Job, Store
+
+
+def job_summary(store: Store, job: Job, now: float | None = None) -> dict[str, Any]:
+    """One job as the contract's JSON object, plus elapsed/eta seconds and how many frames were filled."""
+    now = time.time() if now is None else now
+    p = store.progress(job.id)
+    total = job.frames_total
+    if total is None:
+        estimate = round((job.duration or 0) * job.fps) if job.duration else 0
+        total = max(p["extracted"], estimate)
+    end = job.finished_at or now
+    elapsed = round(end - job.started_at, 1) if job.started_at else None
+    eta = None
+    finished = p["generated"] + p["failed"]
+    if job.state in (JobState.EXTRACTING, JobState.RUNNING) and elapsed and finished:
+        eta = round((total - finished) * elapsed / finished, 1)
+    return {
+        "id": job.id,
+        "source": job.source_name,
+        "state": job.state,
+        "frames": {"total": total, "extracted": p["extracted"], "prompted": p["prompted"],
+                   "generated": p["generated"], "failed": p["failed"]},
+        "filled": p["filled"],
+        "output": job.output,
+        "error": job.error,
+        "elapsed": elapsed,
+        "eta": eta,
+    }
+
+
+def job_detail(store: Store, job: Job) -> dict[str, Any]:
+    """`shd status JOB`: the summary plus each failed frame with its reason and what filled its slot."""
+    d = job_summary(store, job)
+    d["failed_frames"] = [
+        {"frame": f.idx, "time": round(f.ts, 3), "error": f.error, "filled_with": f.filled_with}
+        for f in store.frames(job.id, ("failed",))
+    ]
+    d["predictions"] = store.paid(job.id)
+    return d
+
+
+def as_json(store: Store, job_ref: str | None = None) -> str:
+    if job_ref:
+        return json.dumps({"jobs": [job_detail(store, store.find_job(job_ref))]}, indent=2)
+    return json.dumps({"jobs": [job_summary(store, j) for j in store.jobs()]}, indent=2)
+
+
+def _dur(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+def as_table(store: Store, job_ref: str | None = None) -> str:
+    if job_ref:
+        d = job_detail(store, store.find_job(job_ref))
+        fr = d["frames"]
+        lines = [
+            f"job      {d['id']}",
+            f"source   {d['source']}",
+            f"state    {d['state']}",
+            f"frames   {fr['generated']}/{fr['total']} generated, {fr['prompted']} prompted, "
+            f"{fr['extracted']} extracted, {fr['failed']} failed, {d['filled']} filled",
+            f"elapsed  {_dur(d['elapsed'])}   eta {_dur(d['eta'])}",
+            f"paid     {d['predictions']['by_status']}  predict_time {d['predictions']['predict_time']}s",
+        ]
+        if d["output"]:
+            lines.append(f"output   {d['output']}")
+        if d["error"]:
+            lines.append(f"error    {d['error']}")
+        for f in d["failed_frames"]:
+            lines.append(f"  frame {f['frame']} @{f['time']}s: {f['error']}"
+                         + (f" (filled: {f['filled_with']})" if f["filled_with"] else ""))
+        return "\n".join(lines)
+    rows = [("ID", "SOURCE", "STATE", "EXTR", "PROMPT", "GEN", "FAIL", "TOTAL", "ELAPSED", "ETA")]
+    for j in store.jobs():
+        d = job_summary(store, j)
+        fr = d["frames"]
+        rows.append((d["id"], d["source"][:32], d["state"], str(fr["extracted"]), str(fr["prompted"]),
+                     str(fr["generated"]), str(fr["failed"]), str(fr["total"]), _dur(d["elapsed"]), _dur(d["eta"])))
+    if len(rows) == 1:
+        return "no jobs yet"
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)

@@ -1,0 +1,416 @@
+"""ALL of shd's SQL: jobs, frames, the ledger of paid predictions, and the append-only event log.
+
+Contract:
+- One writer `Store` per database, shared by the daemon's threads; every method is one transaction
+  (`BEGIN IMMEDIATE`, so a read-modify-write never meets SQLITE_BUSY halfway), guarded by one lock.
+- WAL mode with `synchronous=FULL`: a committed prediction id survives a power cut, so a restart never pays twice.
+- Every state change is checked by `shd.states` inside its transaction and logged in `events`; an illegal one
+  raises IllegalTransition and writes nothing.
+- `Store.open_readonly()` is for `shd status`: it never writes and never blocks the daemon (WAL readers don't).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+
+from shd import migrations, states
+from shd.errors import StoreError
+from shd.states import FrameState, JobState, Stage
+
+# Prediction ledger statuses: 'creating' is written before the create request is sent; the rest mirror Replicate's,
+# plus 'lost' (the server no longer knows the id, or its output expired before we downloaded it) and 'refused'
+# (the create was turned away, e.g. 429 or 401, so nothing was created or billed; not counted against retry budgets).
+LIVE_PREDICTION = ("creating", "starting", "processing")
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    source_name: str
+    origin_path: str
+    source_path: str | None
+    work_dir: str
+    mode: str
+    output_target: str | None
+    state: str
+    error: str | None
+    output: str | None
+    fps: float
+    duration: float | None
+    width: int | None
+    height: int | None
+    has_audio: int | None
+    frames_total: int | None
+    created_at: float
+    updated_at: float
+    started_at: float | None
+    finished_at: float | None
+
+
+@dataclass(frozen=True)
+class Frame:
+    job_id: str
+    idx: int
+    state: str
+    ts: float
+    path: str
+    prompt: str | None
+    image_path: str | None
+    seed: int | None
+    error: str | None
+    filled_with: str | None
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class Prediction:
+    id: int
+    job_id: str
+    frame_idx: int
+    stage: str
+    attempt: int
+    reason: str
+    model: str
+    input_json: str
+    remote_id: str | None
+    status: str
+    error: str | None
+    output_json: str | None
+    predict_time: float | None
+    created_at: float
+    updated_at: float
+    completed_at: float | None
+
+    @property
+    def input(self) -> dict[str, Any]:
+        return dict(json.loads(self.input_json))
+
+
+def _row(cls: type[Any], row: Mapping[str, Any]) -> Any:
+    return cls(**{f.name: row[f.name] for f in fields(cls)})
+
+
+class Store:
+    """The writer. Construct with `Store.open(path)`."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, *, readonly: bool = False):
+        self._conn = conn
+        self.db = Database(conn)
+        self.path = path
+        self.readonly = readonly
+        self._lock = threading.RLock()
+        self._depth = 0
+
+    # --- opening ------------------------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: Path) -> Store:
+        """Open (creating if needed) the database at `path` and migrate it to the latest schema."""
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            store = cls(conn, path)
+            with store._lock:
+                migrations.apply(store.db)
+            return store
+        except (sqlite3.Error, OSError) as e:
+            raise StoreError(f"{path}: cannot open the database: {e}") from None
+
+    @classmethod
+    def open_readonly(cls, path: Path) -> Store:
+        """Open an existing database for reading only (shd status); raises StoreError if it is missing or too new."""
+        if not path.exists():
+            raise StoreError(f"{path}: no database yet (has shd run with this config?)")
+        try:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0, check_same_thread=False)
+            conn.execute("PRAGMA query_only=ON")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.Error as e:
+            raise StoreError(f"{path}: cannot read the database: {e}") from None
+        if version > migrations.LATEST:
+            raise StoreError(f"{path}: schema version {version} is newer than this shd understands")
+        return cls(conn, path, readonly=True)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    @contextmanager
+    def tx(self) -> Iterator[Database]:
+        """One write transaction (BEGIN IMMEDIATE ... COMMIT); nested calls join the outer one."""
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield self.db
+                finally:
+                    self._depth -= 1
+                return
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as e:
+                raise StoreError(f"{self.path}: {e}") from None
+            self._depth = 1
+            try:
+                yield self.db
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            else:
+                try:
+                    self._conn.execute("COMMIT")
+                except sqlite3.Error as e:
+                    self._conn.execute("ROLLBACK")
+                    raise StoreError(f"{self.path}: commit failed: {e}") from None
+            finally:
+                self._depth = 0
+
+    def _one(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> dict[str, Any] | None:
+        with self._lock:
+            return next(iter(self.db.query(sql, params)), None)
+
+    def _all(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self.db.query(sql, params))
+
+    def _event(self, job_id: str, kind: str, old: str | None, new: str, *, frame: int | None = None,
+               prediction: int | None = None, detail: str | None = None) -> None:
+        self.db.execute(
+            "INSERT INTO events (at, job_id, frame_idx, prediction, kind, from_state, to_state, detail)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (time.time(), job_id, frame, prediction, kind, old, new, detail),
+        )
+
+    # --- jobs ---------------------------------------------------------------------------------------------------
+    def create_job(self, job_id: str, *, source_name: str, origin_path: Path, source_path: Path | None,
+                   work_dir: Path, mode: str, fps: float, output_target: Path | None = None) -> Job:
+        now = time.time()
+        with self.tx() as db:
+            db.execute(
+                "INSERT INTO jobs (id, source_name, origin_path, source_path, work_dir, mode, output_target, state,"
+                " fps, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
+                (job_id, source_name, str(origin_path), str(source_path) if source_path else None, str(work_dir),
+                 mode, str(output_target) if output_target else None, fps, now, now),
+            )
+            self._event(job_id, "job", None, JobState.QUEUED, detail=source_name)
+        return self.job(job_id)
+
+    def job(self, job_id: str) -> Job:
+        row = self._one("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        if row is None:
+            raise StoreError(f"no job {job_id}")
+        return _row(Job, row)  # type: ignore[no-any-return]
+
+    def find_job(self, ref: str) -> Job:
+        """A job by id or unique id prefix; StoreError if none or several match."""
+        rows = self._all("SELECT * FROM jobs WHERE id LIKE ? ORDER BY created_at", (ref.replace("%", "") + "%",))
+        if len(rows) == 1:
+            return _row(Job, rows[0])  # type: ignore[no-any-return]
+        if not rows:
+            raise StoreError(f"no job matches {ref!r}")
+        raise StoreError(f"{ref!r} matches {len(rows)} jobs; give more of the id")
+
+    def jobs(self, states_: tuple[str, ...] | None = None) -> list[Job]:
+        if states_:
+            marks = ",".join("?" * len(states_))
+            rows = self._all(f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY created_at", states_)
+        else:
+            rows = self._all("SELECT * FROM jobs ORDER BY created_at")
+        return [_row(Job, r) for r in rows]
+
+    def update_job(self, job_id: str, **values: Any) -> None:
+        """Set plain (non-state) columns of a job: source_path, duration, width, height, has_audio, frames_total."""
+        allowed = {"source_path", "duration", "width", "height", "has_audio", "frames_total", "output"}
+        if not values or not set(values) <= allowed:
+            raise StoreError(f"update_job: cannot set {sorted(set(values) - allowed)}")
+        cols = ", ".join(f"{k} = :{k}" for k in values)
+        with self.tx() as db:
+            db.execute(f"UPDATE jobs SET {cols}, updated_at = :now WHERE id = :id",
+                       {**{k: (str(v) if isinstance(v, Path) else v) for k, v in values.items()},
+                        "now": time.time(), "id": job_id})
+
+    def transition_job(self, job_id: str, target: JobState, *, error: str | None = None,
+                       output: str | None = None, expect: tuple[JobState, ...] | None = None) -> Job:
+        """Move a job to `target` (checked by shd.states); `expect` additionally requires a current state."""
+        with self.tx() as db:
+            job = self.job(job_id)
+            if expect is not None and job.state not in expect:
+                raise StoreError(f"job {job_id} is {job.state}, not {'/'.join(expect)}")
+            states.check_job(job_id, job.state, target)
+            now = time.time()
+            finished = now if target in (JobState.DONE, JobState.FAILED, JobState.CANCELED) else None
+            # A retried job (-> queued) starts afresh: its elapsed time and its retry budgets count from now on.
+            started = None if target == JobState.QUEUED else job.started_at or (
+                now if target == JobState.EXTRACTING else None)
+            db.execute(
+                "UPDATE jobs SET state = ?, error = ?, output = COALESCE(?, output), updated_at = ?,"
+                " started_at = ?, finished_at = ? WHERE id = ?",
+                (target, error, output, now, started, finished, job_id),
+            )
+            self._event(job_id, "job", job.state, target, detail=error)
+        return self.job(job_id)
+
+    # --- frames -------------------------------------------------------------------------------------------------
+    def add_frame(self, job_id: str, idx: int, ts: float, path: Path) -> bool:
+        """Record an extracted frame; returns False (and changes nothing) if it was already recorded."""
+        with self.tx() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO frames (job_id, idx, state, ts, path, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (job_id, idx, FrameState.EXTRACTED, ts, str(path), time.time()),
+            )
+            if cur.rowcount:
+                self._event(job_id, "frame", None, FrameState.EXTRACTED, frame=idx)
+            return bool(cur.rowcount)
+
+    def frame(self, job_id: str, idx: int) -> Frame:
+        row = self._one("SELECT * FROM frames WHERE job_id = ? AND idx = ?", (job_id, idx))
+        if row is None:
+            raise StoreError(f"job {job_id} has no frame {idx}")
+        return _row(Frame, row)  # type: ignore[no-any-return]
+
+    def frames(self, job_id: str, states_: tuple[str, ...] | None = None) -> list[Frame]:
+        if states_:
+            marks = ",".join("?" * len(states_))
+            rows = self._all(f"SELECT * FROM frames WHERE job_id = ? AND state IN ({marks}) ORDER BY idx",
+                             (job_id, *states_))
+        else:
+            rows = self._all("SELECT * FROM frames WHERE job_id = ? ORDER BY idx", (job_id,))
+        return [_row(Frame, r) for r in rows]
+
+    def transition_frame(self, job_id: str, idx: int, target: FrameState, **values: Any) -> Frame:
+        """Move a frame to `target`, setting any of prompt, image_path, seed, error, filled_with with it."""
+        allowed = {"prompt", "image_path", "seed", "error", "filled_with"}
+        if not set(values) <= allowed:
+            raise StoreError(f"transition_frame: cannot set {sorted(set(values) - allowed)}")
+        with self.tx() as db:
+            frame = self.frame(job_id, idx)
+            if frame.state != target:
+                states.check_frame(job_id, idx, frame.state, target)
+            if target != FrameState.FAILED and "error" not in values:
+                values["error"] = None
+            sets = ", ".join(f"{k} = :{k}" for k in values)
+            db.execute(
+                f"UPDATE frames SET state = :state, updated_at = :now{', ' + sets if sets else ''}"
+                " WHERE job_id = :job AND idx = :idx",
+                {**{k: (str(v) if isinstance(v, Path) else v) for k, v in values.items()},
+                 "state": target, "now": time.time(), "job": job_id, "idx": idx},
+            )
+            if frame.state != target:
+                self._event(job_id, "frame", frame.state, target, frame=idx, detail=values.get("error"))
+        return self.frame(job_id, idx)
+
+    def set_filled(self, job_id: str, fills: Mapping[int, str]) -> None:
+        """Record how each failed frame's output slot was filled (hold/source), for status."""
+        with self.tx() as db:
+            for idx, how in fills.items():
+                db.execute("UPDATE frames SET filled_with = ? WHERE job_id = ? AND idx = ?", (how, job_id, idx))
+
+    def frame_counts(self, job_id: str) -> dict[str, int]:
+        rows = self._all("SELECT state, COUNT(*) AS n FROM frames WHERE job_id = ? GROUP BY state", (job_id,))
+        return {r["state"]: r["n"] for r in rows}
+
+    # --- the prediction ledger ----------------------------------------------------------------------------------
+    def begin_prediction(self, job_id: str, idx: int, stage: Stage, *, model: str, input: Mapping[str, Any],
+                         reason: str, seed: int | None = None) -> Prediction:
+        """Record a paid call BEFORE it is sent (status 'creating') and move the frame to its in-flight state."""
+        before, inflight, _ = states.STAGE_STATES[stage]
+        with self.tx() as db:
+            frame = self.frame(job_id, idx)
+            if frame.state not in (before, inflight):
+                raise StoreError(f"job {job_id} frame {idx} is {frame.state}, cannot start {stage}")
+            attempt = 1 + (self._one(
+                "SELECT COUNT(*) AS n FROM predictions WHERE job_id = ? AND frame_idx = ? AND stage = ?",
+                (job_id, idx, stage)) or {"n": 0})["n"]
+            now = time.time()
+            cur = db.execute(
+                "INSERT INTO predictions (job_id, frame_idx, stage, attempt, reason, model, input_json, status,"
+                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'creating', ?, ?)",
+                (job_id, idx, stage, attempt, reason, model, json.dumps(dict(input), sort_keys=True), now, now),
+            )
+            pid = int(cur.lastrowid or 0)
+            self._event(job_id, "prediction", None, "creating", frame=idx, prediction=pid,
+                        detail=f"{stage} attempt {attempt}: {reason}")
+            if frame.state == before:
+                self.transition_frame(job_id, idx, inflight, **({"seed": seed} if seed is not None else {}))
+            elif seed is not None:
+                db.execute("UPDATE frames SET seed = ? WHERE job_id = ? AND idx = ?", (seed, job_id, idx))
+        return self.prediction(pid)
+
+    def prediction(self, pid: int) -> Prediction:
+        row = self._one("SELECT * FROM predictions WHERE id = ?", (pid,))
+        if row is None:
+            raise StoreError(f"no prediction {pid}")
+        return _row(Prediction, row)  # type: ignore[no-any-return]
+
+    def update_prediction(self, pid: int, *, status: str, remote_id: str | None = None, error: str | None = None,
+                          output: Any = None, predict_time: float | None = None) -> Prediction:
+        """Record what the server said about a prediction (the remote id as soon as it is known)."""
+        with self.tx() as db:
+            old = self.prediction(pid)
+            now = time.time()
+            done = now if status not in LIVE_PREDICTION else None
+            db.execute(
+                "UPDATE predictions SET status = ?, remote_id = COALESCE(?, remote_id), error = COALESCE(?, error),"
+                " output_json = COALESCE(?, output_json), predict_time = COALESCE(?, predict_time),"
+                " updated_at = ?, completed_at = COALESCE(completed_at, ?) WHERE id = ?",
+                (status, remote_id, error, json.dumps(output) if output is not None else None, predict_time,
+                 now, done, pid),
+            )
+            if old.status != status:
+                self._event(old.job_id, "prediction", old.status, status, frame=old.frame_idx, prediction=pid,
+                            detail=error or remote_id)
+        return self.prediction(pid)
+
+    def latest_prediction(self, job_id: str, idx: int, stage: Stage) -> Prediction | None:
+        row = self._one(
+            "SELECT * FROM predictions WHERE job_id = ? AND frame_idx = ? AND stage = ? ORDER BY id DESC LIMIT 1",
+            (job_id, idx, stage),
+        )
+        return _row(Prediction, row) if row else None
+
+    def predictions(self, job_id: str | None = None, *, live: bool = False) -> list[Prediction]:
+        where, params = [], []
+        if job_id:
+            where.append("job_id = ?")
+            params.append(job_id)
+        if live:
+            where.append("status IN ('creating', 'starting', 'processing')")
+        sql = "SELECT * FROM predictions" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id"
+        return [_row(Prediction, r) for r in self._all(sql, tuple(params))]
+
+    def attempts(self, job_id: str, idx: int, stage: Stage, *, since: float = 0.0) -> int:
+        """Paid attempts at one frame's stage created at or after `since` (a job's start: retry budgets)."""
+        row = self._one("SELECT COUNT(*) AS n FROM predictions WHERE job_id = ? AND frame_idx = ? AND stage = ?"
+                        " AND created_at >= ? AND status != 'refused'", (job_id, idx, stage, since))
+        return int(row["n"]) if row else 0
+
+    def events(self, job_id: str) -> list[dict[str, Any]]:
+        return self._all("SELECT * FROM events WHERE job_id = ? ORDER BY id", (job_id,))
+
+    # --- status -------------------------------------------------------------------------------------------------
+    def progress(self, job_id: str) -> dict[str, int]:
+        """Cumulative frame counts: extracted (rows), prompted (have a prompt), generated, failed, filled."""
+        row = self._one(
+            "SELECT COUNT(*) AS extracted, COUNT(prompt) AS prompted,"
+            " SUM(state = 'generated') AS generated, SUM(state = 'failed') AS failed,"
+            " COUNT(filled_with) AS filled FROM frames WHERE job_id = ?", (job_id,))
+        return {k: int(v or 0) for k, v in (row or {}).items()}
+
+    def paid(self, job_id: str) -> dict[str, Any]:
+        """How many predictions a job created (by status) and their total predict_time."""
+        rows = self._all("SELECT status, COUNT(*) AS n, SUM(predict_time) AS t FROM predictions WHERE job_id = ?"
+                         " GROUP BY status", (job_id,))
+        return {"by_status": {r["status"]: r["n"] for r in rows},
+                "predict_time": round(sum(r["t"] or 0.0 for r in rows), 3)}

@@ -1,0 +1,90 @@
+"""Config validation: every problem reported at once, naming the file and the key."""
+
+from pathlib import Path
+
+import pytest
+
+from shd import config
+from shd.errors import ConfigError, TokenMissing
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "shd.toml"
+    p.write_text(text)
+    return p
+
+
+def test_the_shipped_config_loads_and_paths_resolve_against_its_folder(tmp_path: Path) -> None:
+    cfg = config.load(REPO / "config" / "shd.toml")
+    assert cfg.paths.inbox == REPO / "config" / "inbox"
+    assert cfg.pipeline.fps == 1.0 and cfg.pipeline.audio == "auto" and cfg.replicate.concurrency == 8
+    assert cfg.replicate.prompt_model == config.IMG2PROMPT and cfg.replicate.image_model == config.SDXL
+
+
+def test_every_rule_is_documented_in_the_shipped_config_and_vice_versa() -> None:
+    """The shipped file mentions every key the code knows (commented or not), and sets no unknown key."""
+    text = (REPO / "config" / "shd.toml").read_text()
+    for section, keys in config.RULES.items():
+        assert f"[{section}]" in text
+        for key in keys:
+            documented = f"{key} =" in text or f"[{section}.{key}]" in text
+            assert documented, f"{section}.{key} is not documented in config/shd.toml"
+
+
+def test_unknown_keys_wrong_types_and_impossible_values_are_all_reported(tmp_path: Path) -> None:
+    p = write(tmp_path, """
+[pipeline]
+fps = 0
+audio = "loud"
+colour = "red"
+[replicate]
+concurrency = "eight"
+image_model = "sdxl"
+[nonsense]
+x = 1
+""")
+    with pytest.raises(ConfigError) as e:
+        config.load(p)
+    msg = str(e.value)
+    assert msg.startswith(str(p))
+    for part in ("pipeline.fps = 0 is not allowed", "pipeline.audio", "unknown key pipeline.colour",
+                 "replicate.concurrency must be an integer", "replicate.image_model = 'sdxl' is not allowed",
+                 "unknown section [nonsense]"):
+        assert part in msg
+    assert len(e.value.problems) == 6
+
+
+def test_a_file_that_is_not_toml_or_missing_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        config.load(write(tmp_path, "[paths\ninbox="))
+    with pytest.raises(ConfigError, match="does not exist"):
+        config.load(tmp_path / "nope.toml")
+
+
+def test_config_is_found_through_shd_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    p = write(tmp_path, "[pipeline]\nfps = 2.0\n")
+    monkeypatch.setenv("SHD_CONFIG", str(p))
+    assert config.load().pipeline.fps == 2.0
+    assert config.load(None).source == p
+
+
+def test_image_input_overrides_merge_with_the_defaults(tmp_path: Path) -> None:
+    cfg = config.load(write(tmp_path, "[replicate.image_input]\nwidth = 512\n"))
+    assert cfg.replicate.image_input["width"] == 512
+    assert cfg.replicate.image_input["num_outputs"] == 1
+
+
+def test_token_comes_from_the_credential_then_the_environment_then_the_file(tmp_path: Path) -> None:
+    cfg = config.load(write(tmp_path, '[replicate]\ntoken_file = "tok"\n'))
+    (tmp_path / "tok").write_text("r8_file\n")
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "replicate_token").write_text("r8_cred\n")
+    assert config.read_token(cfg, {"CREDENTIALS_DIRECTORY": str(creds), "REPLICATE_API_TOKEN": "x"}) == "r8_cred"
+    assert config.read_token(cfg, {"REPLICATE_API_TOKEN": "r8_env"}) == "r8_env"
+    assert config.read_token(cfg, {}) == "r8_file"
+    bare = config.from_mapping({}, None)
+    with pytest.raises(TokenMissing, match=r"REPLICATE_API_TOKEN"):
+        config.read_token(bare, {})
