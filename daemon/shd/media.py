@@ -1,0 +1,449 @@
+"""Everything shd asks of ffmpeg: probe a source, extract its frames, stitch painted frames back into a video.
+
+Commands are data: the pure ``plan_*`` functions return argv lists (built with ffmpeg-python), ``parse_probe`` turns
+``ffmpeg -i`` stderr into a `Probe`, and one runner (`run`, or the streaming loop in `extract`) executes them.
+Only the ``ffmpeg`` binary is needed (no ffprobe); `find_ffmpeg` falls back to the one imageio-ffmpeg ships.
+
+Timing facts, measured with ffmpeg 9.0 (``-vf fps=F``, default ``round=near``):
+
+* extracted frame ``i`` carries output timestamp ``i/F`` (frame 0 at 0), i.e. source time ``start + i/F``;
+  its picture is the last source frame whose time rounds to slot ``i`` (at most half a slot later than ``i/F``);
+* the count is ``round(D*F)`` with halves rounded up, D the video's duration: 3.0 s gives 3 frames at F=1 and 6 at
+  F=2; 2.5 s gives 3 at F=1 (slots 0, 1, 2) and 5 at F=2; 2.4 s gives 2 at F=1; a clip under ``0.5/F`` gives none.
+
+`plan_stitch` shows frame ``i`` during ``[i/F, (i+1)/F)`` and then holds the last frame, or cuts, to the source's
+duration, so the output lasts D within one output frame.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import stat
+import struct
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import ffmpeg as ffmpeg_python
+
+from shd.errors import InputError, MediaError
+
+FRAME_PATTERN = "%06d.png"
+GLOBAL_ARGS = ["-hide_banner", "-nostdin", "-loglevel", "error", "-y"]
+FITS = ("pad", "crop", "stretch")
+POLL_S = 0.02
+
+_FRAME_NAME = re.compile(r"^\d{6}\.png(\.tmp)?$")
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What shd needs to know about a source video.
+
+    duration: seconds (container duration, to 1/100 s as ffmpeg prints it), > 0.
+    fps: the video stream's frame rate, None when ffmpeg does not state one.
+    width, height: the picture as displayed, i.e. after a 90/270 degree rotation tag (extracted frames have this size).
+    has_audio: the file has at least one audio stream. video_codec: e.g. "h264". start_time: the container's start.
+    """
+
+    duration: float
+    fps: float | None
+    width: int
+    height: int
+    has_audio: bool
+    video_codec: str
+    start_time: float
+
+
+def find_ffmpeg(configured: str | None = None) -> str:
+    """Return the ffmpeg to run: `configured` (which must be an executable file, else MediaError naming it),
+    else ``ffmpeg`` on PATH, else the binary shipped by imageio-ffmpeg."""
+    if configured:
+        path = os.path.expanduser(configured)
+        if not os.path.isfile(path):
+            raise MediaError(configured, "configured ffmpeg does not exist")
+        if not os.access(path, os.X_OK):
+            raise MediaError(configured, "configured ffmpeg is not executable")
+        return path
+    found = shutil.which("ffmpeg")
+    if found:
+        return found
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def _fmt(x: float) -> str:
+    """A number as ffmpeg should read it: 1.0 -> "1", 2.5 -> "2.5" (full precision, no exponent)."""
+    x = float(x)
+    if x == int(x):
+        return str(int(x))
+    return format(x, ".9f").rstrip("0").rstrip(".")
+
+
+# ---------------------------------------------------------------------------------------------------- running
+
+
+def run(argv: list[str], *, timeout: float, path_for_errors: Path, check: bool = False) -> subprocess.CompletedProcess:
+    """Run one command with no stdin; return it with ``stdout`` as bytes and ``stderr`` as text.
+
+    Past `timeout` seconds the process is killed and MediaError(path_for_errors, ...) raised; a binary that cannot be
+    started raises MediaError too. A non-zero exit raises MediaError(path_for_errors, last error line) only if `check`.
+    """
+    try:
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired:  # subprocess.run has killed and reaped it
+        raise MediaError(path_for_errors, f"ffmpeg timed out after {_fmt(timeout)} s") from None
+    except OSError as e:
+        raise MediaError(path_for_errors, f"cannot run {argv[0]}: {e.strerror or e}") from None
+    err = done.stderr.decode("utf-8", errors="replace")
+    result = subprocess.CompletedProcess(argv, done.returncode, done.stdout, err)
+    if check and done.returncode != 0:
+        raise MediaError(path_for_errors, last_error_line(err) or f"ffmpeg exited with {done.returncode}")
+    return result
+
+
+_NOISE = ("conversion failed", "at least one output file must be specified", "error opening input file",
+          "error opening output file", "exiting normally", "nothing was written")
+
+
+def last_error_line(stderr: str) -> str:
+    """The last stderr line that says what went wrong, without ffmpeg's ``[ctx @ 0x..]`` prefixes and generic
+    trailers ("Conversion failed!", "Error opening input files: ...")."""
+    lines = [re.sub(r"^(\[[^\]]*\]\s*)+", "", ln).strip() for ln in stderr.splitlines()]
+    lines = [ln for ln in lines if ln]
+    meaningful = [ln for ln in lines if not ln.lower().startswith(_NOISE)]
+    line = (meaningful or lines or [""])[-1]
+    return re.sub(r"^Error opening input:\s*", "", line)
+
+
+# ---------------------------------------------------------------------------------------------------- probing
+
+
+def plan_probe(ffmpeg: str, src: Path) -> list[str]:
+    """``ffmpeg -hide_banner -nostdin -i SRC``: ffmpeg prints the input's description to stderr and exits 1."""
+    return [ffmpeg, "-hide_banner", "-nostdin", "-i", str(src)]
+
+
+_DURATION = re.compile(r"Duration:\s*(N/A|(\d+):(\d+):(\d+(?:\.\d+)?))")
+_START = re.compile(r"start:\s*(-?\d+(?:\.\d+)?)")
+_STREAM = re.compile(r"^\s*Stream #\d+:\d+\S*:\s*(Video|Audio|Subtitle|Data|Attachment):\s*(.*)$")
+_SIZE = re.compile(r"(?<![\w.])([1-9]\d{0,5})x([1-9]\d{0,5})(?![\w.])")
+_RATE = re.compile(r"(\d+(?:\.\d+)?)(k?) (fps|tbr)\b")
+_ROTATION = re.compile(r"display ?matrix:\s*rotation of\s*(-?\d+(?:\.\d+)?)\s*degrees", re.IGNORECASE)
+
+
+def _reject_reason(stderr: str) -> str | None:
+    """Why ffmpeg could not open the input at all, or None if it did."""
+    low = stderr.lower()
+    if "input #0" in low:
+        return None
+    if "no such file or directory" in low:
+        return "does not exist"
+    if "permission denied" in low:
+        return "is not readable (permission denied)"
+    if "is a directory" in low:
+        return "is a directory, not a video file"
+    if "misdetection possible" in low or ("invalid data found" in low and "moov atom not found" not in low):
+        return "is not a video file (ffmpeg: invalid data found when processing input)"
+    if "moov atom not found" in low:
+        return "is a truncated or unfinished MP4 (moov atom not found)"
+    return f"cannot be read as a video ({last_error_line(stderr) or 'ffmpeg gave no reason'})"
+
+
+def parse_probe(src: Path, stderr: str) -> Probe:
+    """Parse the stderr of `plan_probe`'s command into a `Probe` (pure).
+
+    Raises InputError(src, reason) when ffmpeg could not open it (missing, invalid data, "moov atom not found"), when
+    it has no video stream (audio only; cover art does not count), or no duration > 0 (a still image).
+    """
+    reason = _reject_reason(stderr)
+    if reason:
+        raise InputError(src, reason)
+    blocks: list[tuple[str, str, list[str]]] = []  # (kind, description, following lines)
+    for line in stderr.splitlines():
+        m = _STREAM.match(line)
+        if m:
+            blocks.append((m.group(1), m.group(2), []))
+        elif blocks and line.startswith("    "):
+            blocks[-1][2].append(line)
+        elif blocks:
+            blocks.append(("", "", []))  # a non-stream line ends the block
+    videos = [(d, rest) for kind, d, rest in blocks if kind == "Video" and "(attached pic)" not in d]
+    has_audio = any(kind == "Audio" for kind, _, _ in blocks)
+    if not videos:
+        raise InputError(src, "has no video stream" + (" (audio only)" if has_audio else ""))
+    desc, rest = videos[0]
+    m = _DURATION.search(stderr)
+    duration = 0.0 if not m or m.group(1) == "N/A" else int(m[2]) * 3600 + int(m[3]) * 60 + float(m[4])
+    if duration <= 0:
+        what = "unknown" if not m or m.group(1) == "N/A" else "zero"
+        raise InputError(src, f"is not a video: its duration is {what} (a still image?)")
+    size = _SIZE.search(desc)
+    if not size:
+        raise InputError(src, "video stream has no picture size")
+    width, height = int(size[1]), int(size[2])
+    rot = next((_ROTATION.search(ln) for ln in rest if _ROTATION.search(ln)), None)
+    if rot and round(abs(float(rot[1]))) % 180 == 90:
+        width, height = height, width
+    rates = {kind: float(num) * (1000 if k else 1) for num, k, kind in _RATE.findall(desc)}
+    fps = rates.get("fps") or rates.get("tbr") or None
+    start = _START.search(stderr)
+    return Probe(
+        duration=duration,
+        fps=fps,
+        width=width,
+        height=height,
+        has_audio=has_audio,
+        video_codec=desc.split()[0].rstrip(","),
+        start_time=float(start[1]) if start else 0.0,
+    )
+
+
+def _check_source(src: Path) -> None:
+    """InputError unless `src` is a non-empty, readable regular file (a FIFO would hang ffmpeg)."""
+    try:
+        st = os.stat(src)
+    except FileNotFoundError:
+        raise InputError(src, "does not exist") from None
+    except OSError as e:
+        raise InputError(src, f"cannot be read ({e.strerror})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise InputError(src, "is a directory, not a video file")
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError(src, "is not a regular file")
+    if st.st_size == 0:
+        raise InputError(src, "is empty (0 bytes)")
+    try:
+        with open(src, "rb") as f:
+            f.read(1)
+    except OSError as e:
+        raise InputError(src, f"is not readable ({e.strerror})") from None
+
+
+def probe(ffmpeg: str, src: Path, timeout: float = 60) -> Probe:
+    """Describe `src` with ffmpeg alone. InputError for a missing, empty, unreadable or non-regular path and for
+    everything `parse_probe` rejects; MediaError if ffmpeg hangs past `timeout` seconds."""
+    _check_source(src)
+    done = run(plan_probe(ffmpeg, src), timeout=timeout, path_for_errors=src)
+    return parse_probe(src, done.stderr)
+
+
+# ---------------------------------------------------------------------------------------------------- extraction
+
+
+def frame_timestamp(index: int, fps: float, start: float = 0.0) -> float:
+    """Source time (seconds) of extracted frame `index` (0-based): ``start + index/fps`` (see the module docstring:
+    the picture is the source frame nearest before the middle of that slot, at most ``0.5/fps`` later)."""
+    return start + index / fps
+
+
+def plan_extract(ffmpeg: str, src: Path, out_dir: Path, fps: float) -> list[str]:
+    """Extract the first video stream at `fps` into ``out_dir/000000.png``, ``000001.png``, ... (0-based).
+
+    Each PNG is written under a temporary name and renamed (``-atomic_writing 1``), so a frame that exists is complete.
+    """
+    stream = ffmpeg_python.input(str(src))["V:0"].output(
+        str(Path(out_dir) / FRAME_PATTERN),
+        vf=f"fps={_fmt(fps)}",
+        f="image2",
+        start_number=0,
+        atomic_writing=1,
+    )
+    return ffmpeg_python.compile(stream, cmd=[ffmpeg, *GLOBAL_ARGS])
+
+
+def _frame(out_dir: Path, index: int) -> Path:
+    return out_dir / f"{index:06d}.png"
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+
+
+def extract(
+    ffmpeg: str,
+    src: Path,
+    out_dir: Path,
+    fps: float,
+    on_frame: Callable[[int, Path], None],
+    *,
+    timeout: float,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> int:
+    """Extract `src` at `fps` into `out_dir` (created; stale ``NNNNNN.png`` there are removed first), calling
+    ``on_frame(index, path)`` in order for each frame as soon as it is complete, while ffmpeg still runs. Returns the
+    frame count.
+
+    InputError(src, ...) for a bad source (as `probe`, plus ffmpeg's last error line on a non-zero exit, a file that
+    ends early, or zero frames). MediaError(src, ...) after `timeout` seconds or when `should_stop()` turns true
+    ("interrupted"); ffmpeg is then killed and reaped. An exception from `on_frame` kills ffmpeg and propagates.
+    """
+    _check_source(src)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.iterdir():
+        if _FRAME_NAME.match(stale.name):
+            stale.unlink()
+    argv = plan_extract(ffmpeg, src, out_dir, fps)
+    deadline = time.monotonic() + timeout
+    count = 0
+    with tempfile.TemporaryFile() as errf:
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errf)
+        except OSError as e:
+            raise MediaError(src, f"cannot run {ffmpeg}: {e.strerror or e}") from None
+        try:
+            while True:
+                rc = proc.poll()
+                while _frame(out_dir, count).exists():
+                    on_frame(count, _frame(out_dir, count))
+                    count += 1
+                if rc is not None:
+                    break
+                if should_stop():
+                    _kill(proc)
+                    raise MediaError(src, "interrupted")
+                if time.monotonic() > deadline:
+                    _kill(proc)
+                    raise MediaError(src, f"ffmpeg timed out after {_fmt(timeout)} s extracting frames")
+                time.sleep(POLL_S)
+        finally:
+            _kill(proc)
+        errf.seek(0)
+        stderr = errf.read().decode("utf-8", errors="replace")
+    if rc != 0:
+        probe(ffmpeg, src)  # its InputError says best what is wrong with the file (extract logs errors only)
+        raise InputError(src, f"cannot be decoded ({last_error_line(stderr) or f'ffmpeg exited with {rc}'})")
+    if ": partial file" in stderr:
+        raise InputError(src, f"is truncated: the file ends early (only {count} frame(s) could be read)")
+    if count == 0:
+        raise InputError(src, f"no frames could be extracted at fps={_fmt(fps)} (too short or undecodable)")
+    return count
+
+
+# ---------------------------------------------------------------------------------------------------- stitching
+
+
+def output_size(src_w: int, src_h: int) -> tuple[int, int]:
+    """The stitched video's size for a `src_w` x `src_h` source: each rounded down to even, at least 2 (H.264 4:2:0)."""
+    return max(2, src_w - src_w % 2), max(2, src_h - src_h % 2)
+
+
+def _fit(stream, size: tuple[int, int], fit: str):
+    """Scale a stream of any size to exactly `size`: letterbox ("pad"), cover and centre-crop ("crop") or
+    ignore the aspect ("stretch"); square pixels."""
+    w, h = size
+    if fit == "pad":
+        stream = stream.filter("scale", w, h, force_original_aspect_ratio="decrease", force_divisible_by=2)
+        stream = stream.filter("pad", w, h, "(ow-iw)/2", "(oh-ih)/2", color="black")
+    elif fit == "crop":
+        stream = stream.filter("scale", w, h, force_original_aspect_ratio="increase")
+        stream = stream.filter("crop", w, h)
+    elif fit == "stretch":
+        stream = stream.filter("scale", w, h)
+    else:
+        raise ValueError(f"fit must be one of {', '.join(FITS)}, not {fit!r}")
+    return stream.filter("setsar", 1)
+
+
+def plan_stitch(
+    ffmpeg: str,
+    frames: Path,
+    *,
+    fps: float,
+    duration: float,
+    size: tuple[int, int],
+    out: Path,
+    audio_src: Path | None,
+    fit: str = "pad",
+    out_fps: int = 30,
+    crf: int = 18,
+) -> list[str]:
+    """Encode ``frames/000000.png``... (each shown 1/`fps` s, fitted to `size` by `fit`) as an H.264 yuv420p MP4 at
+    `out_fps` lasting `duration` s: the last frame is held (tpad) when the frames are shorter, the rest cut (-t) when
+    longer. With `audio_src`, its first audio stream is added as AAC, cut to the same duration. Format forced to mp4,
+    so `out` may have any name; ``+faststart``; overwrites.
+
+    The fps and tpad filters rely on the frames sharing one size and pixel format: ffmpeg rebuilds the filter graph
+    when they change, which loses frames. `stitch` normalises mixed frames first; callers of the plan must too.
+    """
+    w, h = size
+    if w % 2 or h % 2 or w < 2 or h < 2:
+        raise ValueError(f"size must be even and at least 2x2, not {w}x{h} (see output_size)")
+    video = ffmpeg_python.input(str(Path(frames) / FRAME_PATTERN), f="image2", framerate=_fmt(fps), start_number=0)
+    video = _fit(video, size, fit)
+    video = video.filter("fps", out_fps).filter("tpad", stop_mode="clone", stop_duration=_fmt(duration))
+    video = video.filter("format", "yuv420p")
+    streams = [video]
+    codecs: dict[str, object] = {}
+    if audio_src is not None:
+        streams.append(ffmpeg_python.input(str(audio_src))["a:0"])
+        codecs = {"c:a": "aac", "b:a": "192k"}
+    output = ffmpeg_python.output(
+        *streams,
+        str(out),
+        f="mp4",
+        t=_fmt(duration),
+        movflags="+faststart",
+        **{"c:v": "libx264", "crf": crf, "preset": "medium", **codecs},
+    )
+    return ffmpeg_python.compile(output, cmd=[ffmpeg, *GLOBAL_ARGS])
+
+
+def plan_normalize(ffmpeg: str, frames: Path, out_dir: Path, *, size: tuple[int, int], fit: str = "pad") -> list[str]:
+    """Rewrite ``frames/NNNNNN.png`` fitted to `size` as ``out_dir/NNNNNN.png`` (same numbering, one PNG per PNG,
+    no timing filters, so the graph rebuilds that mixed sizes cause are harmless)."""
+    stream = ffmpeg_python.input(str(Path(frames) / FRAME_PATTERN), f="image2", start_number=0)
+    stream = _fit(stream, size, fit).filter("format", "rgb24")
+    stream = stream.output(str(Path(out_dir) / FRAME_PATTERN), f="image2", start_number=0, fps_mode="passthrough")
+    return ffmpeg_python.compile(stream, cmd=[ffmpeg, *GLOBAL_ARGS])
+
+
+def _needs_normalizing(frames: Path, out: Path) -> bool:
+    """Whether the frames differ in PNG IHDR (size, bit depth, colour type) or are not all PNGs."""
+    kinds = set()
+    i = 0
+    while (path := _frame(frames, i)).exists():
+        with open(path, "rb") as f:
+            head = f.read(26)
+        ok = len(head) == 26 and head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR"
+        kinds.add(struct.unpack(">IIBB", head[16:26]) if ok else None)
+        i += 1
+    if i == 0:
+        raise MediaError(out, f"no frames to stitch ({frames / '000000.png'} is missing)")
+    return len(kinds) > 1 or None in kinds
+
+
+def stitch(
+    ffmpeg: str,
+    frames: Path,
+    *,
+    fps: float,
+    duration: float,
+    size: tuple[int, int],
+    out: Path,
+    audio_src: Path | None,
+    fit: str = "pad",
+    out_fps: int = 30,
+    crf: int = 18,
+    timeout: float,
+) -> None:
+    """Run `plan_stitch` (see it for the contract), first fitting the frames into a temporary directory next to `out`
+    when they differ in size or pixel format. Any failure raises MediaError(out, reason); `timeout` covers each
+    ffmpeg run."""
+    frames, out = Path(frames), Path(out)
+    kwargs = dict(fps=fps, duration=duration, size=size, out=out, audio_src=audio_src, fit=fit, out_fps=out_fps, crf=crf)
+    if not _needs_normalizing(frames, out):
+        run(plan_stitch(ffmpeg, frames, **kwargs), timeout=timeout, path_for_errors=out, check=True)
+        return
+    with tempfile.TemporaryDirectory(prefix=".shd-fit-", dir=out.parent) as tmp:
+        run(plan_normalize(ffmpeg, frames, Path(tmp), size=size, fit=fit), timeout=timeout, path_for_errors=out, check=True)
+        run(plan_stitch(ffmpeg, Path(tmp), **kwargs), timeout=timeout, path_for_errors=out, check=True)

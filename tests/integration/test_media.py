@@ -1,0 +1,308 @@
+"""shd.media against the real ffmpeg: probing, streaming extraction, bad inputs, stitching."""
+
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+
+from shd import media
+from shd.errors import InputError, MediaError
+from tests.videos import (
+    ffmpeg_exe,
+    frame_rgb,
+    has_audio,
+    make_audio_only,
+    make_png,
+    make_truncated,
+    make_video,
+    probe_duration,
+    video_size,
+)
+
+FF = ffmpeg_exe()
+ONE_OUTPUT_FRAME = 1 / 30
+COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (255, 0, 255), (0, 255, 255), (255, 255, 255)]
+
+
+@pytest.fixture(scope="module")
+def vids(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("vids")
+    v = {
+        "3s": make_video(d / "3s.mp4", seconds=3.0),
+        "2.5s": make_video(d / "2.5s.mp4", seconds=2.5),
+        "3s_silent": make_video(d / "3s_silent.mp4", seconds=3.0, audio=False),
+        "2.5s_silent": make_video(d / "2.5s_silent.mp4", seconds=2.5, audio=False),
+        "short": make_video(d / "short.mp4", seconds=0.3, audio=False),
+        "audio_only": make_audio_only(d / "audio_only.mp4"),
+    }
+    v["truncated"] = make_truncated(v["3s"], d / "truncated.mp4")
+    faststart = d / "faststart.mp4"
+    subprocess.run([FF, "-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-i", str(v["3s_silent"]), "-c", "copy",
+                    "-movflags", "+faststart", str(faststart)], check=True)
+    v["truncated_faststart"] = make_truncated(faststart, d / "truncated_faststart.mp4")
+    v["empty"] = d / "empty.mp4"
+    v["empty"].write_bytes(b"")
+    v["text"] = d / "notes.mp4"
+    v["text"].write_text("this is not a video\n")
+    v["png"] = d / "still.mp4"
+    v["png"].write_bytes(make_png(d / "still.png", (10, 20, 30), (64, 48)).read_bytes())
+    v["dir"] = d / "folder.mp4"
+    v["dir"].mkdir()
+    v["missing"] = d / "missing.mp4"
+    return v
+
+
+def _slow_ffmpeg(tmp_path: Path, readrate: float = 2.0) -> tuple[str, Path]:
+    """An ffmpeg that reads its input at `readrate` x real time and records its pid (it execs, so the pid is ffmpeg's)."""
+    pidfile = tmp_path / "ffmpeg.pid"
+    script = tmp_path / "slow-ffmpeg"
+    script.write_text(f'#!/bin/sh\necho $$ > "{pidfile}"\nexec "{FF}" -readrate {readrate} "$@"\n')
+    script.chmod(0o755)
+    return str(script), pidfile
+
+
+def _assert_reaped(pidfile: Path) -> None:
+    pid = int(pidfile.read_text())
+    with pytest.raises(ChildProcessError):  # neither running nor a zombie: already waited for
+        os.waitpid(pid, os.WNOHANG)
+
+
+def _is_complete_png(path: Path) -> bool:
+    data = path.read_bytes()
+    return data.startswith(b"\x89PNG\r\n\x1a\n") and data.endswith(b"IEND\xaeB`\x82")
+
+
+# ---------------------------------------------------------------------------------------------------- probe
+
+
+def test_probe_video_with_audio(vids):
+    p = media.probe(FF, vids["3s"])
+    assert p.duration == pytest.approx(3.0, abs=0.01)
+    assert (p.width, p.height, p.has_audio, p.video_codec) == (160, 120, True, "h264")
+    assert p.fps == 10.0 and p.start_time == 0.0
+
+
+def test_probe_video_without_audio(vids):
+    p = media.probe(FF, vids["2.5s_silent"])
+    assert p.duration == pytest.approx(2.5, abs=0.01) and not p.has_audio
+
+
+BAD = {
+    "missing": "does not exist",
+    "empty": "is empty (0 bytes)",
+    "text": "not a video file",
+    "truncated": "moov atom not found",
+    "audio_only": "no video stream",
+    "png": "duration is unknown",
+    "dir": "directory",
+}
+
+
+@pytest.mark.parametrize("name", BAD)
+def test_probe_rejects_bad_input_naming_the_file(vids, name):
+    with pytest.raises(InputError) as e:
+        media.probe(FF, vids[name])
+    assert e.value.path == str(vids[name])
+    assert BAD[name] in e.value.reason
+    assert vids[name].name in str(e.value)
+
+
+def test_probe_rejects_unreadable_file(vids, tmp_path):
+    locked = tmp_path / "locked.mp4"
+    locked.write_bytes(vids["3s"].read_bytes())
+    locked.chmod(0)
+    try:
+        if os.access(locked, os.R_OK):
+            pytest.skip("running as a user that can read any file")
+        with pytest.raises(InputError, match="not readable"):
+            media.probe(FF, locked)
+    finally:
+        locked.chmod(0o644)
+
+
+# ---------------------------------------------------------------------------------------------------- extract
+
+
+@pytest.mark.parametrize("name, fps, count", [("3s", 1, 3), ("3s", 2, 6), ("2.5s", 1, 3), ("2.5s", 2, 5)])
+def test_extract_calls_on_frame_in_order_with_complete_frames(vids, tmp_path, name, fps, count):
+    seen: list[tuple[int, Path, bool]] = []
+    n = media.extract(FF, vids[name], tmp_path / "frames", fps,
+                      lambda i, p: seen.append((i, p, _is_complete_png(p))), timeout=30)
+    assert n == count
+    assert [i for i, _, _ in seen] == list(range(count))
+    assert [p for _, p, _ in seen] == [tmp_path / "frames" / f"{i:06d}.png" for i in range(count)]
+    assert all(ok for _, _, ok in seen)
+    assert sorted(p.name for p in (tmp_path / "frames").iterdir()) == [f"{i:06d}.png" for i in range(count)]
+
+
+def test_extract_streams_frames_while_ffmpeg_runs(vids, tmp_path):
+    slow, pidfile = _slow_ffmpeg(tmp_path, readrate=3)
+    out = tmp_path / "frames"
+    calls: list[tuple[int, float, int]] = []  # (index, when, frames on disk then)
+    n = media.extract(slow, vids["3s"], out, 2,
+                      lambda i, p: calls.append((i, time.monotonic(), len(list(out.glob("*.png"))))), timeout=30)
+    done = time.monotonic()
+    assert n == 6 and [c[0] for c in calls] == list(range(6))
+    assert calls[0][2] < 6, "frame 0 was reported only after every frame had been written"
+    assert done - calls[0][1] > 0.3, "frame 0 was reported only when ffmpeg finished"
+    _assert_reaped(pidfile)
+
+
+def test_extract_removes_stale_frames_first(vids, tmp_path):
+    out = tmp_path / "frames"
+    for i in range(10):
+        make_png(out / f"{i:06d}.png", (1, 2, 3), (8, 8))
+    (out / "keep.txt").write_text("not a frame")
+    assert media.extract(FF, vids["3s"], out, 1, lambda i, p: None, timeout=30) == 3
+    assert sorted(p.name for p in out.iterdir()) == ["000000.png", "000001.png", "000002.png", "keep.txt"]
+
+
+def test_extract_should_stop_kills_ffmpeg_promptly(vids, tmp_path):
+    slow, pidfile = _slow_ffmpeg(tmp_path, readrate=0.5)
+    started = time.monotonic()
+    with pytest.raises(MediaError, match="interrupted") as e:
+        media.extract(slow, vids["3s"], tmp_path / "f", 1, lambda i, p: None, timeout=30,
+                      should_stop=lambda: time.monotonic() - started > 0.3)
+    assert time.monotonic() - started < 2
+    assert e.value.path == str(vids["3s"])
+    _assert_reaped(pidfile)
+
+
+def test_extract_timeout_kills_ffmpeg(vids, tmp_path):
+    slow, pidfile = _slow_ffmpeg(tmp_path, readrate=0.5)
+    started = time.monotonic()
+    with pytest.raises(MediaError, match="timed out"):
+        media.extract(slow, vids["3s"], tmp_path / "f", 1, lambda i, p: None, timeout=0.5)
+    assert time.monotonic() - started < 2.5
+    _assert_reaped(pidfile)
+
+
+def test_extract_on_frame_error_kills_ffmpeg_and_propagates(vids, tmp_path):
+    slow, pidfile = _slow_ffmpeg(tmp_path, readrate=1)
+
+    def boom(i: int, p: Path) -> None:
+        raise RuntimeError("store is gone")
+
+    with pytest.raises(RuntimeError, match="store is gone"):
+        media.extract(slow, vids["3s"], tmp_path / "f", 2, boom, timeout=30)
+    _assert_reaped(pidfile)
+
+
+@pytest.mark.parametrize("name", BAD)
+def test_extract_rejects_bad_input_naming_the_file(vids, tmp_path, name):
+    calls: list[int] = []
+    with pytest.raises(InputError) as e:
+        media.extract(FF, vids[name], tmp_path / "f", 1, lambda i, p: calls.append(i), timeout=30)
+    assert e.value.path == str(vids[name])
+    assert vids[name].name in str(e.value)
+    assert calls == []
+    # a lone still image is not probed by extract: it just yields no frame at 1 fps
+    assert (BAD[name] if name != "png" else "no frames") in e.value.reason
+
+
+def test_extract_rejects_a_file_cut_short_even_with_faststart(vids, tmp_path):
+    with pytest.raises(InputError, match="truncated"):
+        media.extract(FF, vids["truncated_faststart"], tmp_path / "f", 1, lambda i, p: None, timeout=30)
+
+
+def test_extract_of_a_clip_too_short_for_the_rate_gives_no_frames(vids, tmp_path):
+    with pytest.raises(InputError, match="no frames"):
+        media.extract(FF, vids["short"], tmp_path / "f", 1, lambda i, p: None, timeout=30)
+
+
+# ---------------------------------------------------------------------------------------------------- stitch
+
+
+def _assert_slot_colours(video: Path, fps: float, duration: float, colours: list[tuple[int, int, int]]) -> None:
+    for i, want in enumerate(colours):
+        t = (i + 0.5) / fps
+        if t >= duration:
+            break
+        got = frame_rgb(video, t)
+        assert max(abs(a - b) for a, b in zip(got, want)) <= 12, f"slot {i} at t={t}: {got} != {want}"
+    # the tail is the last frame shown (held or cut), never black or a later frame
+    last = min(len(colours), int(duration * fps + 0.5)) - 1
+    got = frame_rgb(video, duration - 0.02)
+    assert max(abs(a - b) for a, b in zip(got, colours[last])) <= 12, f"tail: {got} != {colours[last]}"
+
+
+@pytest.mark.parametrize("audio", [True, False], ids=["audio", "silent"])
+@pytest.mark.parametrize("name, fps", [("3s", 1), ("3s", 2), ("2.5s", 1), ("2.5s", 2)])
+@pytest.mark.parametrize("mixed", [False, True], ids=["one-size", "mixed-sizes"])
+def test_stitch_matches_source_duration_audio_size_and_colours(vids, tmp_path, name, fps, audio, mixed):
+    src = vids[name]
+    p = media.probe(FF, src)
+    n = media.extract(FF, src, tmp_path / "src", fps, lambda i, path: None, timeout=30)
+    sizes = [(64, 64), (100, 40), (33, 77), (200, 100)] if mixed else [(320, 200)]
+    colours = [COLOURS[i % len(COLOURS)] for i in range(n)]
+    for i, c in enumerate(colours):
+        make_png(tmp_path / "painted" / f"{i:06d}.png", c, sizes[i % len(sizes)])
+    out = tmp_path / ".result.mp4.tmp"
+    media.stitch(FF, tmp_path / "painted", fps=fps, duration=p.duration, size=media.output_size(p.width, p.height),
+                 out=out, audio_src=src if audio else None, timeout=60)
+    assert abs(probe_duration(out) - p.duration) <= ONE_OUTPUT_FRAME
+    assert has_audio(out) is audio
+    assert video_size(out) == (160, 120)
+    _assert_slot_colours(out, fps, p.duration, colours)
+    assert [x.name for x in tmp_path.iterdir() if x.name.startswith(".shd-fit-")] == []  # temp dir cleaned up
+
+
+def test_stitch_holds_the_last_frame_when_frames_are_short(tmp_path):
+    make_png(tmp_path / "f" / "000000.png", (255, 0, 0), (40, 30))
+    make_png(tmp_path / "f" / "000001.png", (0, 0, 255), (40, 30))
+    out = tmp_path / "out.mp4"
+    media.stitch(FF, tmp_path / "f", fps=1, duration=3.4, size=media.output_size(81, 61), out=out, audio_src=None,
+                 timeout=60)
+    assert abs(probe_duration(out) - 3.4) <= ONE_OUTPUT_FRAME
+    assert video_size(out) == (80, 60)
+    _assert_slot_colours(out, 1, 3.4, [(255, 0, 0), (0, 0, 255), (0, 0, 255), (0, 0, 255)])
+
+
+def _banded_png(path: Path, size: tuple[int, int], bands: list[tuple[int, tuple[int, int, int]]]) -> Path:
+    """A PNG of vertical bands: (width, colour) from left to right."""
+    w, h = size
+    row = b"\x00" + b"".join(bytes(c) * bw for bw, c in bands)
+    assert len(row) == 1 + 3 * w
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(row * h)) + chunk(b"IEND", b""))
+    return path
+
+
+GREEN, RED, BLUE, BLACK = (0, 255, 0), (255, 0, 0), (0, 0, 255), (0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    "fit, top_middle, left_middle",
+    [("pad", BLACK, GREEN), ("crop", RED, RED), ("stretch", RED, GREEN)],
+)
+def test_stitch_fit_modes(tmp_path, fit, top_middle, left_middle):
+    # a 2:1 frame into 4:3: pad letterboxes top and bottom, crop cuts the green/blue side bands, stretch keeps both
+    _banded_png(tmp_path / "f" / "000000.png", (200, 100), [(20, GREEN), (160, RED), (20, BLUE)])
+    out = tmp_path / "out.mp4"
+    media.stitch(FF, tmp_path / "f", fps=1, duration=1.0, size=(160, 120), out=out, audio_src=None, fit=fit,
+                 timeout=60)
+    for xy, want in (((80, 5), top_middle), ((4, 60), left_middle)):
+        got = frame_rgb(out, 0.5, xy)
+        assert max(abs(a - b) for a, b in zip(got, want)) <= 12, f"{fit} at {xy}: {got} != {want}"
+
+
+def test_stitch_failure_is_a_media_error_naming_the_output(vids, tmp_path):
+    make_png(tmp_path / "f" / "000000.png", (255, 0, 0), (40, 30))
+    out = tmp_path / "out.mp4"
+    with pytest.raises(MediaError) as e:  # the "audio source" has no audio stream
+        media.stitch(FF, tmp_path / "f", fps=1, duration=1.0, size=(40, 30), out=out,
+                     audio_src=vids["3s_silent"], timeout=60)
+    assert e.value.path == str(out)
+    with pytest.raises(MediaError):
+        media.stitch(FF, tmp_path / "empty", fps=1, duration=1.0, size=(40, 30), out=out, audio_src=None, timeout=60)

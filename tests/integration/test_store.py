@@ -1,0 +1,121 @@
+"""The SQLite store on a real database file: transitions, the prediction ledger, migrations, read-only access."""
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from shd import migrations
+from shd.errors import IllegalTransition, StoreError
+from shd.states import FrameState as F
+from shd.states import JobState as J
+from shd.states import Stage
+from shd.store import Store
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = Store.open(tmp_path / "state" / "shd.db")
+    s.create_job("j1", source_name="a.mp4", origin_path=tmp_path / "a.mp4", source_path=tmp_path / "a.mp4",
+                 work_dir=tmp_path / "w", mode="process", fps=1.0)
+    return s
+
+
+def test_open_uses_wal_full_sync_and_records_the_schema_version(store: Store) -> None:
+    conn = sqlite3.connect(store.path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == migrations.LATEST
+    names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"jobs", "frames", "predictions", "events", "_sqlite_migrations"} <= names
+    assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_reopening_applies_no_migration_twice(store: Store, tmp_path: Path) -> None:
+    store.close()
+    again = Store.open(tmp_path / "state" / "shd.db")
+    assert again.job("j1").state == J.QUEUED
+    assert len(migrations.migrations.applied(again.db)) == migrations.LATEST
+
+
+def test_illegal_job_transition_is_refused_and_writes_nothing(store: Store) -> None:
+    with pytest.raises(IllegalTransition):
+        store.transition_job("j1", J.DONE)
+    assert store.job("j1").state == J.QUEUED
+    assert [e["to_state"] for e in store.events("j1")] == ["queued"]
+
+
+def test_frame_transitions_are_checked_and_logged(store: Store, tmp_path: Path) -> None:
+    assert store.add_frame("j1", 0, 0.0, tmp_path / "0.png")
+    assert not store.add_frame("j1", 0, 0.0, tmp_path / "0.png")  # idempotent
+    with pytest.raises(IllegalTransition):
+        store.transition_frame("j1", 0, F.GENERATED)
+    store.transition_frame("j1", 0, F.PROMPTING)
+    store.transition_frame("j1", 0, F.PROMPTED, prompt="a cat")
+    f = store.frame("j1", 0)
+    assert (f.state, f.prompt) == ("prompted", "a cat")
+    kinds = [(e["kind"], e["from_state"], e["to_state"]) for e in store.events("j1") if e["kind"] == "frame"]
+    assert kinds == [("frame", None, "extracted"), ("frame", "extracted", "prompting"),
+                     ("frame", "prompting", "prompted")]
+
+
+def test_a_paid_call_is_recorded_before_it_is_sent_and_its_id_when_known(store: Store, tmp_path: Path) -> None:
+    store.add_frame("j1", 0, 0.0, tmp_path / "0.png")
+    p = store.begin_prediction("j1", 0, Stage.PROMPT, model="m:v", input={"image": "u"}, reason="first")
+    assert (p.status, p.remote_id, p.attempt) == ("creating", None, 1)
+    assert store.frame("j1", 0).state == F.PROMPTING
+    p = store.update_prediction(p.id, status="starting", remote_id="abc")
+    p = store.update_prediction(p.id, status="succeeded", output="a cat", predict_time=1.5)
+    assert (p.remote_id, p.status, p.predict_time, p.completed_at is not None) == ("abc", "succeeded", 1.5, True)
+    assert store.latest_prediction("j1", 0, Stage.PROMPT) == p
+    second = store.begin_prediction("j1", 0, Stage.PROMPT, model="m:v", input={"image": "u"}, reason="again")
+    assert second.attempt == 2
+    store.update_prediction(second.id, status="refused", error="429")
+    assert store.attempts("j1", 0, Stage.PROMPT) == 1  # refused creates cost nothing and don't count
+
+
+def test_a_remote_id_is_recorded_once(store: Store, tmp_path: Path) -> None:
+    store.add_frame("j1", 0, 0.0, tmp_path / "0.png")
+    store.add_frame("j1", 1, 1.0, tmp_path / "1.png")
+    a = store.begin_prediction("j1", 0, Stage.PROMPT, model="m:v", input={}, reason="first")
+    b = store.begin_prediction("j1", 1, Stage.PROMPT, model="m:v", input={}, reason="first")
+    store.update_prediction(a.id, status="starting", remote_id="same")
+    with pytest.raises(sqlite3.IntegrityError):
+        store.update_prediction(b.id, status="starting", remote_id="same")
+
+
+def test_many_threads_write_without_busy_errors(store: Store, tmp_path: Path) -> None:
+    def work(base: int) -> None:
+        for i in range(base, base + 25):
+            store.add_frame("j1", i, float(i), tmp_path / f"{i}.png")
+            store.transition_frame("j1", i, F.PROMPTING)
+
+    threads = [threading.Thread(target=work, args=(n * 100,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert store.progress("j1")["extracted"] == 200
+
+
+def test_readonly_status_reader_sees_commits_and_cannot_write(store: Store) -> None:
+    reader = Store.open_readonly(store.path)
+    store.transition_job("j1", J.EXTRACTING)
+    assert reader.job("j1").state == J.EXTRACTING
+    with pytest.raises(sqlite3.OperationalError):
+        reader._conn.execute("DELETE FROM jobs")
+
+
+def test_readonly_open_of_a_missing_database_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="no database yet"):
+        Store.open_readonly(tmp_path / "none.db")
+
+
+def test_find_job_by_unique_prefix(store: Store, tmp_path: Path) -> None:
+    store.create_job("j2", source_name="b.mp4", origin_path=tmp_path, source_path=None, work_dir=tmp_path,
+                     mode="daemon", fps=1.0)
+    assert store.find_job("j1").id == "j1"
+    with pytest.raises(StoreError, match="matches 2 jobs"):
+        store.find_job("j")
+    with pytest.raises(StoreError, match="no job matches"):
+        store.find_job("zz")
