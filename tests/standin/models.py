@@ -1,0 +1,248 @@
+"""The fake models served by the stand-in: schemas, deterministic outputs, and cheap solid-colour PNGs.
+
+Each model is a pure function of its (defaulted) input: ``img2prompt`` returns :func:`prompt_for` of the image
+bytes, ``sdxl`` returns ``num_outputs`` PNG URLs whose solid colour is :func:`color_for` ``(prompt, seed + i)``,
+``frame-interpolation`` returns one PNG (or a fake MP4) URL, and the "official" ``flux-schnell`` is a text->image
+model usable through ``POST /v1/models/{owner}/{name}/predictions``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import random
+import struct
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from . import schemas as S
+
+JSON = dict[str, Any]
+
+IMG2PROMPT_VERSION = "50adaf2d3ad20a6f911a8a9e3ccf777b263b8596fbd2c8fc26e8888f8a0edbb5"
+SDXL_VERSION = "39ed52f2a78e934b3ba6e2a89f5b1c712de7dfea535525255b1aa35c5565e08b"
+FILM_VERSION = "4f88a16a13673a8b589c18866e540556170a5bcb2ccdc12de556e800e9456d3d"
+FLUX_VERSION = "f2ab8a5bfe79f02f0789a146cf5e73d2a4ff2684a98c2b303d1e1ff3814271db"
+
+IMG2PROMPT = f"methexis-inc/img2prompt:{IMG2PROMPT_VERSION}"
+SDXL = f"stability-ai/sdxl:{SDXL_VERSION}"
+FILM = f"google-research/frame-interpolation:{FILM_VERSION}"
+FLUX = "black-forest-labs/flux-schnell"
+
+
+def prompt_for(image_bytes: bytes) -> str:
+    """The img2prompt output for an image: deterministic in the bytes, always ending with ``"\\n "``."""
+    return "a painting of " + hashlib.sha256(image_bytes).hexdigest()[:12] + ", trending on artstation\n "
+
+
+def color_for(prompt: str, seed: int | None) -> tuple[int, int, int]:
+    """The solid RGB colour SDXL paints for ``(prompt, seed)``; each channel lies in 30..225."""
+    digest = hashlib.sha256(f"{prompt}\x00{seed}".encode()).digest()
+    return (30 + digest[0] % 196, 30 + digest[1] % 196, 30 + digest[2] % 196)
+
+
+def _png_chunk(tag: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+
+@functools.lru_cache(maxsize=256)
+def solid_png(rgb: tuple[int, int, int], width: int, height: int) -> bytes:
+    """Encode a ``width`` x ``height`` 8-bit RGB PNG filled with ``rgb`` (cached by arguments)."""
+    row = b"\x00" + bytes(rgb) * width
+    compressor = zlib.compressobj(6)
+    idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
+
+
+def decode_png(data: bytes) -> tuple[int, int, list[tuple[int, int, int]]]:
+    """Decode an 8-bit RGB, non-interlaced PNG whose rows use filter 0 (as :func:`solid_png` writes) into
+    ``(width, height, distinct colours)``; a small helper for tests."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    pos, idat, width, height = 8, b"", 0, 0
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos:pos + 4])
+        tag, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
+        if tag == b"IHDR":
+            width, height = struct.unpack(">II", body[:8])
+        elif tag == b"IDAT":
+            idat += body
+        pos += 12 + length
+    raw = zlib.decompress(idat)
+    stride = 1 + 3 * width
+    colours: set[tuple[int, int, int]] = set()
+    for y in range(height):
+        row = raw[y * stride + 1:(y + 1) * stride]
+        colours.update(set(zip(row[0::3], row[1::3], row[2::3])))
+    return width, height, sorted(colours)
+
+
+@dataclass(frozen=True)
+class OutputFile:
+    """An output file served under ``/delivery/{prediction_id}/{name}``; the bytes are made on demand."""
+
+    content_type: str
+    rgb: tuple[int, int, int] = (0, 0, 0)
+    width: int = 0
+    height: int = 0
+    raw: bytes | None = None
+
+    def content(self) -> bytes:
+        """The file's bytes (a cached solid PNG unless ``raw`` is set)."""
+        return self.raw if self.raw is not None else solid_png(self.rgb, self.width, self.height)
+
+
+@dataclass
+class RunPlan:
+    """What a fake model run produces: output JSON, files to serve, and the material for its logs."""
+
+    output: Any
+    files: dict[str, OutputFile] = field(default_factory=dict)
+    log_header: str = ""
+    steps: int = 50
+    seed: int | None = None
+
+
+# run(effective_input, file_bytes_by_field, url_for_name, rng, num_outputs_override) -> RunPlan
+RunFn = Callable[[JSON, dict[str, bytes], Callable[[str], str], random.Random, "int | None"], RunPlan]
+
+
+def _pick_seed(inp: JSON, rng: random.Random) -> int:
+    seed = inp.get("seed")
+    return int(seed) if seed is not None else rng.randrange(0, 65536)
+
+
+def _images(prompt: str, seed: int, count: int, width: int, height: int,
+            url_for: Callable[[str], str]) -> tuple[list[str], dict[str, OutputFile]]:
+    files = {f"out-{i}.png": OutputFile("image/png", color_for(prompt, seed + i), width, height)
+             for i in range(count)}
+    return [url_for(name) for name in files], files
+
+
+def _run_img2prompt(inp: JSON, files: dict[str, bytes], url_for: Callable[[str], str], rng: random.Random,
+                    n: int | None) -> RunPlan:
+    return RunPlan(output=prompt_for(files.get("image", b"")), steps=4,
+                   log_header="Loading CLIP model...\nInterrogating image\n")
+
+
+def _run_sdxl(inp: JSON, files: dict[str, bytes], url_for: Callable[[str], str], rng: random.Random,
+              n: int | None) -> RunPlan:
+    seed = _pick_seed(inp, rng)
+    count = inp["num_outputs"] if n is None else max(0, n)
+    urls, outs = _images(inp["prompt"], seed, count, inp["width"], inp["height"], url_for)
+    mode = "inpaint mode" if inp.get("mask") else ("img2img mode" if inp.get("image") else "txt2img mode")
+    header = f"Using seed: {seed}\nPrompt: {inp['prompt']}\n{mode}\n"
+    return RunPlan(output=urls, files=outs, log_header=header, steps=inp["num_inference_steps"], seed=seed)
+
+
+def _run_flux(inp: JSON, files: dict[str, bytes], url_for: Callable[[str], str], rng: random.Random,
+              n: int | None) -> RunPlan:
+    seed = _pick_seed(inp, rng)
+    width, height = S.FLUX_ASPECT_RATIOS[inp["aspect_ratio"]]
+    count = inp["num_outputs"] if n is None else max(0, n)
+    urls, outs = _images(inp["prompt"], seed, count, width, height, url_for)
+    return RunPlan(output=urls, files=outs, log_header=f"Using seed: {seed}\nrunning quantized prediction\n",
+                   steps=4, seed=seed)
+
+
+def _run_film(inp: JSON, files: dict[str, bytes], url_for: Callable[[str], str], rng: random.Random,
+              n: int | None) -> RunPlan:
+    digest = hashlib.sha256(files.get("frame1", b"") + b"\x00" + files.get("frame2", b"")).digest()
+    rgb = (30 + digest[0] % 196, 30 + digest[1] % 196, 30 + digest[2] % 196)
+    times = inp["times_to_interpolate"]
+    if times == 1:
+        name, out = "out.png", OutputFile("image/png", rgb, 64, 64)
+    else:  # not a playable video: a tagged blob, enough for download tests
+        name, out = "out.mp4", OutputFile("video/mp4", raw=b"\x00\x00\x00\x18ftypmp42" + digest * (2 ** times + 1))
+    return RunPlan(output=url_for(name), files={name: out}, steps=2 ** times + 1,
+                   log_header=f"Interpolating {2 ** times + 1} frames\n")
+
+
+@dataclass(frozen=True)
+class FakeModel:
+    """A model/version known to the stand-in."""
+
+    owner: str
+    name: str
+    version: str
+    description: str
+    version_created_at: str
+    openapi: JSON
+    run: RunFn
+    official: bool = False
+    hardware: str = "Nvidia L40S GPU"
+
+    @property
+    def full_name(self) -> str:
+        """``owner/name``."""
+        return f"{self.owner}/{self.name}"
+
+    @property
+    def ref(self) -> str:
+        """``owner/name:version``."""
+        return f"{self.full_name}:{self.version}"
+
+    def version_json(self) -> JSON:
+        """The body of ``GET /v1/models/{owner}/{name}/versions/{id}``."""
+        return {"id": self.version, "created_at": self.version_created_at, "cog_version": "0.8.6",
+                "openapi_schema": self.openapi}
+
+    def model_json(self) -> JSON:
+        """The body of ``GET /v1/models/{owner}/{name}``."""
+        return {"url": f"https://replicate.com/{self.full_name}", "owner": self.owner, "name": self.name,
+                "description": self.description, "visibility": "public", "github_url": None, "paper_url": None,
+                "license_url": None, "run_count": 1000, "cover_image_url": None, "default_example": None,
+                "latest_version": self.version_json(), "is_official": self.official}
+
+
+MODELS: list[FakeModel] = [
+    FakeModel("methexis-inc", "img2prompt", IMG2PROMPT_VERSION,
+              "Get an approximate text prompt, with style, matching an image. "
+              "(Optimized for stable-diffusion (clip ViT-L/14))", "2022-08-24T05:43:53.361543Z",
+              S.openapi_schema(S.IMG2PROMPT_INPUT, S.STRING_OUTPUT), _run_img2prompt, hardware="Nvidia T4 GPU"),
+    FakeModel("stability-ai", "sdxl", SDXL_VERSION,
+              "A text-to-image generative AI model that creates beautiful images", "2023-11-06T23:13:07.906314Z",
+              S.openapi_schema(S.SDXL_INPUT, S.URI_LIST_OUTPUT, S.SDXL_ENUMS), _run_sdxl),
+    FakeModel("google-research", "frame-interpolation", FILM_VERSION,
+              "Frame Interpolation for Large Motion", "2022-05-13T02:34:10.478123Z",
+              S.openapi_schema(S.FILM_INPUT, S.URI_OUTPUT), _run_film),
+    FakeModel("black-forest-labs", "flux-schnell", FLUX_VERSION,
+              "The fastest image generation model tailored for local development and personal use",
+              "2024-07-30T00:00:00.000000Z", S.openapi_schema(S.FLUX_INPUT, S.URI_LIST_OUTPUT, S.FLUX_ENUMS),
+              _run_flux, official=True, hardware="Nvidia H100 GPU"),
+]
+BY_NAME: dict[str, FakeModel] = {m.full_name: m for m in MODELS}
+BY_VERSION: dict[str, FakeModel] = {m.version: m for m in MODELS}
+
+
+def resolve_version(ref: str) -> FakeModel | None:
+    """Resolve the ``version`` of a create body: ``VID``, ``owner/name:VID`` or (official only) ``owner/name``."""
+    if ":" in ref:
+        name, _, vid = ref.partition(":")
+        model = BY_VERSION.get(vid)
+        return model if model is not None and model.full_name == name else None
+    if "/" in ref:
+        model = BY_NAME.get(ref)
+        return model if model is not None and model.official else None
+    return BY_VERSION.get(ref)
+
+
+def tqdm_line(done: int, total: int, elapsed: float) -> str:
+    """A tqdm-style progress line, parseable by ``Prediction.progress``."""
+    pct = int(100 * done / total) if total else 100
+    filled = pct // 10
+    bar = "█" * filled + " " * (10 - filled)
+    rate = done / elapsed if elapsed > 0 else 0.0
+    remaining = (total - done) / rate if rate > 0 else 0.0
+    return (f"{pct:3d}%|{bar}| {done}/{total} [00:{min(int(elapsed), 59):02d}<00:{min(int(remaining), 59):02d}, "
+            f"{rate:.2f}it/s]\n")
+
+
+def progress_logs(header: str, steps: int, fraction: float, run_time: float) -> str:
+    """Logs after ``fraction`` (0..1) of the run: the header then a tqdm line per ~10% of the steps."""
+    fraction = min(max(fraction, 0.0), 1.0)
+    done = int(steps * fraction)
+    marks = sorted({0, *(round(steps * i / 10) for i in range(1, 11))})
+    lines = [tqdm_line(k, steps, run_time * k / steps if steps else 0.0) for k in marks if k <= done]
+    return header + "".join(lines)
