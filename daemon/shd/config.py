@@ -44,7 +44,6 @@ DEFAULT_LOCATIONS = (
 )
 
 TOKEN_CREDENTIAL = "replicate_token"
-VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".gif")
 
 
 @dataclass(frozen=True)
@@ -72,7 +71,6 @@ class Watch:
     stable_seconds: float = 5.0
     poll_interval: float = 1.0
     rescan_interval: float = 60.0
-    extensions: tuple[str, ...] = VIDEO_EXTENSIONS
 
 
 @dataclass(frozen=True)
@@ -163,7 +161,6 @@ RULES: dict[str, dict[str, tuple[Any, tuple[Check, str] | None]]] = {
         "stable_seconds": (_NUM, _NONNEG),
         "poll_interval": (_NUM, _POS),
         "rescan_interval": (_NUM, _POS),
-        "extensions": (list, (lambda v: all(isinstance(e, str) and e.startswith(".") for e in v), "a list of '.ext'")),
     },
     "pipeline": {
         "fps": (_NUM, (lambda v: 0 < v <= 60, "a number > 0 and <= 60")),
@@ -200,7 +197,7 @@ RULES: dict[str, dict[str, tuple[Any, tuple[Check, str] | None]]] = {
     },
 }
 
-_TYPE_NAMES = {str: "a string", int: "an integer", list: "a list", dict: "a table", _NUM: "a number"}
+_TYPE_NAMES = {str: "a string", int: "an integer", dict: "a table", _NUM: "a number"}
 
 
 def _validate(raw: Mapping[str, Any]) -> list[str]:
@@ -275,8 +272,6 @@ def from_mapping(raw: Mapping[str, Any], source: Path | None) -> Config:
         state_dir=resolve(p.get("state_dir", "state")),
     )
     w = section("watch")
-    if "extensions" in w:
-        w["extensions"] = tuple(e.lower() for e in w["extensions"])
     r = section("replicate")
     r["image_input"] = {**DEFAULT_IMAGE_INPUT, **r.get("image_input", {})}
     if "token_file" in r:

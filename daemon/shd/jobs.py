@@ -46,7 +46,7 @@ def claim(cfg: Config, store: Store, path: Path, job_id: str) -> Job:
 
 def _finish_claim(store: Store, job: Job) -> Job:
     origin = Path(job.origin_path)
-    dest = Path(job.work_dir) / f"source{origin.suffix.lower()}"
+    dest = Path(job.work_dir) / origin.name  # the user's own name, so every error names their file
     if not dest.exists():
         _move(origin, dest)
     store.update_job(job.id, source_path=dest)
@@ -96,7 +96,7 @@ def retry(cfg: Config, store: Store, ref: str) -> Job:
             store.transition_frame(job.id, f.idx, retry_state(f.prompt is not None))
         if job.state in (JobState.FAILED, JobState.CANCELED):
             if job.mode == "daemon" and job.source_path and Path(job.source_path).parent == cfg.paths.failed_dir:
-                back = Path(job.work_dir) / f"source{Path(job.source_name).suffix.lower()}"
+                back = Path(job.work_dir) / job.source_name
                 _move(Path(job.source_path), back)
                 Path(job.source_path + ".error.txt").unlink(missing_ok=True)
                 store.update_job(job.id, source_path=back)

@@ -7,7 +7,9 @@ A *signature* is ``(size, mtime_ns, inode)``, or ``None`` when the file is gone.
 
 * the same signature was seen in at least 2 samples,
 * the first and the latest of those samples are at least ``stable_seconds`` apart,
-* the size is non-zero (a slow copy may not have written its first byte yet: such files stay candidates),
+* the size is non-zero, or an empty file has stayed empty for ``EMPTY_FACTOR`` times the window (a slow copy may
+  not have written its first byte yet; a file that stays empty is a mistake to be moved aside with its reason,
+  not left in the inbox for ever),
 * no hint (a close-after-write or moved-in event) arrived after the latest sample, and
 * the latest sample is fresh: taken no more than ``stable_seconds`` before ``now``.
 
@@ -25,7 +27,10 @@ from pathlib import Path
 Signature = tuple[int, int, int]
 """(size, mtime_ns, inode) of a file, as ``os.stat`` gives them."""
 
-__all__ = ["Signature", "StabilityGate"]
+__all__ = ["EMPTY_FACTOR", "Signature", "StabilityGate"]
+
+EMPTY_FACTOR = 4
+"""An empty file must hold still this many times longer than a file with data before it is ready."""
 
 
 @dataclass
@@ -91,13 +96,16 @@ class StabilityGate:
             cand.last = max(cand.last, now)
             cand.samples += 1
 
+    def _window(self, cand: _Candidate) -> float:
+        empty = cand.sig is not None and cand.sig[0] == 0
+        return self.stable_seconds * (EMPTY_FACTOR if empty else 1)
+
     def _is_ready(self, cand: _Candidate, now: float) -> bool:
         return (
             cand.sig is not None
-            and cand.sig[0] > 0
             and cand.samples >= 2
             and not cand.hinted
-            and cand.last - cand.since >= self.stable_seconds
+            and cand.last - cand.since >= self._window(cand)
             and now - cand.last <= self.stable_seconds
         )
 
@@ -124,14 +132,14 @@ class StabilityGate:
 
         0 means "sample now": a candidate never sampled, hinted since its last sample, already ready, or whose last
         sample went stale. A zero-size candidate is rechecked every `stable_seconds`, in case its writer's events
-        were missed.
+        were missed, and becomes ready after EMPTY_FACTOR windows.
         """
         best: float | None = None
         for cand in self._candidates.values():
             if cand.sig is None or cand.hinted or self._is_ready(cand, now):
                 due = now
             elif cand.sig[0] == 0:
-                due = cand.last + self.stable_seconds
+                due = min(cand.last + self.stable_seconds, cand.since + self._window(cand))
             else:
                 # also covers a stale latest sample: then since + stable_seconds <= last + stable_seconds < now
                 due = cand.since + self.stable_seconds

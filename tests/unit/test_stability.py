@@ -64,19 +64,30 @@ def test_any_signature_change_restarts_the_clock(changed: tuple[int, int, int]) 
     assert gate.ready(now=18) == [A]
 
 
-def test_zero_size_never_ready_but_stays_candidate() -> None:
-    """An empty file (a copy that has not written yet) is never ready, stays tracked and is rechecked periodically;
-    once it has content it follows the normal rule."""
+def test_zero_size_waits_longer_and_content_follows_the_normal_rule() -> None:
+    """An empty file (a copy that has not written yet) is not ready within the normal window; once it has
+    content it follows the normal rule."""
     gate = StabilityGate(2)
     gate.candidate(A)
-    for t in range(0, 20, 2):
+    for t in range(0, 6, 2):
         gate.observe(A, sig(0), now=t)
         assert gate.ready(now=t) == []
     assert gate.pending() == [A]
-    assert gate.next_check_in(now=18) == pytest.approx(2)
-    gate.observe(A, sig(50, mtime=2), now=20)
-    gate.observe(A, sig(50, mtime=2), now=22)
-    assert gate.ready(now=22) == [A]
+    assert gate.next_check_in(now=4) == pytest.approx(2)
+    gate.observe(A, sig(50, mtime=2), now=6)
+    gate.observe(A, sig(50, mtime=2), now=8)
+    assert gate.ready(now=8) == [A]
+
+
+def test_a_file_that_stays_empty_is_ready_after_the_longer_window() -> None:
+    """So an empty drop is moved aside with its reason instead of sitting in the inbox for ever."""
+    gate = StabilityGate(2)
+    gate.candidate(A)
+    for t in range(0, 8, 2):
+        gate.observe(A, sig(0), now=t)
+        assert gate.ready(now=t) == []
+    gate.observe(A, sig(0), now=8)
+    assert gate.ready(now=8) == [A]
 
 
 def test_vanished_is_dropped() -> None:

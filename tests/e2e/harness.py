@@ -1,0 +1,181 @@
+"""Drive `shd run` as a real process: a real NOTIFY_SOCKET to hear READY/STATUS/WATCHDOG, real signals, and
+waiting on events (notify messages, files, database rows) with deadlines instead of sleeping."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def wait_for(what: str, check: Callable[[], T], timeout: float = 60.0, every: float = 0.05) -> T:
+    """Poll `check` until it returns something truthy; fail naming `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(every)
+
+
+class Daemon:
+    """One `shd run` process with its own notify socket; logs collected from stderr."""
+
+    def __init__(self, cfg: Path, env: dict[str, str], cwd: Path, *, watchdog_usec: int | None = None):
+        self.cfg, self.cwd = cfg, cwd
+        self.sock_path = cwd / f"notify-{time.monotonic_ns()}.sock"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(self.sock_path))
+        self.sock.settimeout(0.2)
+        self.env = dict(env, NOTIFY_SOCKET=str(self.sock_path))
+        if watchdog_usec:
+            self.env["WATCHDOG_USEC"] = str(watchdog_usec)
+        self.messages: list[str] = []
+        self.lines: list[str] = []
+        self._cv = threading.Condition()
+        self.proc: subprocess.Popen[str] | None = None
+
+    def start(self) -> Daemon:
+        self.proc = subprocess.Popen([sys.executable, "-m", "shd", "run", "--config", str(self.cfg)], env=self.env,
+                                     cwd=self.cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        threading.Thread(target=self._read_socket, daemon=True).start()
+        threading.Thread(target=self._read_stderr, args=(self.proc,), daemon=True).start()
+        return self
+
+    def _read_socket(self) -> None:
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except TimeoutError:
+                if self.sock.fileno() < 0:
+                    return
+                continue
+            except OSError:
+                return
+            with self._cv:
+                self.messages.append(data.decode())
+                self._cv.notify_all()
+
+    def _read_stderr(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            with self._cv:
+                self.lines.append(line.rstrip("\n"))
+                self._cv.notify_all()
+
+    def wait_message(self, fragment: str, timeout: float = 30.0, after: int = 0) -> str:
+        """The first notify message (from index `after`) containing `fragment`."""
+        deadline = time.monotonic() + timeout
+        with self._cv:
+            while True:
+                for m in self.messages[after:]:
+                    if fragment in m:
+                        return m
+                if self.proc is not None and self.proc.poll() is not None:
+                    raise AssertionError(f"daemon exited ({self.proc.returncode}) before {fragment!r}:\n"
+                                         + "\n".join(self.lines[-30:]))
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"no notify message with {fragment!r}; got {self.messages}")
+                self._cv.wait(min(left, 0.2))
+
+    def wait_log(self, event: str, timeout: float = 30.0, after: int = 0) -> dict[str, Any]:
+        """The first JSON log line (from index `after`) whose event is `event`."""
+        deadline = time.monotonic() + timeout
+        with self._cv:
+            while True:
+                for line in self.lines[after:]:
+                    try:
+                        rec = json.loads(line)
+                    except ValueError:
+                        continue
+                    if rec.get("event") == event:
+                        return dict(rec)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"no log event {event!r}; last lines:\n" + "\n".join(self.lines[-30:]))
+                self._cv.wait(min(left, 0.2))
+
+    def ready(self, timeout: float = 30.0) -> Daemon:
+        self.wait_message("READY=1", timeout)
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to clean up, as in a power cut of the process."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+        self.close()
+
+    def terminate(self, timeout: float = 10.0) -> tuple[int, float]:
+        """SIGTERM and wait; returns (exit code, seconds it took)."""
+        assert self.proc is not None
+        t0 = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        rc = self.proc.wait(timeout)
+        took = time.monotonic() - t0
+        self.close()
+        return rc, took
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.sock.close()
+        try:
+            os.unlink(self.sock_path)
+        except FileNotFoundError:
+            pass
+
+    def __enter__(self) -> Daemon:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def status_json(cfg: Path, env: dict[str, str], cwd: Path) -> list[dict[str, Any]]:
+    """`shd status --json`, parsed ([] before the database exists)."""
+    r = subprocess.run([sys.executable, "-m", "shd", "status", "--json", "--config", str(cfg)], env=env, cwd=cwd,
+                       capture_output=True, text=True, timeout=30)
+    if r.returncode != 0:
+        if "no database yet" in r.stderr:
+            return []
+        raise AssertionError(r.stderr)
+    return list(json.loads(r.stdout)["jobs"])
+
+
+def copy_slowly(src: Path, dest: Path, chunks: int, pause: float, between: Callable[[], None] | None = None) -> None:
+    """Copy `src` to `dest` in `chunks` writes with `pause` seconds between them, as a slow network copy does;
+    `between()` runs after every chunk but the last."""
+    data = src.read_bytes()
+    step = -(-len(data) // chunks)
+    with dest.open("wb") as fh:
+        for i in range(0, len(data), step):
+            fh.write(data[i:i + step])
+            fh.flush()
+            if i + step < len(data):
+                if between is not None:
+                    between()
+                time.sleep(pause)
