@@ -428,6 +428,11 @@ class Engine:
                 raise Transient(f"prediction {status.remote_id} took longer than {r.prediction_timeout:g}s")
             if self._stop.wait(r.poll_interval):
                 raise _Stopped
+            if self.store.job(pred.job_id).state == JobState.CANCELED:
+                # `shd cancel` ran while this create was in flight: cancel what it created, pay no longer.
+                self.remote.cancel(status.remote_id)
+                self.store.update_prediction(pred.id, status="canceled", error="canceled by the user")
+                raise _Stopped
             status = self.remote.get(status.remote_id)
             if status.status != last:
                 self.store.update_prediction(pred.id, status=status.status)

@@ -1,0 +1,104 @@
+"""`shd cancel`, `shd retry` and fair sharing, against a running daemon."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from shd.store import Store
+from tests.conftest import REPO, run_shd
+from tests.e2e.harness import Daemon, status_json, wait_for
+from tests.standin import StandIn
+from tests.videos import make_video
+
+pytestmark = pytest.mark.slow
+
+
+def test_cancel_stops_the_job_and_cancels_its_predictions_on_the_server(
+        tmp_path: Path, standin: StandIn, shd_env: dict[str, str], make_config) -> None:
+    standin.override("stuck", model="stability-ai/sdxl")
+    cfg = make_config()
+    make_video(tmp_path / "inbox" / "clip.mp4", seconds=3.0)
+    with Daemon(cfg, shd_env, tmp_path) as d:
+        d.ready()
+        db = tmp_path / "state" / "shd.db"
+        wait_for("three image predictions recorded with their ids",
+                 lambda: db.exists() and len([p for p in Store.open_readonly(db).predictions()
+                                              if p.stage == "image" and p.remote_id]) == 3, timeout=30)
+        (job,) = status_json(cfg, shd_env, tmp_path)
+        r = run_shd("cancel", job["id"][:6], "--config", str(cfg), env=shd_env, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        assert "3 remote prediction(s) canceled" in r.stdout, r.stdout
+        wait_for("the server's predictions canceled",
+                 lambda: all(p.status == "canceled" for p in standin.predictions(model="stability-ai/sdxl")))
+        (job,) = status_json(cfg, shd_env, tmp_path)
+        assert job["state"] == "canceled" and job["error"] == "canceled by the user"
+        again = run_shd("cancel", job["id"], "--config", str(cfg), env=shd_env, cwd=tmp_path)
+        assert again.returncode == 5 and "already canceled" in again.stderr
+        assert d.alive
+        assert len(standin.predictions(model="stability-ai/sdxl")) == 3  # nothing new was paid for
+
+
+def test_retry_brings_a_failed_job_back_from_failed_and_finishes_it(
+        tmp_path: Path, standin: StandIn, shd_env: dict[str, str], make_config) -> None:
+    nsfw = "NSFW content detected. Try running it again, or try a different prompt."
+    rule = standin.fail_predictions(nsfw, model="stability-ai/sdxl", nth=[2])
+    cfg = make_config({"pipeline": {"on_frame_failure": "fail"}, "replicate": {"model_retries": 0}})
+    make_video(tmp_path / "inbox" / "clip.mp4", seconds=2.0)
+    failed_dir = tmp_path / "state" / "failed"
+    with Daemon(cfg, shd_env, tmp_path) as d:
+        d.ready()
+        wait_for("the job moved to failed/", lambda: (failed_dir / "clip.mp4.error.txt").exists())
+        (job,) = status_json(cfg, shd_env, tmp_path)
+        assert job["state"] == "failed" and "could not be painted" in job["error"]
+        detail = json.loads(run_shd("status", job["id"], "--json", "--config", str(cfg), env=shd_env,
+                                    cwd=tmp_path).stdout)["jobs"][0]
+        assert "NSFW" in detail["failed_frames"][0]["error"]
+        standin.remove_rule(rule.id)
+        r = run_shd("retry", job["id"], "--config", str(cfg), env=shd_env, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        assert not (failed_dir / "clip.mp4").exists() and not (failed_dir / "clip.mp4.error.txt").exists()
+        wait_for("the retried job done", lambda: status_json(cfg, shd_env, tmp_path)[0]["state"] == "done")
+        (job,) = status_json(cfg, shd_env, tmp_path)
+        assert job["frames"]["generated"] == 2 and job["frames"]["failed"] == 0 and job["error"] is None
+        assert (tmp_path / "outbox" / "clip.mp4").is_file()
+    # Only the failed frame's image was paid for again.
+    assert standin.count_creates("methexis-inc/img2prompt") == 2
+    assert standin.count_creates("stability-ai/sdxl") == 3
+
+
+def test_a_short_video_is_not_starved_by_a_long_one(tmp_path: Path, standin: StandIn, shd_env: dict[str, str],
+                                                    make_config) -> None:
+    """Two jobs share a budget of 2 predictions: the short one, dropped after the long one, finishes first."""
+    standin.set_latency("methexis-inc/img2prompt", 0.01, 0.15)
+    standin.set_latency("stability-ai/sdxl", 0.01, 0.15)
+    cfg = make_config({"replicate": {"concurrency": 2}, "watch": {"stable_seconds": 0.2}})
+    staging = tmp_path / "staging"
+    long_ = make_video(staging / "long.mp4", seconds=12.0, size=(64, 48))
+    short = make_video(staging / "short.mp4", seconds=2.0, size=(64, 48))
+    with Daemon(cfg, shd_env, tmp_path) as d:
+        d.ready()
+        os.makedirs(tmp_path / "inbox", exist_ok=True)
+        os.rename(long_, tmp_path / "inbox" / "long.mp4")
+        wait_for("the long job running", lambda: status_json(cfg, shd_env, tmp_path))
+        os.rename(short, tmp_path / "inbox" / "short.mp4")
+        wait_for("both done", lambda: all(j["state"] == "done" for j in status_json(cfg, shd_env, tmp_path))
+                 and len(status_json(cfg, shd_env, tmp_path)) == 2, timeout=90)
+    store = Store.open_readonly(tmp_path / "state" / "shd.db")
+    by = {j.source_name: j for j in store.jobs()}
+    assert by["short.mp4"].finished_at < by["long.mp4"].finished_at  # type: ignore[operator]
+
+
+def test_the_status_script_wraps_shd_status(tmp_path: Path, standin: StandIn, shd_env: dict[str, str],
+                                            make_config) -> None:
+    cfg = make_config()
+    src = make_video(tmp_path / "clip.mp4", seconds=1.0)
+    assert run_shd("process", str(src), "--config", str(cfg), env=shd_env, cwd=tmp_path).returncode == 0
+    r = subprocess.run([str(REPO / "scripts" / "shd-status"), "--json", "--config", str(cfg)], env=shd_env,
+                       cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["jobs"][0]["state"] == "done"
