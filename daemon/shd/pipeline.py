@@ -17,7 +17,7 @@ from typing import Any
 
 from shd import logs, media
 from shd.config import Config
-from shd.errors import InputError, MediaError, ShdError
+from shd.errors import InputError, MediaError, ShdError, StoreError
 from shd.fill import FillRefused, plan_fill
 from shd.scheduler import Engine, Task
 from shd.states import STAGE_FOR, FrameState, JobState
@@ -40,6 +40,10 @@ def output_path_for(cfg: Config, job: Job) -> Path:
     return out
 
 
+def _out_of_space(reason: str) -> bool:
+    return "No space left" in reason or "Disk quota exceeded" in reason
+
+
 class JobRunner:
     """Drives jobs to done/failed. `run_job(job_id)` blocks until the job is finished or the engine stops."""
 
@@ -50,10 +54,12 @@ class JobRunner:
         self.engine = engine
         self.ffmpeg = ffmpeg
         self.on_finished = on_finished
+        self.deferred: dict[str, str] = {}  # job id -> why its last run stopped short (disk full, database error)
 
     def run_job(self, job_id: str) -> Job:
         job = self.store.job(job_id)
         log = logs.get(job=job_id, source=job.source_name)
+        self.deferred.pop(job_id, None)
         try:
             if job.state == JobState.QUEUED:
                 job = self.store.transition_job(job_id, JobState.EXTRACTING)
@@ -71,8 +77,16 @@ class JobRunner:
         except JobInterrupted:
             log.info("job_interrupted", state=self.store.job(job_id).state)
             return self.store.job(job_id)
-        except (InputError, MediaError, FillRefused) as e:
+        except MediaError as e:
+            if not _out_of_space(e.reason):
+                job = self._fail(job_id, str(e), log)
+            else:
+                return self._defer(job_id, str(e), log)
+        except (InputError, FillRefused) as e:
             job = self._fail(job_id, str(e) if not isinstance(e, FillRefused) else f"{job.source_name}: {e}", log)
+        except (StoreError, OSError) as e:
+            # Disk full, database locked or broken: not the video's fault. Loud, and tried again later.
+            return self._defer(job_id, f"{type(e).__name__}: {e}", log)
         except ShdError as e:
             if self.engine.stopping:
                 return self.store.job(job_id)
@@ -80,6 +94,11 @@ class JobRunner:
         if job.state in (JobState.DONE, JobState.FAILED) and self.on_finished:
             self.on_finished(job)
         return job
+
+    def _defer(self, job_id: str, reason: str, log: Any) -> Job:
+        log.error("job_deferred_will_retry", reason=reason)
+        self.deferred[job_id] = reason
+        return self.store.job(job_id)
 
     def _fail(self, job_id: str, reason: str, log: Any) -> Job:
         log.error("job_failed", reason=reason)

@@ -29,6 +29,7 @@ from shd.watcher import InboxWatcher
 
 STOP_GRACE = 2.0     # seconds workers get to finish their current database write on shutdown
 STATUS_EVERY = 5.0   # seconds between STATUS= updates
+DEFER_RETRY = 30.0   # seconds before a job stopped by a disk-full or database error is tried again
 
 
 class Daemon:
@@ -41,6 +42,7 @@ class Daemon:
         self._reload = threading.Event()
         self.app = app_mod.build(cfg, on_finished=self._on_finished)
         self.threads: dict[str, threading.Thread] = {}
+        self._cooldown: dict[str, float] = {}  # job id -> when a deferred job may be tried again
         self.watcher: InboxWatcher | None = None
 
     # --- signals: flags only ------------------------------------------------------------------------------------
@@ -78,9 +80,12 @@ class Daemon:
             self.watcher.candidate(path)
 
     def _schedule(self) -> None:
+        now = time.monotonic()
         for job_id, t in list(self.threads.items()):
             if not t.is_alive():
                 del self.threads[job_id]
+                if job_id in self.app.runner.deferred:
+                    self._cooldown[job_id] = now + DEFER_RETRY
         free = self.cfg.pipeline.max_jobs - len(self.threads)
         if free <= 0:
             return
@@ -88,6 +93,8 @@ class Daemon:
             if free <= 0:
                 break
             if job.id in self.threads or (job.mode == "daemon" and not job.source_path):
+                continue
+            if self._cooldown.get(job.id, 0.0) > now:
                 continue
             self.threads[job.id] = start_job_thread(self.app.runner, job.id)
             free -= 1
