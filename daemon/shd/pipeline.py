@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,9 @@ from shd.fill import FillRefused, plan_fill
 from shd.scheduler import Engine, Task
 from shd.states import STAGE_FOR, FrameState, JobState
 from shd.store import Job, Store
+
+
+REOFFER_EVERY = 5.0  # seconds between re-offers of a running job's unfinished frames to the engine
 
 
 class JobInterrupted(Exception):
@@ -158,10 +162,14 @@ class JobRunner:
 
     # --- waiting for the paid stages ----------------------------------------------------------------------------
     def _wait_for_frames(self, job: Job, log: Any) -> None:
+        next_offer = 0.0
         while True:
-            # Each round re-offers unfinished frames (the engine ignores ones it already has), so frames reset by
-            # `shd retry` while the job runs are picked up too.
-            self._enqueue_unfinished(job.id)
+            # Every few seconds re-offer unfinished frames (the engine ignores ones it already has), so frames
+            # reset by `shd retry` while the job runs are picked up too. Not on every wake-up: that would read
+            # every frame each time one finishes.
+            if time.monotonic() >= next_offer:
+                self._enqueue_unfinished(job.id)
+                next_offer = time.monotonic() + REOFFER_EVERY
             if self.engine.stopping:
                 raise JobInterrupted
             state = self.store.job(job.id).state

@@ -98,7 +98,9 @@ class Engine:
         self.limiter = RateLimiter(cfg.replicate.creations_per_minute)
         self.paused: str | None = None
         self._pause_check_at = 0.0
-        self._cv = threading.Condition()
+        lock = threading.Lock()
+        self._cv = threading.Condition(lock)        # the dispatcher waits here: work queued, a slot freed
+        self._work_cv = threading.Condition(lock)   # idle workers wait here: a task handed off
         self._stop = threading.Event()
         self._queues: dict[str, deque[Task]] = {}
         self._turn: deque[str] = deque()           # round-robin order of jobs with queued tasks
@@ -123,6 +125,7 @@ class Engine:
         self._stop.set()
         with self._cv:
             self._cv.notify_all()
+            self._work_cv.notify_all()
         with self.frame_done:
             self.frame_done.notify_all()
 
@@ -250,7 +253,7 @@ class Engine:
                     continue
                 self._handoff.append(task)
                 if self._idle_workers:
-                    self._cv.notify_all()
+                    self._work_cv.notify()
                 elif len(self._threads) < 2 * self.cfg.replicate.concurrency + 8:
                     w = threading.Thread(target=self._worker, name=f"shd-worker-{len(self._threads)}", daemon=True)
                     self._threads.append(w)
@@ -261,7 +264,7 @@ class Engine:
             with self._cv:
                 while not self._handoff and not self._stop.is_set():
                     self._idle_workers += 1
-                    self._cv.wait(timeout=5.0)
+                    self._work_cv.wait(timeout=5.0)
                     self._idle_workers -= 1
                 if self._stop.is_set():
                     return
@@ -271,7 +274,7 @@ class Engine:
     def _release(self) -> None:
         with self._cv:
             self._in_flight -= 1
-            self._cv.notify_all()
+            self._cv.notify()
 
     def _run(self, task: Task) -> None:
         released = False

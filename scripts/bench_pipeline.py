@@ -1,0 +1,232 @@
+#!/usr/bin/env python3
+"""Benchmark: the real pipeline against the stand-in Replicate server with set latencies.
+
+    python3 scripts/bench_pipeline.py                 # 120 frames at concurrency 1, 8, 16, 32; faults; 600 frames
+    python3 scripts/bench_pipeline.py --quick         # 40 frames, fewer runs (a smoke run)
+
+For each run it prints: wall time; the ideal wall time for that concurrency (frames x (prompt + image latency) /
+concurrency, plus extraction and stitching measured alone); efficiency = ideal / wall; speed-up over concurrency 1;
+peak RSS and CPU time of the process running shd (the stand-in runs in a process of its own, ffmpeg in children,
+so neither is counted); predictions created per frame. A run with 5% 429s and 5% failed predictions shows that the
+output is the same video and how many retries the ledger recorded.
+
+Each run is a fresh child process (`--one`), so peak RSS is that run's own. The stand-in's rate limits are off and
+shd's creation limit is raised: with Replicate's documented 600 creations/minute, 120 frames (240 creations) cannot
+take less than 24 s whatever the concurrency, which would hide the pipeline's own efficiency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO / "daemon"), str(REPO)]
+
+PROMPT_S, IMAGE_S = 0.5, 1.0
+
+
+def control(url: str, action: str, **args: Any) -> Any:
+    req = urllib.request.Request(f"{url}/__control/{action}", data=json.dumps(args).encode(),
+                                 headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(req, timeout=30) as resp:  # the stand-in's own CA is in SSL_CERT_FILE
+        return json.loads(resp.read())
+
+
+def start_standin(work: Path) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    proc = subprocess.Popen([sys.executable, "-m", "tests.standin", "--workdir", str(work), "--no-rate-limit",
+                             "--queue-delay", "0.0", "--run-time", f"methexis-inc/img2prompt={PROMPT_S}",
+                             "--run-time", f"stability-ai/sdxl={IMAGE_S}"],
+                            cwd=REPO, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    info = json.loads(proc.stdout.readline())
+    return proc, info
+
+
+# --- one run, in a child process --------------------------------------------------------------------------------
+def one(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run one job through the real pipeline in this process and measure it."""
+    from shd import app as app_mod
+    from shd import config, logs
+    from shd.store import Store
+
+    cfg = config.from_mapping({
+        "paths": {"inbox": "inbox", "outbox": "outbox", "state_dir": "state"},
+        "pipeline": {"audio": "none"},
+        "replicate": {"concurrency": spec["concurrency"], "seed": 777, "creations_per_minute": 1_000_000,
+                      "poll_interval": 0.1, "create_wait": 5, "max_attempts": 10, "backoff_base": 0.2,
+                      "backoff_max": 2.0, "image_input": {"width": 256, "height": 256}},
+        "log": {"level": "warning"},
+    }, Path(spec["workdir"]) / "shd.toml")
+    logs.setup("warning", "json")
+    app = app_mod.build(cfg)
+    try:
+        # Warm up with a 2-frame job: the HTTP stack's lazy imports and first TLS handshakes are paid once per
+        # daemon, not per frame.
+        warm = app_mod.create_process_job(app, Path(spec["warmup"]), Path(spec["workdir"]) / "warmup.mp4")
+        assert app.runner.run_job(warm.id).state == "done"
+        job = app_mod.create_process_job(app, Path(spec["video"]), None)
+        url = os.environ["REPLICATE_BASE_URL"]
+        if spec.get("faults"):  # 5% 429 on create, 5% failed predictions ("please retry")
+            control(url, "inject", route="POST /v1/predictions", kind="status", status=429, retry_after=1,
+                    probability=0.05)
+            control(url, "fail_predictions", error="Prediction interrupted; please retry (code: PA)",
+                    probability=0.05)
+        creates0 = control(url, "count_creates")["count"]
+        cpu0 = time.process_time()
+        t0 = time.monotonic()
+        job = app.runner.run_job(job.id)
+        wall = time.monotonic() - t0
+        cpu = time.process_time() - cpu0
+        creates = control(url, "count_creates")["count"] - creates0
+        if spec.get("faults"):
+            control(url, "clear_faults")
+        store: Store = app.store
+        ledger = store.predictions(job.id)  # the warm-up job's predictions are not counted
+        frames = len(store.frames(job.id))
+        return {
+            "state": job.state, "wall": wall, "cpu": cpu, "frames": frames,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "ledger": len(ledger),
+            "by_status": {s: sum(p.status == s for p in ledger) for s in {p.status for p in ledger}},
+            "retries": sum(1 for p in ledger if p.attempt > 1),
+            "server_creates": creates,
+            "output": job.output,
+        }
+    finally:
+        app.close()
+
+
+def run_child(spec: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)], env=env, cwd=spec["workdir"],
+                         capture_output=True, text=True, timeout=1800)
+    if out.returncode != 0:
+        raise SystemExit(f"run failed: {out.stderr[-3000:]}")
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+# --- the parts measured alone, for the ideal -------------------------------------------------------------------
+def measure_media(video: Path, frames: int, work: Path) -> tuple[float, float]:
+    from shd import media
+    from tests.videos import make_png
+
+    ffmpeg = media.find_ffmpeg()
+    probe = media.probe(ffmpeg, video)
+    ex = work / "extract-alone"
+    ex.mkdir()
+    t0 = time.monotonic()
+    media.extract(ffmpeg, video, ex, 1.0, lambda i, p: None, timeout=600)
+    extract_s = time.monotonic() - t0
+    seq = work / "stitch-alone"
+    seq.mkdir()
+    one_png = make_png(work / "one.png", (90, 120, 200), (256, 256))
+    for i in range(frames):
+        os.link(one_png, seq / f"{i:06d}.png")
+    t0 = time.monotonic()
+    media.stitch(ffmpeg, seq, fps=1.0, duration=probe.duration, size=media.output_size(probe.width, probe.height),
+                 out=work / "alone.mp4", audio_src=None, timeout=600)
+    return extract_s, time.monotonic() - t0
+
+
+def decoded_md5(video: str) -> str:
+    from tests.videos import ffmpeg_exe
+
+    r = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", video, "-map", "0:v", "-f", "md5", "-"],
+                       capture_output=True, text=True, check=True)
+    return r.stdout.strip()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--one", help=argparse.SUPPRESS)
+    ap.add_argument("--quick", action="store_true", help="40 frames, concurrency 1 and 16 only, no 600-frame run")
+    args = ap.parse_args()
+    if args.one:
+        print(json.dumps(one(json.loads(args.one))))
+        return 0
+
+    from tests.videos import make_video
+
+    frames = 40 if args.quick else 120
+    levels = [1, 16] if args.quick else [1, 8, 16, 32]
+    root = Path(tempfile.mkdtemp(prefix="shd-bench-"))
+    standin, info = start_standin(root / "standin")
+    env = dict(os.environ, REPLICATE_BASE_URL=info["url"], SSL_CERT_FILE=info["cert"],
+               REPLICATE_API_TOKEN=info["token"], PYTHONUNBUFFERED="1")
+    os.environ.update(env)
+    try:
+        video = make_video(root / f"clip{frames}.mp4", seconds=float(frames), size=(64, 48), rate=5, audio=False)
+        warmup = make_video(root / "warmup.mp4", seconds=2.0, size=(64, 48), rate=5, audio=False)
+        extract_s, stitch_s = measure_media(video, frames, root)
+        print(f"# {frames} frames; latencies {PROMPT_S}s prompt + {IMAGE_S}s image; "
+              f"extraction alone {extract_s:.2f}s, stitching alone {stitch_s:.2f}s; {os.cpu_count()} CPUs")
+        header = (f"{'run':<22}{'wall s':>8}{'ideal s':>9}{'effic.':>8}{'speed-up':>9}{'RSS MB':>8}"
+                  f"{'pred/frame':>11}{'CPU ms/frame':>13}")
+        print(header)
+        base_wall = None
+        results: dict[str, dict[str, Any]] = {}
+
+        def report(name: str, c: int, r: dict[str, Any], n: int) -> None:
+            nonlocal base_wall
+            ideal = n * (PROMPT_S + IMAGE_S) / c + extract_s + stitch_s
+            if c == 1 and base_wall is None:
+                base_wall = r["wall"]
+            speed = f"{base_wall / r['wall']:.1f}x" if base_wall else "-"
+            created = r["server_creates"]
+            print(f"{name:<22}{r['wall']:>8.2f}{ideal:>9.2f}{ideal / r['wall']:>8.2f}{speed:>9}"
+                  f"{r['peak_rss_mb']:>8.0f}{created / n:>11.2f}{1000 * r['cpu'] / n:>13.2f}", flush=True)
+
+        for c in levels:
+            work = root / f"c{c}"
+            work.mkdir()
+            r = run_child({"workdir": str(work), "video": str(video), "warmup": str(warmup), "concurrency": c}, env)
+            assert r["state"] == "done" and r["frames"] == frames, r
+            results[f"c{c}"] = r
+            report(f"concurrency {c}", c, r, frames)
+
+        # Faults: 5% 429 on create, 5% failed predictions ("please retry"), at concurrency 16.
+        work = root / "faults"
+        work.mkdir()
+        r = run_child({"workdir": str(work), "video": str(video), "warmup": str(warmup), "concurrency": 16,
+                       "faults": True}, env)
+        creates = r["server_creates"]
+        report("c16, 5% 429 + 5% fail", 16, r, frames)
+        same = decoded_md5(r["output"]) == decoded_md5(results["c16"]["output"])
+        extra = creates - 2 * frames
+        recorded = r["retries"]
+        print(f"  faults: same video as the clean c16 run: {same}; ledger {r['by_status']}; "
+              f"server created {creates} predictions = {2 * frames} + {extra} extra; "
+              f"retries recorded in the ledger: {recorded} (429s refused before creating: "
+              f"{r['by_status'].get('refused', 0)})")
+
+        if not args.quick:
+            big = 600
+            video600 = make_video(root / "clip600.mp4", seconds=float(big), size=(64, 48), rate=2, audio=False)
+            (root / "m600").mkdir()
+            extract_s, stitch_s = measure_media(video600, big, root / "m600")
+            work = root / "big"
+            work.mkdir()
+            r = run_child({"workdir": str(work), "video": str(video600), "warmup": str(warmup), "concurrency": 32}, env)
+            assert r["state"] == "done" and r["frames"] == big, r
+            base_wall = None
+            report("600 frames, c32", 32, r, big)
+    finally:
+        standin.send_signal(signal.SIGTERM)
+        standin.wait(10)
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
