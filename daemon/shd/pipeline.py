@@ -124,8 +124,10 @@ class JobRunner:
         frames_dir.mkdir(parents=True, exist_ok=True)
         # Frames recorded by an interrupted run are kept (their prompts may be paid for); resume their work now.
         self._enqueue_unfinished(job.id)
-        scratch = work / "extract"
-        shutil.rmtree(scratch, ignore_errors=True)
+        # A scratch folder of this process's own: an ffmpeg orphaned by a SIGKILLed daemon cannot write into it.
+        for old in work.glob("extract.*"):
+            shutil.rmtree(old, ignore_errors=True)
+        scratch = work / f"extract.{os.getpid()}"
         scratch.mkdir(parents=True)
 
         def on_frame(index: int, path: Path) -> None:

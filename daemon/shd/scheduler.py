@@ -42,7 +42,7 @@ from shd.errors import (
 )
 from shd.limits import RateLimiter, backoff
 from shd.states import STAGE_STATES, FrameState, JobState, Stage
-from shd.store import LIVE_PREDICTION, Prediction, Store
+from shd.store import LIVE_PREDICTION, Frame, Job, Prediction, Store
 
 KNOWN_STATUSES = ("starting", "processing", "succeeded", "failed", "canceled")
 
@@ -330,10 +330,10 @@ class Engine:
                     last = pred.error if pred and pred.error else task.reason
                     self._fail_frame(task, f"{task.stage} failed after {tries} attempts: {last}", log)
                     return None
-                pred, status = self._create(task, frame.prompt, frame.seed, model, log)
+                pred, status = self._create(task, frame, model, log)
             status = self._poll(pred, status, log)
             release()  # the download that follows does not hold a prediction slot
-            self._finish(task, pred, status, log)
+            self._finish(task, job, status, log)
             return None
         except BackendError as e:
             return self._failed(task, pred, e, log)
@@ -363,15 +363,16 @@ class Engine:
         log.info("prediction_resumed", prediction_id=pred.remote_id, status=status.status)
         return status
 
-    def _create(self, task: Task, prompt: str | None, seed: int | None, model: ImageToPrompt | PromptToImage,
+    def _create(self, task: Task, frame: Frame, model: ImageToPrompt | PromptToImage,
                 log: Any) -> tuple[Prediction, Status]:
-        frame_path = Path(self.store.frame(task.job_id, task.idx).path)
+        seed = frame.seed
         if task.stage == Stage.PROMPT:
             assert isinstance(model, ImageToPrompt)
-            inp = model.input_for(frame_path)
+            inp = model.input_for(Path(frame.path))
             seed = None
         else:
-            assert isinstance(model, PromptToImage) and prompt is not None
+            assert isinstance(model, PromptToImage) and frame.prompt is not None
+            prompt = frame.prompt
             if seed is None or task.new_seed:
                 base = self.cfg.replicate.seed
                 seed = (base + task.idx + 7919 * task.seed_retries if base is not None
@@ -401,9 +402,17 @@ class Engine:
             raise
         with self._cv:
             self.limiter.succeeded()
-        pred = self.store.update_prediction(pred.id, status=status.status, remote_id=status.remote_id)
+        pred = self._record(pred, status)
         log.info("prediction_created", prediction_id=status.remote_id, status=status.status)
         return pred, status
+
+    def _record(self, pred: Prediction, status: Status) -> Prediction:
+        """Write what the server said; a finished prediction's error, output and predict_time with it."""
+        if status.terminal:
+            return self.store.update_prediction(pred.id, status=status.status, remote_id=status.remote_id,
+                                                error=status.error, output=status.output,
+                                                predict_time=status.predict_time)
+        return self.store.update_prediction(pred.id, status=status.status, remote_id=status.remote_id)
 
     def _wait_for_token(self) -> None:
         while True:
@@ -417,7 +426,6 @@ class Engine:
     def _poll(self, pred: Prediction, status: Status, log: Any) -> Status:
         r = self.cfg.replicate
         deadline = self.clock() + r.prediction_timeout
-        last = status.status
         while status.status not in ("succeeded", "failed", "canceled"):
             if status.status not in KNOWN_STATUSES:
                 self.store.update_prediction(pred.id, status="failed", error=f"unexpected status {status.status}")
@@ -437,23 +445,21 @@ class Engine:
                 self.store.update_prediction(pred.id, status="canceled", error="canceled by the user")
                 raise _Stopped
             status = self.remote.get(status.remote_id)
-            if status.status != last:
-                self.store.update_prediction(pred.id, status=status.status)
-                last = status.status
-        self.store.update_prediction(pred.id, status=status.status, error=status.error, output=status.output,
-                                     predict_time=status.predict_time)
+            if status.status != pred.status:
+                pred = self._record(pred, status)
+        if status.status != pred.status:
+            self._record(pred, status)
         log.debug("prediction_finished", prediction_id=status.remote_id, status=status.status,
                   predict_time=status.predict_time)
         return status
 
-    def _finish(self, task: Task, pred: Prediction, status: Status, log: Any) -> None:
+    def _finish(self, task: Task, job: Job, status: Status, log: Any) -> None:
         if status.status == "failed":
             raise model_failure(status.error)
         if status.status == "canceled":
             if self.store.job(task.job_id).state == JobState.CANCELED:
                 raise _Stopped
             raise Transient(f"prediction {status.remote_id} was canceled on the server")
-        job = self.store.job(task.job_id)
         if task.stage == Stage.PROMPT:
             prompt = self.prompter.result(status)
             self.store.transition_frame(task.job_id, task.idx, FrameState.PROMPTED, prompt=prompt)

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +97,7 @@ class Prediction:
 
 
 def _row(cls: type[Any], row: Mapping[str, Any]) -> Any:
-    return cls(**{f.name: row[f.name] for f in fields(cls)})
+    return cls(**row)  # every query selects exactly the table's columns (SELECT *)
 
 
 class Store:
@@ -178,12 +178,16 @@ class Store:
                 self._depth = 0
 
     def _one(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> dict[str, Any] | None:
-        with self._lock:
-            return next(iter(self.db.query(sql, params)), None)
+        rows = self._all(sql, params)
+        return rows[0] if rows else None
 
     def _all(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> list[dict[str, Any]]:
+        # The raw cursor, not db.query(): this runs several times per frame and sqlite-utils' parsing of the
+        # statement costs more than the query itself.
         with self._lock:
-            return list(self.db.query(sql, params))
+            cur = self._conn.execute(sql, params)
+            cols = [d[0] for d in cur.description]
+            return [dict(zip(cols, r)) for r in cur.fetchall()]
 
     def _event(self, job_id: str, kind: str, old: str | None, new: str, *, frame: int | None = None,
                prediction: int | None = None, detail: str | None = None) -> None:
@@ -301,15 +305,17 @@ class Store:
             if target != FrameState.FAILED and "error" not in values:
                 values["error"] = None
             sets = ", ".join(f"{k} = :{k}" for k in values)
+            now = time.time()
             db.execute(
                 f"UPDATE frames SET state = :state, updated_at = :now{', ' + sets if sets else ''}"
                 " WHERE job_id = :job AND idx = :idx",
                 {**{k: (str(v) if isinstance(v, Path) else v) for k, v in values.items()},
-                 "state": target, "now": time.time(), "job": job_id, "idx": idx},
+                 "state": target, "now": now, "job": job_id, "idx": idx},
             )
             if frame.state != target:
                 self._event(job_id, "frame", frame.state, target, frame=idx, detail=values.get("error"))
-        return self.frame(job_id, idx)
+        return replace(frame, state=target, updated_at=now,
+                       **{k: (str(v) if isinstance(v, Path) else v) for k, v in values.items()})
 
     def set_filled(self, job_id: str, fills: Mapping[int, str]) -> None:
         """Record how each failed frame's output slot was filled (hold/source), for status."""
@@ -371,7 +377,10 @@ class Store:
             if old.status != status:
                 self._event(old.job_id, "prediction", old.status, status, frame=old.frame_idx, prediction=pid,
                             detail=error or remote_id)
-        return self.prediction(pid)
+        return replace(old, status=status, remote_id=remote_id or old.remote_id, error=error or old.error,
+                       output_json=json.dumps(output) if output is not None else old.output_json,
+                       predict_time=predict_time if predict_time is not None else old.predict_time,
+                       updated_at=now, completed_at=old.completed_at or done)
 
     def latest_prediction(self, job_id: str, idx: int, stage: Stage) -> Prediction | None:
         row = self._one(
