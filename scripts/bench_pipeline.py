@@ -84,11 +84,13 @@ def one(spec: dict[str, Any]) -> dict[str, Any]:
             control(url, "fail_predictions", error="Prediction interrupted; please retry (code: PA)",
                     probability=0.05)
         creates0 = control(url, "count_creates")["count"]
+        ru0 = resource.getrusage(resource.RUSAGE_SELF)
         cpu0 = time.process_time()
         t0 = time.monotonic()
         job = app.runner.run_job(job.id)
         wall = time.monotonic() - t0
         cpu = time.process_time() - cpu0
+        ru1 = resource.getrusage(resource.RUSAGE_SELF)
         creates = control(url, "count_creates")["count"] - creates0
         if spec.get("faults"):
             control(url, "clear_faults")
@@ -102,6 +104,7 @@ def one(spec: dict[str, Any]) -> dict[str, Any]:
             "by_status": {s: sum(p.status == s for p in ledger) for s in {p.status for p in ledger}},
             "retries": sum(1 for p in ledger if p.attempt > 1),
             "server_creates": creates,
+            "user": ru1.ru_utime - ru0.ru_utime, "sys": ru1.ru_stime - ru0.ru_stime,
             "output": job.output,
         }
     finally:
@@ -187,7 +190,8 @@ def main() -> int:
             speed = f"{base_wall / r['wall']:.1f}x" if base_wall else "-"
             created = r["server_creates"]
             print(f"{name:<22}{r['wall']:>8.2f}{ideal:>9.2f}{ideal / r['wall']:>8.2f}{speed:>9}"
-                  f"{r['peak_rss_mb']:>8.0f}{created / n:>11.2f}{1000 * r['cpu'] / n:>13.2f}", flush=True)
+                  f"{r['peak_rss_mb']:>8.0f}{created / n:>11.2f}{1000 * r['cpu'] / n:>13.2f}"
+                  f"  ({1000 * r['user'] / n:.1f} user + {1000 * r['sys'] / n:.1f} sys)", flush=True)
 
         for c in levels:
             work = root / f"c{c}"
