@@ -41,7 +41,11 @@ def claim(cfg: Config, store: Store, path: Path, job_id: str) -> Job:
     work = cfg.paths.jobs_dir / job_id
     store.create_job(job_id, source_name=path.name, origin_path=path, source_path=None, work_dir=work,
                      mode="daemon", fps=cfg.pipeline.fps)
-    return _finish_claim(store, store.job(job_id))
+    try:
+        return _finish_claim(store, store.job(job_id))
+    except FileNotFoundError:
+        store.transition_job(job_id, JobState.FAILED, error=f"{path}: vanished before it could be claimed")
+        raise
 
 
 def _finish_claim(store: Store, job: Job) -> Job:

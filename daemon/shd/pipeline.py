@@ -21,7 +21,7 @@ from shd.config import Config
 from shd.errors import InputError, MediaError, ShdError, StoreError
 from shd.fill import FillRefused, plan_fill
 from shd.scheduler import Engine, Task
-from shd.states import STAGE_FOR, FrameState, JobState
+from shd.states import STAGE_FOR, FrameState, JobState, Stage
 from shd.store import Job, Store
 
 
@@ -82,10 +82,12 @@ class JobRunner:
             log.info("job_interrupted", state=self.store.job(job_id).state)
             return self.store.job(job_id)
         except MediaError as e:
-            if not _out_of_space(e.reason):
-                job = self._fail(job_id, str(e), log)
-            else:
+            if self.engine.stopping:  # ffmpeg was stopped because the daemon is: resume at the next start
+                log.info("job_interrupted", state=self.store.job(job_id).state)
+                return self.store.job(job_id)
+            if _out_of_space(e.reason):
                 return self._defer(job_id, str(e), log)
+            job = self._fail(job_id, str(e), log)
         except (InputError, FillRefused) as e:
             job = self._fail(job_id, str(e) if not isinstance(e, FillRefused) else f"{job.source_name}: {e}", log)
         except (StoreError, OSError) as e:
@@ -138,7 +140,7 @@ class JobRunner:
             os.replace(path, final)
             ts = media.frame_timestamp(index, job.fps)  # seconds from the start of the source
             if self.store.add_frame(job.id, index, ts, final):
-                self.engine.enqueue(Task(job.id, index, STAGE_FOR[FrameState.EXTRACTED]))  # type: ignore[arg-type]
+                self.engine.enqueue(Task(job.id, index, Stage.PROMPT))
 
         count = media.extract(self.ffmpeg, src, scratch, job.fps, on_frame, timeout=self.cfg.ffmpeg.timeout,
                               should_stop=lambda: self.engine.stopping or self._gone(job.id))

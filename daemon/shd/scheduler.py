@@ -318,14 +318,17 @@ class Engine:
             return None
         model: ImageToPrompt | PromptToImage = self.prompter if task.stage == Stage.PROMPT else self.painter
         r = self.cfg.replicate
-        pred = self.store.latest_prediction(task.job_id, task.idx, task.stage)
+        # A frame's first try at a stage (the common case) has no ledger history to look at.
+        first = frame.state == before and task.reason == "first"
+        pred = None if first else self.store.latest_prediction(task.job_id, task.idx, task.stage)
         status: Status | None = None
         try:
             if frame.state == inflight and pred is not None and (
                     pred.status in LIVE_PREDICTION or pred.status == "succeeded"):
                 status = self._resume(pred, model.ref, log)
             if status is None:
-                tries = self.store.attempts(task.job_id, task.idx, task.stage, since=job.started_at or 0.0)
+                tries = 0 if first else self.store.attempts(task.job_id, task.idx, task.stage,
+                                                            since=job.started_at or 0.0)
                 if tries >= r.max_attempts:
                     last = pred.error if pred and pred.error else task.reason
                     self._fail_frame(task, f"{task.stage} failed after {tries} attempts: {last}", log)

@@ -340,19 +340,24 @@ class Store:
                 "SELECT COUNT(*) AS n FROM predictions WHERE job_id = ? AND frame_idx = ? AND stage = ?",
                 (job_id, idx, stage)) or {"n": 0})["n"]
             now = time.time()
+            input_json = json.dumps(dict(input), sort_keys=True)
             cur = db.execute(
                 "INSERT INTO predictions (job_id, frame_idx, stage, attempt, reason, model, input_json, status,"
                 " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'creating', ?, ?)",
-                (job_id, idx, stage, attempt, reason, model, json.dumps(dict(input), sort_keys=True), now, now),
+                (job_id, idx, stage, attempt, reason, model, input_json, now, now),
             )
             pid = int(cur.lastrowid or 0)
             self._event(job_id, "prediction", None, "creating", frame=idx, prediction=pid,
                         detail=f"{stage} attempt {attempt}: {reason}")
+            # The frame was read and checked above, in this transaction: move it without reading it again.
+            db.execute("UPDATE frames SET state = ?, seed = COALESCE(?, seed), updated_at = ?"
+                       " WHERE job_id = ? AND idx = ?", (inflight, seed, now, job_id, idx))
             if frame.state == before:
-                self.transition_frame(job_id, idx, inflight, **({"seed": seed} if seed is not None else {}))
-            elif seed is not None:
-                db.execute("UPDATE frames SET seed = ? WHERE job_id = ? AND idx = ?", (seed, job_id, idx))
-        return self.prediction(pid)
+                self._event(job_id, "frame", frame.state, inflight, frame=idx)
+        return Prediction(id=pid, job_id=job_id, frame_idx=idx, stage=str(stage), attempt=attempt, reason=reason,
+                          model=model, input_json=input_json, remote_id=None,
+                          status="creating", error=None, output_json=None, predict_time=None, created_at=now,
+                          updated_at=now, completed_at=None)
 
     def prediction(self, pid: int) -> Prediction:
         row = self._one("SELECT * FROM predictions WHERE id = ?", (pid,))

@@ -14,7 +14,7 @@ from shd.store import Store
 from tests.conftest import run_shd
 from tests.e2e.harness import Daemon, copy_slowly, status_json, wait_for
 from tests.standin import StandIn
-from tests.videos import has_audio, make_truncated, make_video, probe_duration
+from tests.videos import ffmpeg_exe, has_audio, make_truncated, make_video, probe_duration
 
 pytestmark = pytest.mark.slow
 
@@ -176,12 +176,22 @@ def assert_one_prediction_per_frame_and_stage(standin: StandIn, frames: int) -> 
     assert len(images) == frames and max(images.values()) == 1, images
 
 
-@pytest.mark.parametrize("kill_at", ["first_create", "image_running", "frame_generated", "stitching"])
+def slow_ffmpeg(tmp_path: Path, readrate: float = 1.0) -> str:
+    """An ffmpeg that reads its input at `readrate` x real time, so extraction and stitching take seconds."""
+    script = tmp_path / "slow-ffmpeg"
+    script.write_text(f'#!/bin/sh\nexec "{ffmpeg_exe()}" -readrate {readrate} "$@"\n')
+    script.chmod(0o755)
+    return str(script)
+
+
+@pytest.mark.parametrize("kill_at", ["extracting", "first_create", "image_running", "frame_generated", "stitching"])
 def test_sigkill_at_any_point_then_restart_completes_without_paying_twice(
         kill_at: str, tmp_path: Path, standin: StandIn, shd_env: dict[str, str], make_config) -> None:
     standin.set_latency("methexis-inc/img2prompt", 0.05, 0.3)
     standin.set_latency("stability-ai/sdxl", 0.05, 0.6)
-    cfg = make_config({"replicate": {"concurrency": 2, "create_wait": 1}})
+    base = {"replicate": {"concurrency": 2, "create_wait": 1}}
+    slow = kill_at in ("extracting", "stitching")  # make the ffmpeg step last long enough to be killed in
+    cfg = make_config({**base, "ffmpeg": {"path": slow_ffmpeg(tmp_path)}} if slow else base)
     src = make_video(tmp_path / "src.mp4", seconds=4.0)
     os.makedirs(tmp_path / "inbox")
     os.link(src, tmp_path / "inbox" / "clip.mp4")
@@ -195,17 +205,25 @@ def test_sigkill_at_any_point_then_restart_completes_without_paying_twice(
         jobs = status_json(cfg, shd_env, tmp_path)
         return jobs[0]["frames"]["generated"] if jobs else 0
 
+    def extracting() -> bool:
+        jobs = status_json(cfg, shd_env, tmp_path)
+        return bool(jobs) and jobs[0]["state"] == "extracting" and jobs[0]["frames"]["extracted"] >= 1
+
     points = {
+        "extracting": extracting,
         "first_create": lambda: standin.count_creates() >= 1,
         "image_running": lambda: any(p.status_at(time.time()) == "processing"
                                      for p in standin.predictions(model="stability-ai/sdxl")),
         "frame_generated": lambda: generated() >= 1,
-        "stitching": lambda: job_state() in ("stitching", "done"),
+        "stitching": lambda: job_state() == "stitching",
     }
     with Daemon(cfg, shd_env, tmp_path) as d:
         d.ready()
         wait_for(kill_at, points[kill_at], timeout=60, every=0.01)
         d.kill()
+    if kill_at == "stitching":
+        assert job_state() == "stitching"  # killed mid-stitch, not after
+    make_config(base)  # the next start with the ordinary ffmpeg
     with Daemon(cfg, shd_env, tmp_path) as d2:
         d2.ready()
         (job,) = wait_for("the job done after restart", lambda: done_jobs(cfg, shd_env, tmp_path), timeout=90)
@@ -216,6 +234,27 @@ def test_sigkill_at_any_point_then_restart_completes_without_paying_twice(
     assert_one_prediction_per_frame_and_stage(standin, frames=4)
     store = Store.open_readonly(db)
     assert all(f.state == "generated" for f in store.frames(job["id"]))
+
+
+def test_sigterm_during_extraction_leaves_the_job_to_resume_not_failed(
+        tmp_path: Path, standin: StandIn, shd_env: dict[str, str], make_config) -> None:
+    cfg = make_config({"ffmpeg": {"path": slow_ffmpeg(tmp_path)}})
+    make_video(tmp_path / "inbox" / "clip.mp4", seconds=6.0)
+    with Daemon(cfg, shd_env, tmp_path) as d:
+        d.ready()
+        wait_for("extraction under way", lambda: (j := status_json(cfg, shd_env, tmp_path)) and
+                 j[0]["state"] == "extracting" and j[0]["frames"]["extracted"] >= 1)
+        rc, took = d.terminate()
+        assert rc == 0 and took < 5.0
+    (job,) = status_json(cfg, shd_env, tmp_path)
+    assert job["state"] == "extracting" and job["error"] is None
+    assert not (tmp_path / "state" / "failed").exists()
+    make_config()
+    with Daemon(cfg, shd_env, tmp_path) as d2:
+        d2.ready()
+        (job,) = wait_for("the job done", lambda: done_jobs(cfg, shd_env, tmp_path))
+    assert job["state"] == "done" and job["frames"]["generated"] == 6
+    assert_one_prediction_per_frame_and_stage(standin, frames=6)
 
 
 def test_the_token_never_appears_in_logs_or_errors(tmp_path: Path, standin: StandIn, shd_env: dict[str, str],
@@ -235,3 +274,40 @@ def test_the_token_never_appears_in_logs_or_errors(tmp_path: Path, standin: Stan
     assert secret not in text
     r = run_shd("status", "--config", str(cfg), env=env, cwd=tmp_path)
     assert secret not in r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("fate", ["vanished", "expired"])
+def test_a_recorded_prediction_that_vanished_or_expired_is_created_again_and_recorded(
+        fate: str, tmp_path: Path, standin: StandIn, shd_env: dict[str, str], make_config) -> None:
+    """Killed while an image prediction runs; before the restart the server forgets it (or its output expires,
+    as Replicate's one-hour retention does): the restart creates it again, and the ledger says why."""
+    standin.set_latency("stability-ai/sdxl", 0.05, 1.5)
+    cfg = make_config({"replicate": {"create_wait": 1}})
+    make_video(tmp_path / "inbox" / "clip.mp4", seconds=1.0)
+    db = tmp_path / "state" / "shd.db"
+
+    def recorded_image() -> list:
+        if not db.exists():
+            return []
+        return [p for p in Store.open_readonly(db).predictions() if p.stage == "image" and p.remote_id]
+
+    with Daemon(cfg, shd_env, tmp_path) as d:
+        d.ready()
+        (first,) = wait_for("the image prediction recorded", recorded_image)
+        d.kill()
+    if fate == "vanished":
+        standin.forget(first.remote_id)
+    else:
+        wait_for("the prediction finished on the server", lambda: standin.prediction(first.remote_id).status
+                 == "succeeded")
+        assert standin.expire_outputs() >= 1
+    standin.set_latency("stability-ai/sdxl", 0.05, 0.05)
+    with Daemon(cfg, shd_env, tmp_path) as d2:
+        d2.ready()
+        (job,) = wait_for("the job done", lambda: done_jobs(cfg, shd_env, tmp_path))
+    assert job["state"] == "done"
+    attempts = [p for p in Store.open_readonly(db).predictions(job["id"]) if p.stage == "image"]
+    assert [p.status for p in attempts] == ["lost", "succeeded"]
+    assert ("no longer exists" if fate == "vanished" else "expired") in (attempts[0].error or "")
+    assert attempts[1].attempt == 2 and attempts[1].remote_id != first.remote_id
+    assert standin.count_creates("stability-ai/sdxl") == 2

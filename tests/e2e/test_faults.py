@@ -137,3 +137,22 @@ def test_a_job_stopped_by_a_disk_error_is_deferred_not_failed_and_finishes_later
         assert standin.count_creates() == 4  # the retry paid for nothing again
     finally:
         app.close()
+
+
+def test_a_refused_request_fails_only_its_frame_with_the_reason(
+        tmp_path: Path, standin: StandIn, shd_env: dict[str, str], make_config) -> None:
+    """A 422 from the API (the input will never be accepted) fails that frame with the server's words, at once,
+    and the video is still made (the frame is held)."""
+    standin.inject("POST /v1/predictions", status=422, calls=[3],
+                   body={"title": "Input validation failed", "status": 422,
+                         "detail": "- input.prompt: too long\n"})
+    cfg = make_config({"replicate": {"concurrency": 1}})
+    src = make_video(tmp_path / "clip.mp4", seconds=2.0)
+    r = run_shd("process", str(src), "--config", str(cfg), env=shd_env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    store = Store.open_readonly(tmp_path / "state" / "shd.db")
+    (job,) = store.jobs()
+    failed = store.frames(job.id, ("failed",))
+    assert len(failed) == 1 and "422" in (failed[0].error or "") and "input.prompt: too long" in failed[0].error
+    refused = [p for p in store.predictions(job.id) if p.status == "failed"]
+    assert len(refused) == 1 and refused[0].remote_id is None  # nothing was created, nothing retried
