@@ -199,7 +199,8 @@ class JobRunner:
         fills: dict[int, str] = {}
         for slot in slots:
             src_frame = frames[slot.from_index]
-            picture = Path(src_frame.image_path) if slot.kind == "generated" else Path(src_frame.path)
+            painted = slot.kind == "generated" and src_frame.image_path
+            picture = Path(src_frame.image_path) if painted else Path(src_frame.path)  # type: ignore[arg-type]
             if slot.filled:
                 fills[slot.index] = (f"held frame {slot.from_index}" if slot.kind == "generated"
                                      else "source frame")

@@ -334,6 +334,7 @@ class Engine:
                     self._fail_frame(task, f"{task.stage} failed after {tries} attempts: {last}", log)
                     return None
                 pred, status = self._create(task, frame, model, log)
+            assert pred is not None  # resumed from the ledger, or just created
             status = self._poll(pred, status, log)
             release()  # the download that follows does not hold a prediction slot
             self._finish(task, job, status, log)
