@@ -295,22 +295,17 @@ def read_token(cfg: Config, environ: Mapping[str, str] | None = None) -> str:
     `$REPLICATE_API_TOKEN`, else `replicate.token_file`. Raises TokenMissing saying where it looked."""
     env = os.environ if environ is None else environ
     looked: list[str] = []
-    creds = env.get("CREDENTIALS_DIRECTORY")
-    candidates: list[Path] = []
-    if creds:
-        candidates.append(Path(creds) / TOKEN_CREDENTIAL)
-    for path in candidates:
-        looked.append(str(path))
-        token = _read_token_file(path)
-        if token:
+    if env.get("CREDENTIALS_DIRECTORY"):
+        cred = Path(env["CREDENTIALS_DIRECTORY"]) / TOKEN_CREDENTIAL
+        looked.append(str(cred))
+        if token := _read_token_file(cred):
             return token
     looked.append("$REPLICATE_API_TOKEN")
-    if env.get("REPLICATE_API_TOKEN", "").strip():
-        return env["REPLICATE_API_TOKEN"].strip()
+    if token := env.get("REPLICATE_API_TOKEN", "").strip():
+        return token
     if cfg.replicate.token_file:
         looked.append(str(cfg.replicate.token_file))
-        token = _read_token_file(cfg.replicate.token_file)
-        if token:
+        if token := _read_token_file(cfg.replicate.token_file):
             return token
     raise TokenMissing("no Replicate API token: looked in " + ", ".join(looked))
 

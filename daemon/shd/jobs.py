@@ -38,9 +38,15 @@ def _move(src: Path, dest: Path) -> None:
 
 def claim(cfg: Config, store: Store, path: Path, job_id: str) -> Job:
     """Make a job of an inbox file and move the file into the job's folder (raises OSError if it vanished)."""
-    work = cfg.paths.jobs_dir / job_id
-    store.create_job(job_id, source_name=path.name, origin_path=path, source_path=None, work_dir=work,
-                     mode="daemon", fps=cfg.pipeline.fps)
+    # A claim whose move failed earlier (disk full, say) left its job waiting for the file: finish that one
+    # rather than make a second job of the same file.
+    waiting = [j for j in store.jobs(("queued",))
+               if j.mode == "daemon" and not j.source_path and j.origin_path == str(path)]
+    if waiting:
+        job_id = waiting[0].id
+    else:
+        store.create_job(job_id, source_name=path.name, origin_path=path, source_path=None,
+                         work_dir=cfg.paths.jobs_dir / job_id, mode="daemon", fps=cfg.pipeline.fps)
     try:
         return _finish_claim(store, store.job(job_id))
     except FileNotFoundError:

@@ -132,6 +132,8 @@ class Daemon:
         self.app.engine.reload(new)
         logs.setup(new.log.level, new.log.format)
         self.log.info("reloaded", concurrency=new.replicate.concurrency, max_jobs=new.pipeline.max_jobs)
+        if self.app.engine.paused:  # the token may have been fixed along with the config: check now
+            threading.Thread(target=self.app.engine.try_resume, name="shd-auth-check", daemon=True).start()
         self.notifier.ready(self.summary())
 
     # --- the loop -----------------------------------------------------------------------------------------------
@@ -157,21 +159,27 @@ class Daemon:
         try:
             while not self._stop.is_set():
                 now = time.monotonic()
-                if self._reload.is_set():
-                    self._reload.clear()
-                    self.reload()
-                if not self.watcher.is_alive():
-                    self.log.error("observer_died_restarting")
-                    self.watcher.restart()
-                if now >= next_rescan:
-                    self.watcher.rescan()
-                    next_rescan = now + self.cfg.watch.rescan_interval
-                for path in self.watcher.poll():
-                    self._claim(path)
-                self._schedule()
-                if now >= next_status:
-                    self.notifier.status(self.summary())
-                    next_status = now + STATUS_EVERY
+                try:
+                    if self._reload.is_set():
+                        self._reload.clear()
+                        self.reload()
+                    if not self.watcher.is_alive():
+                        self.log.error("observer_died_restarting")
+                        self.watcher.restart()
+                    if now >= next_rescan:
+                        self.watcher.rescan()
+                        next_rescan = now + self.cfg.watch.rescan_interval
+                    for path in self.watcher.poll():
+                        self._claim(path)
+                    self._schedule()
+                    if now >= next_status:
+                        self.notifier.status(self.summary())
+                        next_status = now + STATUS_EVERY
+                except (StoreError, OSError) as e:
+                    # The database or the disk is in trouble: say so loudly, keep the loop (and the watchdog
+                    # pings, which stop only if the watcher or the scheduler die) going, and try again.
+                    self.log.error("main_loop_error_will_retry", error=f"{type(e).__name__}: {e}")
+                    self._stop.wait(1.0)
                 if ping and now >= next_ping and self.healthy():
                     self.notifier.watchdog()
                     next_ping = now + ping
