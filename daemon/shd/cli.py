@@ -70,7 +70,7 @@ def cmd_process(cfg: config.Config, args: argparse.Namespace) -> int:
             return EXIT_INTERRUPTED
         if job.state != "done":
             print(f"shd: {job.error or 'job ' + job.state}", file=sys.stderr)
-            return 1
+            return app.runner.exit_codes.get(job.id, 1)
         print(job.output)
         return 0
     finally:

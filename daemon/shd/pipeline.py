@@ -59,6 +59,7 @@ class JobRunner:
         self.ffmpeg = ffmpeg
         self.on_finished = on_finished
         self.deferred: dict[str, str] = {}  # job id -> why its last run stopped short (disk full, database error)
+        self.exit_codes: dict[str, int] = {}  # job id -> the CLI exit code its failure calls for (3: bad input...)
 
     def run_job(self, job_id: str) -> Job:
         job = self.store.job(job_id)
@@ -87,16 +88,18 @@ class JobRunner:
                 return self.store.job(job_id)
             if _out_of_space(e.reason):
                 return self._defer(job_id, str(e), log)
-            job = self._fail(job_id, str(e), log)
-        except (InputError, FillRefused) as e:
-            job = self._fail(job_id, str(e) if not isinstance(e, FillRefused) else f"{job.source_name}: {e}", log)
+            job = self._fail(job_id, str(e), log, e.exit_code)
+        except InputError as e:
+            job = self._fail(job_id, str(e), log, e.exit_code)
+        except FillRefused as e:
+            job = self._fail(job_id, f"{job.source_name}: {e}", log)
         except (StoreError, OSError) as e:
             # Disk full, database locked or broken: not the video's fault. Loud, and tried again later.
             return self._defer(job_id, f"{type(e).__name__}: {e}", log)
         except ShdError as e:
             if self.engine.stopping:
                 return self.store.job(job_id)
-            job = self._fail(job_id, str(e), log)
+            job = self._fail(job_id, str(e), log, e.exit_code)
         if job.state in (JobState.DONE, JobState.FAILED) and self.on_finished:
             self.on_finished(job)
         return job
@@ -106,8 +109,9 @@ class JobRunner:
         self.deferred[job_id] = reason
         return self.store.job(job_id)
 
-    def _fail(self, job_id: str, reason: str, log: Any) -> Job:
+    def _fail(self, job_id: str, reason: str, log: Any, exit_code: int = 1) -> Job:
         log.error("job_failed", reason=reason)
+        self.exit_codes[job_id] = exit_code
         self.engine.drop_job(job_id)
         job = self.store.job(job_id)
         if job.state in (JobState.FAILED, JobState.CANCELED, JobState.DONE):

@@ -25,13 +25,15 @@ def done_jobs(cfg: Path, env: dict[str, str], cwd: Path, n: int = 1) -> list[dic
     return jobs if len(finished) >= n else []
 
 
-def test_a_slowly_copied_video_becomes_a_job_only_when_complete(tmp_path: Path, standin: StandIn,
+@pytest.mark.parametrize("observer", ["inotify", "polling"])
+def test_a_slowly_copied_video_becomes_a_job_only_when_complete(observer: str, tmp_path: Path, standin: StandIn,
                                                                 shd_env: dict[str, str], make_config) -> None:
     """While the copy is still being written no job exists and the file stays in the inbox; afterwards the painted
-    mp4 appears in the outbox and status reports the job done."""
+    mp4 appears in the outbox and status reports the job done. With inotify and with the polling observer (network
+    shares)."""
     src = make_video(tmp_path / "src.mp4", seconds=3.0)
     # Longer than a chunk's pause plus the status check between chunks.
-    cfg = make_config({"watch": {"stable_seconds": 2.0}})
+    cfg = make_config({"watch": {"stable_seconds": 2.0, "observer": observer}})
     inbox = tmp_path / "inbox"
     with Daemon(cfg, shd_env, tmp_path) as d:
         d.ready()

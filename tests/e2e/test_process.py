@@ -110,7 +110,7 @@ def test_bad_inputs_get_a_one_line_reason_a_failed_job_and_stay_untouched(
     for name, (path, words) in bad.items():
         before = hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
         r = run_shd("process", str(path), "--config", str(cfg), env=shd_env, cwd=tmp_path)
-        assert r.returncode != 0, name
+        assert r.returncode == 3, (name, r.returncode)  # "bad input video"
         last = r.stderr.strip().splitlines()[-1]
         assert last.startswith("shd: ") and str(path) in last and words in last, (name, last)
         assert r.stdout == ""
