@@ -72,8 +72,8 @@ def one(spec: dict[str, Any]) -> dict[str, Any]:
     logs.setup("warning", "json")
     app = app_mod.build(cfg)
     try:
-        # Warm up with a 2-frame job: the HTTP stack's lazy imports and first TLS handshakes are paid once per
-        # daemon, not per frame.
+        # Warm up with a job of `concurrency` frames: the HTTP stack's lazy imports and each worker thread's TLS
+        # handshake are paid once per daemon, not per frame.
         warm = app_mod.create_process_job(app, Path(spec["warmup"]), Path(spec["workdir"]) / "warmup.mp4")
         assert app.runner.run_job(warm.id).state == "done"
         job = app_mod.create_process_job(app, Path(spec["video"]), None)
@@ -172,7 +172,10 @@ def main() -> int:
     os.environ.update(env)
     try:
         video = make_video(root / f"clip{frames}.mp4", seconds=float(frames), size=(64, 48), rate=5, audio=False)
-        warmup = make_video(root / "warmup.mp4", seconds=2.0, size=(64, 48), rate=5, audio=False)
+
+        def warmup(c: int) -> str:
+            return str(make_video(root / f"warmup{c}.mp4", seconds=float(max(2, c)), size=(64, 48), rate=5,
+                                  audio=False))
         extract_s, stitch_s = measure_media(video, frames, root)
         print(f"# {frames} frames; latencies {PROMPT_S}s prompt + {IMAGE_S}s image; "
               f"extraction alone {extract_s:.2f}s, stitching alone {stitch_s:.2f}s; {os.cpu_count()} CPUs")
@@ -196,7 +199,7 @@ def main() -> int:
         for c in levels:
             work = root / f"c{c}"
             work.mkdir()
-            r = run_child({"workdir": str(work), "video": str(video), "warmup": str(warmup), "concurrency": c}, env)
+            r = run_child({"workdir": str(work), "video": str(video), "warmup": warmup(c), "concurrency": c}, env)
             assert r["state"] == "done" and r["frames"] == frames, r
             results[f"c{c}"] = r
             report(f"concurrency {c}", c, r, frames)
@@ -206,7 +209,7 @@ def main() -> int:
         # Faults: 5% 429 on create, 5% failed predictions ("please retry"), at concurrency 16.
         work = root / "faults"
         work.mkdir()
-        r = run_child({"workdir": str(work), "video": str(video), "warmup": str(warmup), "concurrency": 16,
+        r = run_child({"workdir": str(work), "video": str(video), "warmup": warmup(16), "concurrency": 16,
                        "faults": True}, env)
         creates = r["server_creates"]
         report("c16, 5% 429 + 5% fail", 16, r, frames)
@@ -225,7 +228,7 @@ def main() -> int:
             extract_s, stitch_s = measure_media(video600, big, root / "m600")
             work = root / "big"
             work.mkdir()
-            r = run_child({"workdir": str(work), "video": str(video600), "warmup": str(warmup), "concurrency": 32}, env)
+            r = run_child({"workdir": str(work), "video": str(video600), "warmup": warmup(32), "concurrency": 32}, env)
             assert r["state"] == "done" and r["frames"] == big, r
             base_wall = None
             report("600 frames, c32", 32, r, big)

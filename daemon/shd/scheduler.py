@@ -337,7 +337,7 @@ class Engine:
             assert pred is not None  # resumed from the ledger, or just created
             status = self._poll(pred, status, log)
             release()  # the download that follows does not hold a prediction slot
-            self._finish(task, job, status, log)
+            self._finish(task, job, pred, status, log)
             return None
         except BackendError as e:
             return self._failed(task, pred, e, log)
@@ -406,9 +406,16 @@ class Engine:
             raise
         with self._cv:
             self.limiter.succeeded()
-        pred = self._record(pred, status)
+        if not self._settled_with_prompt(pred, status):
+            pred = self._record(pred, status)
         log.info("prediction_created", prediction_id=status.remote_id, status=status.status)
         return pred, status
+
+    @staticmethod
+    def _settled_with_prompt(pred: Prediction, status: Status) -> bool:
+        """A prompt that came back finished needs no waiting and no download: its ledger row is written in the
+        same transaction as the prompt itself (one commit less per frame)."""
+        return pred.stage == Stage.PROMPT and status.status == "succeeded"
 
     def _record(self, pred: Prediction, status: Status) -> Prediction:
         """Write what the server said; a finished prediction's error, output and predict_time with it."""
@@ -451,13 +458,13 @@ class Engine:
             status = self.remote.get(status.remote_id)
             if status.status != pred.status:
                 pred = self._record(pred, status)
-        if status.status != pred.status:
-            self._record(pred, status)
+        if status.status != pred.status and not self._settled_with_prompt(pred, status):
+            pred = self._record(pred, status)
         log.debug("prediction_finished", prediction_id=status.remote_id, status=status.status,
                   predict_time=status.predict_time)
         return status
 
-    def _finish(self, task: Task, job: Job, status: Status, log: Any) -> None:
+    def _finish(self, task: Task, job: Job, pred: Prediction, status: Status, log: Any) -> None:
         if status.status == "failed":
             raise model_failure(status.error)
         if status.status == "canceled":
@@ -465,8 +472,17 @@ class Engine:
                 raise _Stopped
             raise Transient(f"prediction {status.remote_id} was canceled on the server")
         if task.stage == Stage.PROMPT:
-            prompt = self.prompter.result(status)
-            self.store.transition_frame(task.job_id, task.idx, FrameState.PROMPTED, prompt=prompt)
+            unrecorded = pred.status != status.status or pred.remote_id != status.remote_id
+            try:
+                prompt = self.prompter.result(status)
+            except BackendError:
+                if unrecorded:
+                    self._record(pred, status)
+                raise
+            with self.store.tx():
+                if unrecorded:
+                    self._record(pred, status)
+                self.store.transition_frame(task.job_id, task.idx, FrameState.PROMPTED, prompt=prompt)
             log.info("frame_prompted", prompt=prompt[:120])
             self.enqueue(Task(task.job_id, task.idx, Stage.IMAGE))
             return
