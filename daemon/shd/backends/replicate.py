@@ -48,6 +48,12 @@ TRANSIENT_MODEL_ERRORS = ("code: PA", "E9828", "please retry", "out of memory", 
 NEW_SEED_MODEL_ERRORS = ("NSFW",)
 
 
+# A worker thread may sit idle longer than httpx's default 5 s keep-alive; a new TLS handshake for every request
+# after a pause costs more CPU than the request. A connection the server has closed meanwhile is noticed and
+# replaced by httpcore before it is reused.
+KEEPALIVE = httpx.Limits(max_connections=4, max_keepalive_connections=4, keepalive_expiry=60.0)
+
+
 class _HeaderMemo(httpx.HTTPTransport):
     """Remembers the rate-limit headers of the last 429 seen by this thread (the client's error drops them)."""
 
@@ -168,7 +174,7 @@ class ReplicateRemote(Remote):
         client: replicate.Client | None = getattr(self._threads, "client", None)
         if client is None:
             client = replicate.Client(api_token=self._token, base_url=self._base_url, timeout=self._timeout,
-                                      transport=_HeaderMemo(), limits=httpx.Limits(max_connections=4))
+                                      transport=_HeaderMemo(), limits=KEEPALIVE)
             self._threads.client = client
             with self._clients_lock:
                 self._clients.add(client)
