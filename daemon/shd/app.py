@@ -46,7 +46,8 @@ def build(cfg: Config, *, on_finished: Callable[[Job], None] | None = None) -> A
     remote = ReplicateRemote(token, create_wait=r.create_wait, request_timeout=r.request_timeout)
     prompter = ReplicatePrompter(remote, r.prompt_model, r.prompt_input)
     painter = ReplicatePainter(remote, r.image_model, r.image_input)
-    engine = Engine(cfg, store, remote, prompter, painter, token_provider=lambda: config.read_token(cfg))
+    engine = Engine(cfg, store, remote, prompter, painter)
+    engine.token_provider = lambda: config.read_token(engine.cfg)  # the config in force, after any reload
     runner = JobRunner(cfg, store, engine, ffmpeg, on_finished=on_finished)
     engine.start()
     return App(cfg, store, remote, engine, runner, ffmpeg)
