@@ -203,8 +203,8 @@ class JobRunner:
         fills: dict[int, str] = {}
         for slot in slots:
             src_frame = frames[slot.from_index]
-            painted = slot.kind == "generated" and src_frame.image_path
-            picture = Path(src_frame.image_path) if painted else Path(src_frame.path)  # type: ignore[arg-type]
+            painted = src_frame.image_path if slot.kind == "generated" else None
+            picture = Path(painted or src_frame.path)
             if slot.filled:
                 fills[slot.index] = (f"held frame {slot.from_index}" if slot.kind == "generated"
                                      else "source frame")

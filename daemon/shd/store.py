@@ -304,18 +304,17 @@ class Store:
                 states.check_frame(job_id, idx, frame.state, target)
             if target != FrameState.FAILED and "error" not in values:
                 values["error"] = None
+            values = {k: (str(v) if isinstance(v, Path) else v) for k, v in values.items()}
             sets = ", ".join(f"{k} = :{k}" for k in values)
             now = time.time()
             db.execute(
                 f"UPDATE frames SET state = :state, updated_at = :now{', ' + sets if sets else ''}"
                 " WHERE job_id = :job AND idx = :idx",
-                {**{k: (str(v) if isinstance(v, Path) else v) for k, v in values.items()},
-                 "state": target, "now": now, "job": job_id, "idx": idx},
+                {**values, "state": target, "now": now, "job": job_id, "idx": idx},
             )
             if frame.state != target:
                 self._event(job_id, "frame", frame.state, target, frame=idx, detail=values.get("error"))
-        return replace(frame, state=target, updated_at=now,
-                       **{k: (str(v) if isinstance(v, Path) else v) for k, v in values.items()})
+        return replace(frame, state=target, updated_at=now, **values)
 
     def set_filled(self, job_id: str, fills: Mapping[int, str]) -> None:
         """Record how each failed frame's output slot was filled (hold/source), for status."""
