@@ -43,7 +43,8 @@ def build(cfg: Config, *, on_finished: Callable[[Job], None] | None = None) -> A
     ffmpeg = media.find_ffmpeg(cfg.ffmpeg.path)
     store = Store.open(cfg.paths.database)
     r = cfg.replicate
-    remote = ReplicateRemote(token, create_wait=r.create_wait, request_timeout=r.request_timeout)
+    remote = ReplicateRemote(token, create_wait=r.create_wait, request_timeout=r.request_timeout,
+                             inline_max_bytes=r.inline_max_kb * 1024)
     prompter = ReplicatePrompter(remote, r.prompt_model, r.prompt_input)
     painter = ReplicatePainter(remote, r.image_model, r.image_input)
     engine = Engine(cfg, store, remote, prompter, painter)

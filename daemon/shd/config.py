@@ -97,6 +97,7 @@ class Replicate:
     poll_interval: float = 0.5
     prediction_timeout: float = 900.0
     request_timeout: float = 30.0
+    inline_max_kb: int = 256
     max_attempts: int = 5
     model_retries: int = 3
     creations_per_minute: float = 600.0
@@ -183,6 +184,7 @@ RULES: dict[str, dict[str, tuple[Any, tuple[Check, str] | None]]] = {
         "poll_interval": (_NUM, _POS),
         "prediction_timeout": (_NUM, _POS),
         "request_timeout": (_NUM, _POS),
+        "inline_max_kb": (int, (lambda v: 0 <= v <= 10240, "an integer from 0 to 10240 (KB; 0 uploads every frame)")),
         "max_attempts": (int, (lambda v: v >= 1, "an integer >= 1")),
         "model_retries": (int, (lambda v: v >= 0, "an integer >= 0")),
         "creations_per_minute": (_NUM, _POS),

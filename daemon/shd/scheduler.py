@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from shd import logs
-from shd.backends.base import ImageToPrompt, PromptToImage, Remote, Status
+from shd.backends.base import ImageToPrompt, PromptToImage, Remote, Status, ledger_form
 from shd.backends.replicate import model_failure
 from shd.config import Config
 from shd.errors import (
@@ -383,8 +383,8 @@ class Engine:
                         else self._rng.randrange(1, 2**31))
             inp = model.input_for(prompt, seed)
         self._wait_for_token()
-        pred = self.store.begin_prediction(task.job_id, task.idx, task.stage, model=model.ref, input=inp,
-                                           reason=task.reason, seed=seed)
+        pred = self.store.begin_prediction(task.job_id, task.idx, task.stage, model=model.ref,
+                                           input=ledger_form(inp), reason=task.reason, seed=seed)
         log = log.bind(prediction=pred.id, attempt=pred.attempt)
         try:
             try:

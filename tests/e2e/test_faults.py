@@ -36,8 +36,9 @@ def painted(db: Path) -> list[str]:
 
 def run_once(tmp: Path, standin: StandIn, env: dict[str, str], src: Path, concurrency: int) -> tuple[Path, Path]:
     tmp.mkdir()
+    # inline_max_kb = 0: every frame is uploaded first, so the Files API's faults are part of the run.
     cfg = write_config(tmp / "shd.toml", {"replicate": {"concurrency": concurrency, "seed": 4242,
-                                                          "max_attempts": 8},
+                                                          "max_attempts": 8, "inline_max_kb": 0},
                                           "pipeline": {"audio": "none"}})
     r = run_shd("process", str(src), "--config", str(cfg), env=env, cwd=tmp, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -61,6 +62,7 @@ def test_faults_under_concurrency_give_the_same_video_as_a_calm_serial_run(
     rough_out, rough_db = run_once(tmp_path / "rough", standin, shd_env, src, concurrency=8)
 
     assert painted(rough_db) == painted(calm_db)
+    assert len(standin.requests_matching("POST", "/v1/files")) >= 32  # both runs uploaded every frame
     assert decoded_md5(rough_out) == decoded_md5(calm_out)
 
     # Every prediction the server created is in the ledger, or counted as a create whose answer was lost.

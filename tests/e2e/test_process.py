@@ -64,8 +64,13 @@ def test_a_video_is_painted_frame_by_frame_with_its_soundtrack(tmp_path: Path, s
         (i, s) for i in range(4) for s in ("prompt", "image"))
     assert all(p.status == "succeeded" and p.remote_id for p in preds)
     assert standin.count_creates() == 8
-    # Frames went up as named .png files, and the source is untouched.
-    assert all(f.name.startswith("0") and f.name.endswith(".png") for f in standin.files)
+    # Frames this small went inline (no upload); the ledger keeps each as the digest of the frame's bytes.
+    assert standin.files == []
+    assert all(p.input["image"].startswith("data:image/png;base64,")
+               for p in standin.predictions(model="methexis-inc/img2prompt"))
+    digests = {p.frame_idx: p.input["image"] for p in preds if p.stage == "prompt"}
+    assert digests == {f.idx: "data:image/png;sha256," + hashlib.sha256(Path(f.path).read_bytes()).hexdigest()
+                       for f in frames}
 
 
 def test_output_flag_and_status_json_follow_the_contract(tmp_path: Path, standin: StandIn,

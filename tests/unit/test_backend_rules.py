@@ -1,10 +1,14 @@
-"""Pure rules of the Replicate backend: what a failure means, how long a 429 asks us to wait, prompt cleaning."""
+"""Pure rules of the Replicate backend: what a failure means, how long a 429 asks us to wait, prompt cleaning, what
+the ledger keeps of an input."""
+
+import base64
+import hashlib
 
 import httpx
 import pytest
 from replicate.exceptions import ReplicateError
 
-from shd.backends.base import Status, clean_prompt
+from shd.backends.base import Status, clean_prompt, ledger_form
 from shd.backends.replicate import (
     ReplicatePainter,
     ReplicatePrompter,
@@ -84,3 +88,18 @@ def test_outputs_removed_by_retention_mean_create_again() -> None:
         painter.result(Status("p", "succeeded", output=[]))
     assert painter.result(Status("p", "succeeded", output=["https://a/1.png"])) == b"img:https://a/1.png"
     assert prompter.result(Status("p", "succeeded", output=" a\nb ")) == "a b"
+
+
+def test_the_ledger_keeps_inline_files_as_their_digest_and_nothing_else_changes() -> None:
+    """data:<mime>;base64 values (at any depth) become data:<mime>;sha256,<digest of the bytes>; URLs, text and
+    numbers are kept; applying it twice changes nothing; a malformed payload is kept as it was sent."""
+    png = b"\x89PNG\r\n\x1a\n-frame-bytes"
+    uri = "data:image/png;base64," + base64.b64encode(png).decode()
+    digest = "data:image/png;sha256," + hashlib.sha256(png).hexdigest()
+    sent = {"image": uri, "mask": "https://api.replicate.com/v1/files/abc", "prompt": "data: a poem", "seed": 7,
+            "refs": [uri, {"deep": uri}]}
+    assert ledger_form(sent) == {"image": digest, "mask": "https://api.replicate.com/v1/files/abc",
+                                 "prompt": "data: a poem", "seed": 7, "refs": [digest, {"deep": digest}]}
+    assert ledger_form(ledger_form(sent)) == ledger_form(sent)
+    assert ledger_form({"image": "data:image/png;base64,@@not base64@@"}) == {
+        "image": "data:image/png;base64,@@not base64@@"}

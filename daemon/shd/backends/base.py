@@ -1,7 +1,7 @@
 """The two small interfaces shd paints through, and the remote-prediction service they run on.
 
 A paid call goes through four steps that the scheduler drives, so that each can be recorded in the store in between:
-    input  = model.input_for(...)      may upload the frame (free, not a prediction)
+    input  = model.input_for(...)      may upload the frame (free, not a prediction); recorded in ledger_form
     status = remote.create(ref, input) the paid call; its id is recorded the moment it returns
     status = remote.get(id)            polled with shd's own deadline; after a crash, resumed from the recorded id
     result = model.result(status)      the cleaned prompt, or the image bytes (downloaded promptly)
@@ -13,6 +13,8 @@ the frame or retry with a new seed; OutputGone: create again). Every method has 
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -55,12 +57,13 @@ class Remote(ABC):
 
     @abstractmethod
     def find(self, ref: str, input: Mapping[str, Any], created_after: float) -> Status | None:
-        """A prediction of `ref` with exactly this input created after `created_after` (epoch s), if one exists:
-        how a create whose response was lost is recovered instead of paid for twice."""
+        """A prediction of `ref` with this input (compared in `ledger_form`) created after `created_after` (epoch
+        s), if one exists: how a create whose response was lost is recovered instead of paid for twice."""
 
     @abstractmethod
     def upload(self, path: Path) -> str:
-        """Make a local file available to the service as an input; returns what to put in the input."""
+        """Make a local file available to the service as an input (inline, or uploaded); returns what to put in
+        the input."""
 
     @abstractmethod
     def fetch(self, item: Any) -> bytes:
@@ -96,6 +99,30 @@ class PromptToImage(ABC):
     @abstractmethod
     def result(self, status: Status) -> bytes:
         """The image bytes (PNG/JPEG/WebP) from a succeeded prediction, downloaded now."""
+
+
+def ledger_form(input: Mapping[str, Any]) -> dict[str, Any]:
+    """A prediction input as the ledger keeps it: each inline `data:<mime>;base64,...` file becomes
+    `data:<mime>;sha256,<digest of its bytes>`, so a frame sent inline costs the database 80 bytes, not its size.
+    Two inputs match (a lost create looked up on the server) when their ledger forms are equal. Idempotent."""
+    return {k: _ledger_value(v) for k, v in input.items()}
+
+
+def _ledger_value(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith("data:"):
+        header, sep, payload = value.partition(",")
+        if sep and header.endswith(";base64"):
+            try:
+                content = base64.b64decode(payload, validate=True)
+            except ValueError:
+                return value
+            return f"{header[:-len(';base64')]};sha256,{hashlib.sha256(content).hexdigest()}"
+        return value
+    if isinstance(value, Mapping):
+        return {k: _ledger_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_ledger_value(v) for v in value]
+    return value
 
 
 def clean_prompt(text: Any) -> str:

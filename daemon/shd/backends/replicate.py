@@ -3,7 +3,8 @@
 How it calls the API (see ../shared/docs/replicate-api.md §9):
 - create by version with a bounded `Prefer: wait=N` (a create without it has no timeout at all);
 - poll `GET /v1/predictions/{id}` (the scheduler's loop, with its own deadline);
-- upload frames as named `.png` files through `POST /v1/files` with a timeout (the client's `files.create` has none);
+- send a frame of up to 256 KB inline as a `data:` URI; upload a larger one as a named `.png` file through
+  `POST /v1/files` with a timeout (the client's `files.create` has none);
 - accept outputs as `FileOutput`, `data:` URIs and plain URL strings, and download them at once.
 
 The client's `ReplicateError` drops response headers, so a transport wrapper remembers the rate-limit headers of
@@ -14,7 +15,9 @@ The API token never appears in an error message: errors carry the server's words
 from __future__ import annotations
 
 import base64
+import io
 import json
+import mimetypes
 import re
 import threading
 import time
@@ -30,7 +33,7 @@ from replicate.exceptions import ModelError, ReplicateError
 from replicate.file import _create_file_params
 from replicate.helpers import FileOutput, transform_output
 
-from shd.backends.base import ImageToPrompt, PromptToImage, Remote, Status, clean_prompt
+from shd.backends.base import ImageToPrompt, PromptToImage, Remote, Status, clean_prompt, ledger_form
 from shd.errors import (
     AuthFailed,
     BackendError,
@@ -157,8 +160,9 @@ class ReplicateRemote(Remote):
     """Replicate's HTTP API. `base_url` and the token default as the client's do (REPLICATE_BASE_URL...)."""
 
     def __init__(self, token: str, *, create_wait: int = 5, request_timeout: float = 30.0,
-                 base_url: str | None = None):
+                 base_url: str | None = None, inline_max_bytes: int = 256 * 1024):
         self.create_wait = create_wait
+        self.inline_max_bytes = inline_max_bytes
         self.request_timeout = request_timeout
         self._timeout = httpx.Timeout(request_timeout, connect=min(10.0, request_timeout))
         self._token = token
@@ -217,14 +221,15 @@ class ReplicateRemote(Remote):
         version = _version(ref)
         since = datetime.fromtimestamp(created_after - 60, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         cursor: str | None = "/v1/predictions?created_after=" + since
-        want = json.dumps(dict(input), sort_keys=True)
+        want = json.dumps(ledger_form(input), sort_keys=True)
         try:
             for _ in range(10):  # 100 per page, newest first: 1000 recent predictions is plenty
                 if not cursor:
                     break
                 data = self.client._request("GET", cursor).json()
                 for p in data.get("results", []):
-                    if p.get("version") == version and json.dumps(p.get("input") or {}, sort_keys=True) == want:
+                    if p.get("version") == version and (
+                            json.dumps(ledger_form(p.get("input") or {}), sort_keys=True) == want):
                         return _status(p)
                 cursor = data.get("next")
         except Exception as e:  # noqa: BLE001
@@ -232,13 +237,20 @@ class ReplicateRemote(Remote):
         return None
 
     def upload(self, path: Path) -> str:
+        """A frame up to `inline_max_bytes` goes inside the request as a `data:` URI (Replicate's advice for files
+        up to 256 KB: no upload request, nothing left in the Files API); a larger one is uploaded first."""
         try:
-            with path.open("rb") as fh:
-                resp = self.client._request("POST", "/v1/files", timeout=self._timeout,
-                                            **_create_file_params(fh, filename=path.name))
-            return str(resp.json()["urls"]["get"])
+            data = path.read_bytes()
         except OSError as e:
             raise Rejected(f"{path}: cannot read frame: {e.strerror}") from None
+        mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        if len(data) <= self.inline_max_bytes:
+            return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+        try:
+            resp = self.client._request("POST", "/v1/files", timeout=self._timeout,
+                                        **_create_file_params(io.BytesIO(data), filename=path.name,
+                                                              content_type=mime))
+            return str(resp.json()["urls"]["get"])
         except Exception as e:  # noqa: BLE001
             raise classify(e) from None
 
