@@ -335,7 +335,7 @@ class Engine:
                     return None
                 pred, status = self._create(task, frame, model, log)
             assert pred is not None  # resumed from the ledger, or just created
-            status = self._poll(pred, status, log)
+            pred, status = self._poll(pred, status, log)
             release()  # the download that follows does not hold a prediction slot
             self._finish(task, job, pred, status, log)
             return None
@@ -348,20 +348,20 @@ class Engine:
             # The create was in flight when we stopped: it may have gone through. Look for it before paying again.
             found = self.remote.find(ref, pred.input, pred.created_at)
             if found is None:
-                self.store.update_prediction(pred.id, status="lost", error="create interrupted; not on the server")
+                self.store.update_prediction(pred, status="lost", error="create interrupted; not on the server")
                 log.info("interrupted_create_not_found", prediction=pred.id)
                 return None
             log.info("interrupted_create_found", prediction_id=found.remote_id)
-            self.store.update_prediction(pred.id, status=found.status, remote_id=found.remote_id)
+            self.store.update_prediction(pred, status=found.status, remote_id=found.remote_id)
             return found
         try:
             status = self.remote.get(pred.remote_id)
         except OutputGone as e:
-            self.store.update_prediction(pred.id, status="lost", error=str(e))
+            self.store.update_prediction(pred, status="lost", error=str(e))
             log.warning("prediction_vanished_recreating", prediction_id=pred.remote_id)
             return None
         if status.status == "succeeded" and status.output is None:
-            self.store.update_prediction(pred.id, status="lost", error="output expired before it was fetched")
+            self.store.update_prediction(pred, status="lost", error="output expired before it was fetched")
             log.warning("prediction_output_expired_recreating", prediction_id=pred.remote_id)
             return None
         log.info("prediction_resumed", prediction_id=pred.remote_id, status=status.status)
@@ -384,7 +384,8 @@ class Engine:
             inp = model.input_for(prompt, seed)
         self._wait_for_token()
         pred = self.store.begin_prediction(task.job_id, task.idx, task.stage, model=model.ref,
-                                           input=ledger_form(inp), reason=task.reason, seed=seed)
+                                           input=ledger_form(inp), reason=task.reason, seed=seed,
+                                           expect=FrameState(frame.state))
         log = log.bind(prediction=pred.id, attempt=pred.attempt)
         try:
             try:
@@ -402,7 +403,7 @@ class Engine:
             # Turned away (429/401): nothing was created. Unknown outcome: it may exist, so it stays counted.
             outcome = ("refused" if isinstance(e, (RateLimited, AuthFailed)) else
                        "lost" if isinstance(e, Transient) and e.maybe_created else "failed")
-            self.store.update_prediction(pred.id, status=outcome, error=str(e))
+            self.store.update_prediction(pred, status=outcome, error=str(e))
             raise
         with self._cv:
             self.limiter.succeeded()
@@ -418,12 +419,13 @@ class Engine:
         return pred.stage == Stage.PROMPT and status.status == "succeeded"
 
     def _record(self, pred: Prediction, status: Status) -> Prediction:
-        """Write what the server said; a finished prediction's error, output and predict_time with it."""
+        """Write what the server said; a finished prediction's error, output and predict_time with it. Not durable:
+        after a power cut the prediction is found again by `_resume` (from its id, or looked up by its input)."""
         if status.terminal:
-            return self.store.update_prediction(pred.id, status=status.status, remote_id=status.remote_id,
+            return self.store.update_prediction(pred, status=status.status, remote_id=status.remote_id,
                                                 error=status.error, output=status.output,
-                                                predict_time=status.predict_time)
-        return self.store.update_prediction(pred.id, status=status.status, remote_id=status.remote_id)
+                                                predict_time=status.predict_time, durable=False)
+        return self.store.update_prediction(pred, status=status.status, remote_id=status.remote_id, durable=False)
 
     def _wait_for_token(self) -> None:
         while True:
@@ -434,26 +436,26 @@ class Engine:
             if self._stop.wait(wait):
                 raise _Stopped
 
-    def _poll(self, pred: Prediction, status: Status, log: Any) -> Status:
+    def _poll(self, pred: Prediction, status: Status, log: Any) -> tuple[Prediction, Status]:
         r = self.cfg.replicate
         deadline = self.clock() + r.prediction_timeout
         while status.status not in ("succeeded", "failed", "canceled"):
             if status.status not in KNOWN_STATUSES:
-                self.store.update_prediction(pred.id, status="failed", error=f"unexpected status {status.status}")
+                self.store.update_prediction(pred, status="failed", error=f"unexpected status {status.status}")
                 raise Transient(f"prediction {status.remote_id} has unexpected status {status.status!r}")
             if self.clock() > deadline:
                 try:
                     self.remote.cancel(status.remote_id)
                 except BackendError:
                     pass
-                self.store.update_prediction(pred.id, status="canceled", error="timed out; canceled")
+                self.store.update_prediction(pred, status="canceled", error="timed out; canceled")
                 raise Transient(f"prediction {status.remote_id} took longer than {r.prediction_timeout:g}s")
             if self._stop.wait(r.poll_interval):
                 raise _Stopped
             if self.store.job(pred.job_id).state == JobState.CANCELED:
                 # `shd cancel` ran while this create was in flight: cancel what it created, pay no longer.
                 self.remote.cancel(status.remote_id)
-                self.store.update_prediction(pred.id, status="canceled", error="canceled by the user")
+                self.store.update_prediction(pred, status="canceled", error="canceled by the user")
                 raise _Stopped
             status = self.remote.get(status.remote_id)
             if status.status != pred.status:
@@ -462,7 +464,7 @@ class Engine:
             pred = self._record(pred, status)
         log.debug("prediction_finished", prediction_id=status.remote_id, status=status.status,
                   predict_time=status.predict_time)
-        return status
+        return pred, status
 
     def _finish(self, task: Task, job: Job, pred: Prediction, status: Status, log: Any) -> None:
         if status.status == "failed":
@@ -479,10 +481,11 @@ class Engine:
                 if unrecorded:
                     self._record(pred, status)
                 raise
-            with self.store.tx():
+            with self.store.tx(durable=False):  # a prompt lost to a power cut is resumed from the ledger
                 if unrecorded:
                     self._record(pred, status)
-                self.store.transition_frame(task.job_id, task.idx, FrameState.PROMPTED, prompt=prompt)
+                self.store.transition_frame(task.job_id, task.idx, FrameState.PROMPTED, prompt=prompt,
+                                            expect=FrameState.PROMPTING)
             log.info("frame_prompted", prompt=prompt[:120])
             self.enqueue(Task(task.job_id, task.idx, Stage.IMAGE))
             return
@@ -493,7 +496,8 @@ class Engine:
         out = Path(job.work_dir) / "generated" / f"{task.idx:06d}{suffix}"
         out.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(out, data)
-        self.store.transition_frame(task.job_id, task.idx, FrameState.GENERATED, image_path=out)
+        self.store.transition_frame(task.job_id, task.idx, FrameState.GENERATED, image_path=out,
+                                    expect=FrameState.GENERATING, durable=False)
         log.info("frame_generated", path=str(out))
         self._notify_frame()
 
@@ -501,7 +505,7 @@ class Engine:
     def _failed(self, task: Task, pred: Prediction | None, err: BackendError, log: Any) -> tuple[Task, float] | None:
         r = self.cfg.replicate
         if pred is not None and pred.remote_id is not None and isinstance(err, OutputGone):
-            self.store.update_prediction(pred.id, status="lost", error=str(err))
+            self.store.update_prediction(pred.id, status="lost", error=str(err))  # re-read: a poll may have moved it
         # Any other failure of a prediction that has an id (a poll that hit 5xx/429/401, a download that broke)
         # leaves its ledger row as it is: the retry resumes that same prediction instead of paying again.
         if isinstance(err, RateLimited):

@@ -3,7 +3,10 @@
 Contract:
 - One writer `Store` per database, shared by the daemon's threads; every method is one transaction
   (`BEGIN IMMEDIATE`, so a read-modify-write never meets SQLITE_BUSY halfway), guarded by one lock.
-- WAL mode with `synchronous=FULL`: a committed prediction id survives a power cut, so a restart never pays twice.
+- WAL mode. A transaction is durable (`synchronous=FULL`: fsynced before COMMIT returns) unless its caller says
+  that losing it to a power cut costs only work that a restart redoes for free (`durable=False`: a recorded
+  frame, a frame's next state, a remote id). The ledger row of a paid call is always durable, and since the
+  WAL is one sequential file, each durable commit also makes every commit before it durable.
 - Every state change is checked by `shd.states` inside its transaction and logged in `events`; an illegal one
   raises IllegalTransition and writes nothing.
 - `Store.open_readonly()` is for `shd status`: it never writes and never blocks the daemon (WAL readers don't).
@@ -148,8 +151,9 @@ class Store:
             self._conn.close()
 
     @contextmanager
-    def tx(self) -> Iterator[Database]:
-        """One write transaction (BEGIN IMMEDIATE ... COMMIT); nested calls join the outer one."""
+    def tx(self, *, durable: bool = True) -> Iterator[Database]:
+        """One write transaction (BEGIN IMMEDIATE ... COMMIT); nested calls join the outer one (and its durability).
+        `durable=False` skips the fsync: only for what a restart can redo without paying (see the module doc)."""
         with self._lock:
             if self._depth:
                 self._depth += 1
@@ -159,8 +163,11 @@ class Store:
                     self._depth -= 1
                 return
             try:
+                if not durable:  # the safety level can only change outside a transaction
+                    self._conn.execute("PRAGMA synchronous=NORMAL")
                 self._conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as e:
+                self._restore_sync(durable)
                 raise StoreError(f"{self.path}: {e}") from None
             self._depth = 1
             try:
@@ -176,6 +183,11 @@ class Store:
                     raise StoreError(f"{self.path}: commit failed: {e}") from None
             finally:
                 self._depth = 0
+                self._restore_sync(durable)
+
+    def _restore_sync(self, durable: bool) -> None:
+        if not durable:
+            self._conn.execute("PRAGMA synchronous=FULL")
 
     def _one(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> dict[str, Any] | None:
         rows = self._all(sql, params)
@@ -268,8 +280,9 @@ class Store:
 
     # --- frames -------------------------------------------------------------------------------------------------
     def add_frame(self, job_id: str, idx: int, ts: float, path: Path) -> bool:
-        """Record an extracted frame; returns False (and changes nothing) if it was already recorded."""
-        with self.tx() as db:
+        """Record an extracted frame; returns False (and changes nothing) if it was already recorded. Not durable:
+        a frame lost to a power cut is extracted again."""
+        with self.tx(durable=False) as db:
             cur = db.execute(
                 "INSERT OR IGNORE INTO frames (job_id, idx, state, ts, path, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
                 (job_id, idx, FrameState.EXTRACTED, ts, str(path), time.time()),
@@ -293,28 +306,33 @@ class Store:
             rows = self._all("SELECT * FROM frames WHERE job_id = ? ORDER BY idx", (job_id,))
         return [_row(Frame, r) for r in rows]
 
-    def transition_frame(self, job_id: str, idx: int, target: FrameState, **values: Any) -> Frame:
-        """Move a frame to `target`, setting any of prompt, image_path, seed, error, filled_with with it."""
+    def transition_frame(self, job_id: str, idx: int, target: FrameState, *, expect: FrameState | None = None,
+                         durable: bool = True, **values: Any) -> None:
+        """Move a frame to `target`, setting any of prompt, image_path, seed, error, filled_with with it.
+        `expect`: the state the caller knows the frame is in (one statement instead of a read and a write; if the
+        frame has moved meanwhile, it is read and the transition checked as without it)."""
         allowed = {"prompt", "image_path", "seed", "error", "filled_with"}
         if not set(values) <= allowed:
             raise StoreError(f"transition_frame: cannot set {sorted(set(values) - allowed)}")
-        with self.tx() as db:
-            frame = self.frame(job_id, idx)
-            if frame.state != target:
-                states.check_frame(job_id, idx, frame.state, target)
-            if target != FrameState.FAILED and "error" not in values:
-                values["error"] = None
-            values = {k: (str(v) if isinstance(v, Path) else v) for k, v in values.items()}
-            sets = ", ".join(f"{k} = :{k}" for k in values)
-            now = time.time()
-            db.execute(
-                f"UPDATE frames SET state = :state, updated_at = :now{', ' + sets if sets else ''}"
-                " WHERE job_id = :job AND idx = :idx",
-                {**values, "state": target, "now": now, "job": job_id, "idx": idx},
-            )
-            if frame.state != target:
-                self._event(job_id, "frame", frame.state, target, frame=idx, detail=values.get("error"))
-        return replace(frame, state=target, updated_at=now, **values)
+        if target != FrameState.FAILED and "error" not in values:
+            values["error"] = None
+        values = {k: (str(v) if isinstance(v, Path) else v) for k, v in values.items()}
+        sets = "".join(f", {k} = :{k}" for k in values)
+        params = {**values, "state": target, "now": time.time(), "job": job_id, "idx": idx}
+        update = f"UPDATE frames SET state = :state, updated_at = :now{sets} WHERE job_id = :job AND idx = :idx"
+        with self.tx(durable=durable) as db:
+            if expect is not None:
+                states.check_frame(job_id, idx, expect, target)
+                if db.execute(update + " AND state = :expect", {**params, "expect": expect}).rowcount:
+                    if expect != target:
+                        self._event(job_id, "frame", expect, target, frame=idx, detail=values.get("error"))
+                    return
+            current = self.frame(job_id, idx).state
+            if current != target:
+                states.check_frame(job_id, idx, current, target)
+            db.execute(update, params)
+            if current != target:
+                self._event(job_id, "frame", current, target, frame=idx, detail=values.get("error"))
 
     def set_filled(self, job_id: str, fills: Mapping[int, str]) -> None:
         """Record how each failed frame's output slot was filled (hold/source), for status."""
@@ -328,31 +346,33 @@ class Store:
 
     # --- the prediction ledger ----------------------------------------------------------------------------------
     def begin_prediction(self, job_id: str, idx: int, stage: Stage, *, model: str, input: Mapping[str, Any],
-                         reason: str, seed: int | None = None) -> Prediction:
-        """Record a paid call BEFORE it is sent (status 'creating') and move the frame to its in-flight state."""
+                         reason: str, seed: int | None = None, expect: FrameState | None = None) -> Prediction:
+        """Record a paid call BEFORE it is sent (status 'creating', durably) and move the frame to its in-flight
+        state. `expect`: the frame's state as the caller read it (saves reading it again when it still is)."""
         before, inflight, _ = states.STAGE_STATES[stage]
+        move = "UPDATE frames SET state = ?, seed = COALESCE(?, seed), updated_at = ? WHERE job_id = ? AND idx = ?"
         with self.tx() as db:
-            frame = self.frame(job_id, idx)
-            if frame.state not in (before, inflight):
-                raise StoreError(f"job {job_id} frame {idx} is {frame.state}, cannot start {stage}")
-            attempt = 1 + (self._one(
-                "SELECT COUNT(*) AS n FROM predictions WHERE job_id = ? AND frame_idx = ? AND stage = ?",
-                (job_id, idx, stage)) or {"n": 0})["n"]
             now = time.time()
+            was: str | None = None
+            if expect in (before, inflight) and db.execute(
+                    move + " AND state = ?", (inflight, seed, now, job_id, idx, expect)).rowcount:
+                was = expect
+            if was is None:
+                was = self.frame(job_id, idx).state
+                if was not in (before, inflight):
+                    raise StoreError(f"job {job_id} frame {idx} is {was}, cannot start {stage}")
+                db.execute(move, (inflight, seed, now, job_id, idx))
             input_json = json.dumps(dict(input), sort_keys=True)
-            cur = db.execute(
+            pid, attempt = self._conn.execute(
                 "INSERT INTO predictions (job_id, frame_idx, stage, attempt, reason, model, input_json, status,"
-                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'creating', ?, ?)",
-                (job_id, idx, stage, attempt, reason, model, input_json, now, now),
-            )
-            pid = int(cur.lastrowid or 0)
+                " created_at, updated_at) VALUES (?, ?, ?, (SELECT COUNT(*) + 1 FROM predictions"
+                " WHERE job_id = ? AND frame_idx = ? AND stage = ?), ?, ?, ?, 'creating', ?, ?) RETURNING id, attempt",
+                (job_id, idx, stage, job_id, idx, stage, reason, model, input_json, now, now),
+            ).fetchone()
             self._event(job_id, "prediction", None, "creating", frame=idx, prediction=pid,
                         detail=f"{stage} attempt {attempt}: {reason}")
-            # The frame was read and checked above, in this transaction: move it without reading it again.
-            db.execute("UPDATE frames SET state = ?, seed = COALESCE(?, seed), updated_at = ?"
-                       " WHERE job_id = ? AND idx = ?", (inflight, seed, now, job_id, idx))
-            if frame.state == before:
-                self._event(job_id, "frame", frame.state, inflight, frame=idx)
+            if was == before:
+                self._event(job_id, "frame", was, inflight, frame=idx)
         return Prediction(id=pid, job_id=job_id, frame_idx=idx, stage=str(stage), attempt=attempt, reason=reason,
                           model=model, input_json=input_json, remote_id=None,
                           status="creating", error=None, output_json=None, predict_time=None, created_at=now,
@@ -364,11 +384,14 @@ class Store:
             raise StoreError(f"no prediction {pid}")
         return _row(Prediction, row)  # type: ignore[no-any-return]
 
-    def update_prediction(self, pid: int, *, status: str, remote_id: str | None = None, error: str | None = None,
-                          output: Any = None, predict_time: float | None = None) -> Prediction:
-        """Record what the server said about a prediction (the remote id as soon as it is known)."""
-        with self.tx() as db:
-            old = self.prediction(pid)
+    def update_prediction(self, pred: int | Prediction, *, status: str, remote_id: str | None = None,
+                          error: str | None = None, output: Any = None, predict_time: float | None = None,
+                          durable: bool = True) -> Prediction:
+        """Record what the server said about a prediction (the remote id as soon as it is known). Given the
+        Prediction as last recorded (not just its id), it is not read again."""
+        with self.tx(durable=durable) as db:
+            old = pred if isinstance(pred, Prediction) else self.prediction(pred)
+            pid = old.id
             now = time.time()
             done = now if status not in LIVE_PREDICTION else None
             db.execute(

@@ -74,6 +74,52 @@ def test_a_paid_call_is_recorded_before_it_is_sent_and_its_id_when_known(store: 
     assert store.attempts("j1", 0, Stage.PROMPT) == 1  # refused creates cost nothing and don't count
 
 
+def test_a_transition_from_a_known_state_is_still_checked_when_the_frame_moved_meanwhile(
+        store: Store, tmp_path: Path) -> None:
+    """With `expect`, a frame still in that state moves in one statement; a frame that moved meanwhile (failed or
+    reset by another process) is read and checked as without it, and the events say where it really came from."""
+    store.add_frame("j1", 0, 0.0, tmp_path / "0.png")
+    store.transition_frame("j1", 0, F.PROMPTING, expect=F.EXTRACTED)
+    store.transition_frame("j1", 0, F.FAILED, error="gave up")  # behind the caller's back
+    with pytest.raises(IllegalTransition):
+        store.transition_frame("j1", 0, F.GENERATED, image_path=tmp_path / "g.png", expect=F.PROMPTING)
+    assert (store.frame("j1", 0).state, store.frame("j1", 0).image_path) == (F.FAILED, None)
+    store.transition_frame("j1", 0, F.EXTRACTED, expect=F.PROMPTING)  # stale, but legal from where it is
+    moves = [(e["from_state"], e["to_state"]) for e in store.events("j1") if e["kind"] == "frame"]
+    assert moves == [(None, "extracted"), ("extracted", "prompting"), ("prompting", "failed"), ("failed", "extracted")]
+
+
+def test_a_paid_call_started_from_a_stale_reading_of_its_frame_is_recorded_right(store: Store, tmp_path: Path) -> None:
+    """begin_prediction with an `expect` that no longer holds reads the frame: it refuses a frame that cannot start
+    the stage, and counts attempts from the ledger either way."""
+    store.add_frame("j1", 0, 0.0, tmp_path / "0.png")
+    first = store.begin_prediction("j1", 0, Stage.PROMPT, model="m:v", input={}, reason="first", expect=F.EXTRACTED)
+    store.update_prediction(first, status="failed", error="boom")
+    # The caller still thinks the frame is 'extracted'; it is 'prompting': a retry is allowed and is attempt 2.
+    again = store.begin_prediction("j1", 0, Stage.PROMPT, model="m:v", input={}, reason="retry", expect=F.EXTRACTED)
+    assert (again.attempt, store.frame("j1", 0).state) == (2, F.PROMPTING)
+    store.transition_frame("j1", 0, F.FAILED, error="gave up")
+    with pytest.raises(StoreError, match="frame 0 is failed, cannot start prompt"):
+        store.begin_prediction("j1", 0, Stage.PROMPT, model="m:v", input={}, reason="late", expect=F.PROMPTING)
+    assert [p.attempt for p in store.predictions("j1")] == [1, 2]
+
+
+def test_only_transactions_a_restart_can_redo_for_free_skip_the_fsync(store: Store, tmp_path: Path) -> None:
+    """durable=False runs at synchronous=NORMAL; every other transaction, and every one after it (even one that
+    failed), runs at FULL."""
+    level = lambda: store._conn.execute("PRAGMA synchronous").fetchone()[0]  # noqa: E731
+    with store.tx(durable=False):
+        assert level() == 1  # NORMAL
+    assert level() == 2
+    with pytest.raises(RuntimeError), store.tx(durable=False):
+        raise RuntimeError("boom")
+    assert level() == 2
+    with store.tx():
+        assert level() == 2
+        with store.tx(durable=False):  # nested: joins the outer, durable transaction
+            assert level() == 2
+
+
 def test_a_remote_id_is_recorded_once(store: Store, tmp_path: Path) -> None:
     store.add_frame("j1", 0, 0.0, tmp_path / "0.png")
     store.add_frame("j1", 1, 1.0, tmp_path / "1.png")
