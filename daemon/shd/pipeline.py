@@ -25,7 +25,7 @@ from shd.states import STAGE_FOR, FrameState, JobState, Stage
 from shd.store import Job, Store
 
 
-REOFFER_EVERY = 5.0  # seconds between re-offers of a running job's unfinished frames to the engine
+REOFFER_EVERY = 30.0  # seconds between unprompted re-offers of a running job's unfinished frames
 
 
 class JobInterrupted(Exception):
@@ -172,21 +172,23 @@ class JobRunner:
     def _wait_for_frames(self, job: Job, log: Any) -> None:
         next_offer = 0.0
         while True:
-            # Every few seconds re-offer unfinished frames (the engine ignores ones it already has), so frames
-            # reset by `shd retry` while the job runs are picked up too. Not on every wake-up: that would read
-            # every frame each time one finishes.
-            if time.monotonic() >= next_offer:
-                self._enqueue_unfinished(job.id)
-                next_offer = time.monotonic() + REOFFER_EVERY
             if self.engine.stopping:
                 raise JobInterrupted
             state = self.store.job(job.id).state
             if state != JobState.RUNNING:
                 raise JobInterrupted
             counts = self.store.frame_counts(job.id)
-            finished = counts.get(FrameState.GENERATED, 0) + counts.get(FrameState.FAILED, 0)
-            if finished >= sum(counts.values()):
+            total = sum(counts.values())
+            unfinished = total - counts.get(FrameState.GENERATED, 0) - counts.get(FrameState.FAILED, 0)
+            if unfinished <= 0:
                 return
+            # Frames reset by `shd retry` while the job runs are unfinished but unknown to the engine: offer the
+            # unfinished frames again (the engine ignores ones it has) when it holds fewer of this job's tasks than
+            # that, and as a safety net every REOFFER_EVERY s. Not on every wake-up: that would read every frame.
+            now = time.monotonic()
+            if unfinished > self.engine.queued(job.id) or now >= next_offer:
+                self._enqueue_unfinished(job.id)
+                next_offer = now + REOFFER_EVERY
             with self.engine.frame_done:
                 self.engine.frame_done.wait(timeout=1.0)
 

@@ -185,6 +185,7 @@ class Engine:
             self._known = {k for k in self._known if k[0] != job_id}
 
     def queued(self, job_id: str) -> int:
+        """How many of this job's tasks the engine holds (queued, delayed for a retry, or running)."""
         with self._cv:
             return sum(1 for k in self._known if k[0] == job_id)
 
@@ -485,7 +486,7 @@ class Engine:
                 if unrecorded:
                     self._record(pred, status)
                 self.store.transition_frame(task.job_id, task.idx, FrameState.PROMPTED, prompt=prompt,
-                                            expect=FrameState.PROMPTING)
+                                            expect=FrameState.PROMPTING, durable=False)
             log.info("frame_prompted", prompt=prompt[:120])
             self.enqueue(Task(task.job_id, task.idx, Stage.IMAGE))
             return

@@ -71,6 +71,43 @@ def test_retry_brings_a_failed_job_back_from_failed_and_finishes_it(
     assert standin.count_creates("stability-ai/sdxl") == 3
 
 
+def test_retry_on_a_running_job_repaints_its_failed_frame_while_the_job_runs(
+        tmp_path: Path, standin: StandIn, shd_env: dict[str, str], make_config) -> None:
+    """`shd retry` while a job runs: the engine is not holding the reset frame, and the job notices that at its
+    next wake-up (not at a periodic re-read): the frame is painted while another still runs, and nothing is filled."""
+    nsfw = "NSFW content detected. Try running it again, or try a different prompt."
+    standin.fail_predictions(nsfw, model="stability-ai/sdxl", nth=[1])
+    standin.override(model="stability-ai/sdxl", nth=[2], run_time=20.0)  # keeps the job running meanwhile
+    cfg = make_config({"replicate": {"model_retries": 0}})
+    make_video(tmp_path / "inbox" / "clip.mp4", seconds=2.0)
+    db = tmp_path / "state" / "shd.db"
+
+    def frame_states() -> tuple[str, str, list[str]] | None:
+        if not db.exists():
+            return None
+        store = Store.open_readonly(db)
+        try:
+            jobs = store.jobs()
+            return (jobs[0].id, jobs[0].state, [f.state for f in store.frames(jobs[0].id)]) if jobs else None
+        finally:
+            store.close()
+
+    with Daemon(cfg, shd_env, tmp_path) as d:
+        d.ready()
+        job_id, _, _ = wait_for("one frame failed", lambda: (s := frame_states()) and "failed" in s[2] and s)
+        standin.clear_faults()
+        r = run_shd("retry", job_id, "--config", str(cfg), env=shd_env, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        _, state, states = wait_for("the retried frame painted", lambda: (s := frame_states()) and
+                                    s[2].count("generated") == 1 and s, timeout=15)
+        assert state == "running" and "failed" not in states  # the slow frame is still being painted
+        wait_for("the job done", lambda: frame_states()[1] == "done")  # type: ignore[index]
+    store = Store.open_readonly(db)
+    frames = store.frames(job_id)
+    assert [f.state for f in frames] == ["generated", "generated"] and all(f.filled_with is None for f in frames)
+    assert standin.count_creates("stability-ai/sdxl") == 3  # the failed frame's image was paid for once more
+
+
 def test_a_short_video_is_not_starved_by_a_long_one(tmp_path: Path, standin: StandIn, shd_env: dict[str, str],
                                                     make_config) -> None:
     """Two jobs share a budget of 2 predictions: the short one, dropped after the long one, finishes first."""

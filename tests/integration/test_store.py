@@ -118,6 +118,10 @@ def test_only_transactions_a_restart_can_redo_for_free_skip_the_fsync(store: Sto
         assert level() == 2
         with store.tx(durable=False):  # nested: joins the outer, durable transaction
             assert level() == 2
+    with pytest.raises(StoreError, match="durable write cannot join"), store.tx(durable=False):
+        store.add_frame("j1", 0, 0.0, tmp_path / "0.png")
+        store.transition_frame("j1", 0, F.PROMPTING)  # would not be durable: refused, and the whole tx undone
+    assert level() == 2 and store.frames("j1") == []
 
 
 def test_a_remote_id_is_recorded_once(store: Store, tmp_path: Path) -> None:
