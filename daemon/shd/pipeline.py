@@ -26,6 +26,9 @@ from shd.store import Job, Store
 
 
 REOFFER_EVERY = 30.0  # seconds between unprompted re-offers of a running job's unfinished frames
+# A waiting job wakes at once when a frame finishes or the engine stops; this bounds how late it notices what
+# another process did (`shd cancel`, `shd retry`). Each wake-up reads the store: not more often than this.
+WAKE_EVERY = 3.0
 
 
 class JobInterrupted(Exception):
@@ -190,7 +193,8 @@ class JobRunner:
                 self._enqueue_unfinished(job.id)
                 next_offer = now + REOFFER_EVERY
             with self.engine.frame_done:
-                self.engine.frame_done.wait(timeout=1.0)
+                if not self.engine.stopping:  # checked under the lock: a stop cannot slip in before the wait
+                    self.engine.frame_done.wait(timeout=WAKE_EVERY)
 
     # --- stitching ----------------------------------------------------------------------------------------------
     def _stitch(self, job: Job, log: Any) -> Path:

@@ -248,9 +248,9 @@ class Engine:
                     self._in_flight += 1
                     wait = None
                 else:
-                    wait = self._delayed[0][0] - now if self._delayed else 1.0
-                if task is None:
-                    self._cv.wait(timeout=min(max(wait or 0.0, 0.01), 1.0))
+                    wait = self._delayed[0][0] - now if self._delayed else 5.0
+                if task is None:  # every change that matters notifies _cv; the timeout is only a safety net
+                    self._cv.wait(timeout=min(max(wait or 0.0, 0.01), 5.0))
                     continue
                 self._handoff.append(task)
                 if self._idle_workers:
