@@ -97,7 +97,7 @@ class Replicate:
     poll_interval: float = 0.5
     prediction_timeout: float = 900.0
     request_timeout: float = 30.0
-    inline_max_kb: int = 256
+    inline_max_kb: int = 0
     max_attempts: int = 5
     model_retries: int = 3
     creations_per_minute: float = 600.0

@@ -3,6 +3,7 @@ to the stand-in server."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import shutil
@@ -64,13 +65,28 @@ def test_a_video_is_painted_frame_by_frame_with_its_soundtrack(tmp_path: Path, s
         (i, s) for i in range(4) for s in ("prompt", "image"))
     assert all(p.status == "succeeded" and p.remote_id for p in preds)
     assert standin.count_creates() == 8
-    # Frames this small went inline (no upload); the ledger keeps each as the digest of the frame's bytes.
-    assert standin.files == []
-    assert all(p.input["image"].startswith("data:image/png;base64,")
-               for p in standin.predictions(model="methexis-inc/img2prompt"))
-    digests = {p.frame_idx: p.input["image"] for p in preds if p.stage == "prompt"}
-    assert digests == {f.idx: "data:image/png;sha256," + hashlib.sha256(Path(f.path).read_bytes()).hexdigest()
-                       for f in frames}
+    # Frames went up as named .png files, and the source is untouched.
+    assert sorted(f.name for f in standin.files) == [f"{i:06d}.png" for i in range(4)]
+
+
+def test_with_inline_max_kb_small_frames_go_inline_and_the_ledger_keeps_their_digest(
+        tmp_path: Path, standin: StandIn, shd_env: dict[str, str], make_config) -> None:
+    """replicate.inline_max_kb: no upload request; the model gets each frame as a data: URI, and the ledger
+    records it as the SHA-256 of the frame's bytes, not the bytes."""
+    src = make_video(tmp_path / "clip.mp4", seconds=2.0, size=(64, 48), audio=False)
+    cfg = make_config({"replicate": {"inline_max_kb": 256}, "pipeline": {"audio": "none"}})
+    r = run_shd("process", str(src), "--config", str(cfg), env=shd_env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert standin.files == [] and not standin.requests_matching("POST", "/v1/files")
+    store = Store.open_readonly(tmp_path / "state" / "shd.db")
+    (job,) = store.jobs()
+    frames = store.frames(job.id)
+    sent = {p.input["image"] for p in standin.predictions(model="methexis-inc/img2prompt")}
+    assert sent == {"data:image/png;base64," + base64.b64encode(Path(f.path).read_bytes()).decode() for f in frames}
+    recorded = {p.frame_idx: p.input["image"] for p in store.predictions(job.id) if p.stage == "prompt"}
+    assert recorded == {f.idx: "data:image/png;sha256," + hashlib.sha256(Path(f.path).read_bytes()).hexdigest()
+                        for f in frames}
+    assert [f.prompt for f in frames] == [clean_prompt(prompt_for(Path(f.path).read_bytes())) for f in frames]
 
 
 def test_output_flag_and_status_json_follow_the_contract(tmp_path: Path, standin: StandIn,

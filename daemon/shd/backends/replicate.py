@@ -3,8 +3,8 @@
 How it calls the API (see ../shared/docs/replicate-api.md §9):
 - create by version with a bounded `Prefer: wait=N` (a create without it has no timeout at all);
 - poll `GET /v1/predictions/{id}` (the scheduler's loop, with its own deadline);
-- send a frame of up to 256 KB inline as a `data:` URI; upload a larger one as a named `.png` file through
-  `POST /v1/files` with a timeout (the client's `files.create` has none);
+- upload frames as named `.png` files through `POST /v1/files` with a timeout (the client's `files.create` has
+  none), or send one of up to `inline_max_bytes` inline as a `data:` URI when configured;
 - accept outputs as `FileOutput`, `data:` URIs and plain URL strings, and download them at once.
 
 The client's `ReplicateError` drops response headers, so a transport wrapper remembers the rate-limit headers of
@@ -160,7 +160,7 @@ class ReplicateRemote(Remote):
     """Replicate's HTTP API. `base_url` and the token default as the client's do (REPLICATE_BASE_URL...)."""
 
     def __init__(self, token: str, *, create_wait: int = 5, request_timeout: float = 30.0,
-                 base_url: str | None = None, inline_max_bytes: int = 256 * 1024):
+                 base_url: str | None = None, inline_max_bytes: int = 0):
         self.create_wait = create_wait
         self.inline_max_bytes = inline_max_bytes
         self.request_timeout = request_timeout
@@ -237,8 +237,9 @@ class ReplicateRemote(Remote):
         return None
 
     def upload(self, path: Path) -> str:
-        """A frame up to `inline_max_bytes` goes inside the request as a `data:` URI (Replicate's advice for files
-        up to 256 KB: no upload request, nothing left in the Files API); a larger one is uploaded first."""
+        """A frame up to `inline_max_bytes` goes inside the request as a `data:` URI (no upload request, nothing
+        left in the Files API; but Replicate may not list data: inputs back, and then `find` cannot match such a
+        create); a larger one is uploaded first."""
         try:
             data = path.read_bytes()
         except OSError as e:
