@@ -224,6 +224,8 @@ def main() -> int:
     ap.add_argument("--repeat", type=int,
                     help="runs per figure (default 3; 1 with --quick and for concurrency 1); the run with the median "
                          "CPU per frame is reported, with the range")
+    ap.add_argument("--inline-max-kb", type=int, default=0,
+                    help="replicate.inline_max_kb for the concurrency levels (default 0: frames uploaded first)")
     ap.add_argument("--no-http", action="store_true",
                     help="only measure shd's own CPU per frame, with a backend that makes no HTTP requests")
     args = ap.parse_args()
@@ -295,7 +297,8 @@ def main() -> int:
         repeat = args.repeat or (1 if args.quick else 3)
         for c in levels:
             times = (args.repeat or 1) if c == 1 else repeat
-            results[f"c{c}"] = measure(f"concurrency {c}", c, video, frames, times)
+            results[f"c{c}"] = measure(f"concurrency {c}", c, video, frames, times,
+                                       inline_max_kb=args.inline_max_kb)
         if args.levels:  # just the levels asked for
             return 0
 
