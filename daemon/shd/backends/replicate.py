@@ -15,7 +15,6 @@ The API token never appears in an error message: errors carry the server's words
 from __future__ import annotations
 
 import base64
-import io
 import json
 import mimetypes
 import re
@@ -240,17 +239,17 @@ class ReplicateRemote(Remote):
         """A frame up to `inline_max_bytes` goes inside the request as a `data:` URI (no upload request, nothing
         left in the Files API; but Replicate may not list data: inputs back, and then `find` cannot match such a
         create); a larger one is uploaded first."""
+        mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         try:
-            data = path.read_bytes()
+            if path.stat().st_size <= self.inline_max_bytes:
+                return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode()}"
+            fh = path.open("rb")  # streamed: a large frame is not held in memory by each of the worker threads
         except OSError as e:
             raise Rejected(f"{path}: cannot read frame: {e.strerror}") from None
-        mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        if len(data) <= self.inline_max_bytes:
-            return f"data:{mime};base64,{base64.b64encode(data).decode()}"
         try:
-            resp = self.client._request("POST", "/v1/files", timeout=self._timeout,
-                                        **_create_file_params(io.BytesIO(data), filename=path.name,
-                                                              content_type=mime))
+            with fh:
+                resp = self.client._request("POST", "/v1/files", timeout=self._timeout,
+                                            **_create_file_params(fh, filename=path.name, content_type=mime))
             return str(resp.json()["urls"]["get"])
         except Exception as e:  # noqa: BLE001
             raise classify(e) from None
