@@ -430,11 +430,12 @@ class Store:
         sql = "SELECT * FROM predictions" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id"
         return [_row(Prediction, r) for r in self._all(sql, tuple(params))]
 
-    def attempts(self, job_id: str, idx: int, stage: Stage, *, since: float = 0.0) -> int:
-        """Paid attempts at one frame's stage created at or after `since` (a job's start: retry budgets)."""
-        row = self._one("SELECT COUNT(*) AS n FROM predictions WHERE job_id = ? AND frame_idx = ? AND stage = ?"
-                        " AND created_at >= ? AND status != 'refused'", (job_id, idx, stage, since))
-        return int(row["n"]) if row else 0
+    def attempts(self, job_id: str, idx: int, stage: Stage, *, since: float = 0.0) -> list[Prediction]:
+        """Every create of one frame's stage at or after `since` (a job's start: retry budgets), oldest first;
+        refused ones too (they cost nothing: the retry policy does not count them)."""
+        rows = self._all("SELECT * FROM predictions WHERE job_id = ? AND frame_idx = ? AND stage = ?"
+                         " AND created_at >= ? ORDER BY id", (job_id, idx, stage, since))
+        return [_row(Prediction, r) for r in rows]
 
     def events(self, job_id: str) -> list[dict[str, Any]]:
         return self._all("SELECT * FROM events WHERE job_id = ? ORDER BY id", (job_id,))

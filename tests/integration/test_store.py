@@ -71,7 +71,8 @@ def test_a_paid_call_is_recorded_before_it_is_sent_and_its_id_when_known(store: 
     second = store.begin_prediction("j1", 0, Stage.PROMPT, model="m:v", input={"image": "u"}, reason="again")
     assert second.attempt == 2
     store.update_prediction(second.id, status="refused", error="429")
-    assert store.attempts("j1", 0, Stage.PROMPT) == 1  # refused creates cost nothing and don't count
+    assert [a.status for a in store.attempts("j1", 0, Stage.PROMPT)] == ["succeeded", "refused"]
+    assert store.attempts("j1", 0, Stage.PROMPT, since=second.created_at + 1) == []
 
 
 def test_a_transition_from_a_known_state_is_still_checked_when_the_frame_moved_meanwhile(
