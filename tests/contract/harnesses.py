@@ -22,7 +22,7 @@ from shd.backends import models
 from shd.backends.base import Backend, Remote, Status
 from shd.backends.memory import ManualClock, MemoryRemote, MemoryService
 from shd.backends.replicate import ReplicateRemote
-from shd.errors import AuthFailed, ModelFailed, RateLimited, Rejected, Transient
+from shd.errors import ModelFailed, RateLimited, Rejected, Transient
 from tests.standin import StandIn
 
 CREATE_WAIT = 1  # seconds a create may wait for its result (Replicate's smallest `Prefer: wait`)

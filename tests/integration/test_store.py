@@ -108,7 +108,7 @@ def test_a_paid_call_started_from_a_stale_reading_of_its_frame_is_recorded_right
 def test_only_transactions_a_restart_can_redo_for_free_skip_the_fsync(store: Store, tmp_path: Path) -> None:
     """durable=False runs at synchronous=NORMAL; every other transaction, and every one after it (even one that
     failed), runs at FULL."""
-    level = lambda: store._conn.execute("PRAGMA synchronous").fetchone()[0]  # noqa: E731
+    level = lambda: store._conn.execute("PRAGMA synchronous").fetchone()[0]  # noqa: E731 - a probe, read often
     with store.tx(durable=False):
         assert level() == 1  # NORMAL
     assert level() == 2

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import replicate
+from replicate.client import Client
 from replicate.exceptions import ReplicateError
 from replicate.file import _create_file_params
 from replicate.helpers import FileOutput, transform_output
@@ -167,16 +167,16 @@ class ReplicateRemote(Remote):
         self._token = token
         self._base_url = base_url
         self._threads = threading.local()
-        self._clients: weakref.WeakSet[replicate.Client] = weakref.WeakSet()  # a finished thread's goes too
+        self._clients: weakref.WeakSet[Client] = weakref.WeakSet()  # a finished thread's goes too
         self._clients_lock = threading.Lock()
 
     @property
-    def client(self) -> replicate.Client:
+    def client(self) -> Client:
         """This thread's client. One per worker thread: a single httpx pool shared by dozens of threads spends
         more CPU scanning its connections under its lock than sending the requests (measured at concurrency 32)."""
-        client: replicate.Client | None = getattr(self._threads, "client", None)
+        client: Client | None = getattr(self._threads, "client", None)
         if client is None:
-            client = replicate.Client(api_token=self._token, base_url=self._base_url, timeout=self._timeout,
+            client = Client(api_token=self._token, base_url=self._base_url, timeout=self._timeout,
                                       transport=_HeaderMemo(), limits=KEEPALIVE)
             self._threads.client = client
             with self._clients_lock:
@@ -259,7 +259,8 @@ class ReplicateRemote(Remote):
             if isinstance(item, str) and item.startswith(("https:", "data:")):
                 item = transform_output(item, self.client)
             if isinstance(item, FileOutput):
-                return item.read()
+                data: bytes = item.read()
+                return data
             if isinstance(item, str) and item.startswith("http:"):
                 resp = self.client._client.get(item, timeout=self._timeout)
                 resp.raise_for_status()

@@ -217,7 +217,7 @@ class Dispatcher:
         except StoreError as e:
             log.error("store_error_will_retry", error=str(e))
             requeue = (task, STORE_RETRY)
-        except Exception as e:  # noqa: BLE001 - a bug must not kill the worker; the frame is retried later
+        except Exception as e:  # a bug must not kill the worker: logged with its traceback, the task retried later
             log.exception("stage_crashed", error=f"{type(e).__name__}: {e}")
             requeue = (task, CRASH_RETRY)
         finally:

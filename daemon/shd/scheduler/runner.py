@@ -59,7 +59,8 @@ class StageRunner:
                 status = self.calls.resume(pred, log)
             if status is None:
                 if not first:
-                    why = retry.attempts_exhausted(task.stage, self._history(task, job, pred), self.settings().replicate)
+                    history = self._history(task, job, pred)
+                    why = retry.attempts_exhausted(task.stage, history, self.settings().replicate)
                     if why is not None:
                         self._fail_frame(task, why, log)
                         return None
@@ -90,8 +91,8 @@ class StageRunner:
 
     def _history(self, task: Task, job: Job, pred: Prediction | None) -> retry.History:
         rows = self.store.attempts(task.job_id, task.idx, task.stage, since=job.started_at or 0.0)
-        return retry.History(tuple(p.status for p in rows), last_error=pred.error if pred and pred.error else task.reason,
-                             new_seeds=task.seed_retries)
+        last_error = pred.error if pred and pred.error else task.reason
+        return retry.History(tuple(p.status for p in rows), last_error=last_error, new_seeds=task.seed_retries)
 
     def _failed(self, task: Task, job: Job, pred: Prediction | None, err: BackendError, log: Any) -> Requeue:
         """Do what the retry policy says about `err`."""
