@@ -1,7 +1,8 @@
 """The `shd` command: argparse only. Every ShdError becomes one line on stderr and the exit code its class names.
 
 Exit codes: 0 ok; 1 job failed / other error; 2 bad config or missing token; 3 bad input video; 4 ffmpeg failed;
-5 store error; 6 backend error; 130 interrupted.
+5 store error; 6 backend error; 7 held by a budget cap (`shd process`: nothing failed, the job resumes later);
+130 interrupted.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from shd import __version__, config, logs
 from shd.errors import ShdError
 
+EXIT_HELD = 7
 EXIT_INTERRUPTED = 130
 
 
@@ -32,6 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     sp = add("process", "paint one video in the foreground and print the output path")
     sp.add_argument("video", type=Path)
     sp.add_argument("--output", type=Path, metavar="FILE", help="where to write the mp4 (default: the outbox)")
+    sp = add("estimate", "print what painting a video would cost (frames, predictions, dollars, time); pays nothing")
+    sp.add_argument("video", type=Path)
     sp = add("status", "show jobs and their progress")
     sp.add_argument("job", nargs="?", help="one job (id or unique prefix): its failed frames and reasons")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
@@ -63,11 +67,17 @@ def cmd_process(cfg: config.Config, args: argparse.Namespace) -> int:
     try:
         job = app_mod.create_process_job(app, args.video, args.output)
         print(f"shd: job {job.id}: {job.source_name}", file=sys.stderr)
+        app.runner.end_when_held = True
+        app.runner.on_estimate = lambda _job, est: print(f"shd: estimate: {est.summary()}", file=sys.stderr)
         try:
             job = app.runner.run_job(job.id)
         except KeyboardInterrupt:
             print(f"shd: interrupted; job {job.id} is recorded, `shd run` resumes it", file=sys.stderr)
             return EXIT_INTERRUPTED
+        if job.state != "done" and job.held:
+            print(f"shd: held: {job.held}; job {job.id} keeps its frames and what it paid for: `shd run` resumes "
+                  f"it without paying twice once the budget allows", file=sys.stderr)
+            return EXIT_HELD
         if job.state != "done":
             print(f"shd: {job.error or 'job ' + job.state}", file=sys.stderr)
             return app.runner.exit_codes.get(job.id, 1)
@@ -77,13 +87,38 @@ def cmd_process(cfg: config.Config, args: argparse.Namespace) -> int:
         app.close()
 
 
+def cmd_estimate(cfg: config.Config, args: argparse.Namespace) -> int:
+    from shd import estimate, media, pricing
+    from shd.store import Store
+
+    ffmpeg = media.find_ffmpeg(cfg.ffmpeg.path)
+    store = Store.open_readonly(cfg.paths.database) if cfg.paths.database.exists() else None
+    try:
+        probe, est = estimate.for_video(cfg, ffmpeg, args.video, store)
+    finally:
+        if store is not None:
+            store.close()
+    print(f"{args.video}: {pricing.duration(probe.duration)} at fps={cfg.pipeline.fps:g}: {est.summary()}")
+    for line in est.details():
+        print(f"  {line}")
+    if est.frames > cfg.pipeline.max_frames:
+        print(f"  over pipeline.max_frames = {cfg.pipeline.max_frames}: shd would refuse it before any paid call")
+    if cfg.budget.per_job_usd is not None and est.usd > cfg.budget.per_job_usd:
+        print(f"  over budget.per_job_usd = {pricing.usd(cfg.budget.per_job_usd)}: shd would hold it before its "
+              f"first paid call")
+    print("An estimate, not a quote: Replicate bills each prediction's predict_time on its hardware; reused "
+          "results cost nothing.")
+    return 0
+
+
 def cmd_status(cfg: config.Config, args: argparse.Namespace) -> int:
     from shd import status
     from shd.store import Store
 
     store = Store.open_readonly(cfg.paths.database)
     try:
-        print(status.as_json(store, args.job) if args.json else status.as_table(store, args.job))
+        zone = cfg.budget.timezone
+        print(status.as_json(store, args.job, zone=zone) if args.json else status.as_table(store, args.job, zone=zone))
     finally:
         store.close()
     return 0
@@ -125,4 +160,5 @@ def cmd_run(cfg: config.Config, args: argparse.Namespace) -> int:
     return service.run(cfg, args.config)
 
 
-COMMANDS = {"run": cmd_run, "process": cmd_process, "status": cmd_status, "retry": cmd_retry, "cancel": cmd_cancel}
+COMMANDS = {"run": cmd_run, "process": cmd_process, "estimate": cmd_estimate, "status": cmd_status, "retry": cmd_retry,
+            "cancel": cmd_cancel}

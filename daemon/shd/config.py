@@ -4,8 +4,8 @@ Where it is found: `--config FILE`, else `$SHD_CONFIG`, else the first of `DEFAU
 built-in defaults (paths relative to the current directory). Relative paths in a file resolve against the file's folder.
 
 `load()` either returns a complete, valid `Config` or raises `ConfigError(path, problems)` naming every unknown key,
-wrong type and impossible value; nothing starts on a bad config. The Replicate token is deliberately not a config key:
-see `read_token()`.
+wrong type and impossible value, and every configured model without a price; nothing starts on a bad config. The
+Replicate token is deliberately not a config key: see `read_token()`.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shd import budget, pricing
 from shd.errors import ConfigError, TokenMissing
 
 IMG2PROMPT = "methexis-inc/img2prompt:50adaf2d3ad20a6f911a8a9e3ccf777b263b8596fbd2c8fc26e8888f8a0edbb5"
@@ -82,6 +83,7 @@ class Pipeline:
     output_fps: int = 30
     crf: int = 18
     max_jobs: int = 4
+    max_frames: int = 3600
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,7 @@ class Replicate:
     backoff_base: float = 1.0
     backoff_max: float = 60.0
     auth_recheck: float = 30.0
+    reuse: str = "prompts"
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,18 @@ class Log:
 
 
 @dataclass(frozen=True)
+class Budget:
+    per_job_usd: float | None = None
+    daily_usd: float | None = None
+    monthly_usd: float | None = None
+    timezone: str = "UTC"
+
+    @property
+    def caps(self) -> budget.Caps:
+        return budget.Caps(self.per_job_usd, self.daily_usd, self.monthly_usd)
+
+
+@dataclass(frozen=True)
 class Config:
     source: Path | None
     paths: Paths
@@ -127,6 +142,8 @@ class Config:
     replicate: Replicate = field(default_factory=Replicate)
     ffmpeg: FFmpeg = FFmpeg()
     log: Log = Log()
+    budget: Budget = Budget()
+    prices: Mapping[str, pricing.Price] = field(default_factory=lambda: dict(pricing.DEFAULT_PRICES))
 
 
 # --- validation rules: (type, check, what is allowed) per key --------------------------------------------------
@@ -151,6 +168,20 @@ def _model_ref(v: Any) -> bool:
     return owner_name.count("/") == 1 and all(owner_name.split("/")) and len(version) >= 8
 
 
+def _model_name(v: Any) -> bool:
+    """'owner/name' or 'owner/name:version' (a [prices] key)."""
+    owner_name, colon, version = str(v).partition(":")
+    return owner_name.count("/") == 1 and all(owner_name.split("/")) and (not colon or len(version) >= 8)
+
+
+def _time_zone(v: Any) -> bool:
+    try:
+        budget.zone(v)
+    except (KeyError, ValueError, OSError):  # an unknown zone is a KeyError (ZoneInfoNotFoundError), a malformed one
+        return False                         # a ValueError
+    return True
+
+
 _NUM = (int, float)
 _POS = (_positive, "a number > 0")
 _NONNEG = (_non_negative, "a number >= 0")
@@ -171,6 +202,7 @@ RULES: dict[str, dict[str, tuple[Any, tuple[Check, str] | None]]] = {
         "output_fps": (int, (lambda v: 1 <= v <= 120, "an integer from 1 to 120")),
         "crf": (int, (lambda v: 0 <= v <= 51, "an integer from 0 to 51")),
         "max_jobs": (int, (lambda v: v >= 1, "an integer >= 1")),
+        "max_frames": (int, (lambda v: v >= 1, "an integer >= 1")),
     },
     "replicate": {
         "concurrency": (int, (lambda v: 1 <= v <= 256, "an integer from 1 to 256")),
@@ -191,41 +223,77 @@ RULES: dict[str, dict[str, tuple[Any, tuple[Check, str] | None]]] = {
         "backoff_base": (_NUM, _POS),
         "backoff_max": (_NUM, _POS),
         "auth_recheck": (_NUM, _POS),
+        "reuse": (str, _one_of("prompts", "all", "none")),
     },
     "ffmpeg": {"path": (str, None), "timeout": (_NUM, _POS)},
     "log": {
         "level": (str, _one_of("debug", "info", "warning", "error")),
         "format": (str, _one_of("auto", "console", "json", "journal")),
     },
+    "budget": {
+        "per_job_usd": (_NUM, _POS),
+        "daily_usd": (_NUM, _POS),
+        "monthly_usd": (_NUM, _POS),
+        "timezone": (str, (_time_zone, "a time zone name such as 'UTC' or 'Europe/Berlin'")),
+    },
+}
+
+# [prices."owner/name"] (or "owner/name:version"): each model's table, merged over pricing.DEFAULT_PRICES.
+PRICE_RULES: dict[str, tuple[Any, tuple[Check, str] | None]] = {
+    "per_second": (_NUM, _NONNEG),
+    "per_output": (_NUM, _NONNEG),
+    "typical_seconds": (_NUM, _POS),
 }
 
 _TYPE_NAMES = {str: "a string", int: "an integer", dict: "a table", _NUM: "a number"}
 
 
+def _check_table(name: str, table: Mapping[str, Any], rules: Mapping[str, tuple[Any, tuple[Check, str] | None]],
+                 problems: list[str]) -> None:
+    for key, v in table.items():
+        rule = rules.get(key)
+        if rule is None:
+            problems.append(f"unknown key {name}.{key} (known: {', '.join(rules)})")
+            continue
+        typ, check = rule
+        if isinstance(v, bool) or not isinstance(v, typ):
+            problems.append(f"{name}.{key} must be {_TYPE_NAMES[typ]}, not {v!r}")
+        elif check is not None and not check[0](v):
+            problems.append(f"{name}.{key} = {v!r} is not allowed: must be {check[1]}")
+
+
 def _validate(raw: Mapping[str, Any]) -> list[str]:
     problems: list[str] = []
     for section, value in raw.items():
-        if section not in RULES:
-            problems.append(f"unknown section [{section}] (known: {', '.join(RULES)})")
+        if section not in RULES and section != "prices":
+            problems.append(f"unknown section [{section}] (known: {', '.join([*RULES, 'prices'])})")
             continue
         if not isinstance(value, dict):
             problems.append(f"[{section}] must be a table")
             continue
-        for key, v in value.items():
-            rule = RULES[section].get(key)
-            if rule is None:
-                problems.append(f"unknown key {section}.{key} (known: {', '.join(RULES[section])})")
-                continue
-            typ, check = rule
-            if isinstance(v, bool) or not isinstance(v, typ):
-                problems.append(f"{section}.{key} must be {_TYPE_NAMES[typ]}, not {v!r}")
-            elif check is not None and not check[0](v):
-                problems.append(f"{section}.{key} = {v!r} is not allowed: must be {check[1]}")
+        if section != "prices":
+            _check_table(section, value, RULES[section], problems)
+            continue
+        for model, table in value.items():
+            if not _model_name(model):
+                problems.append(f"[prices.{model!r}]: the key must be a model, 'owner/name' or 'owner/name:version'")
+            elif not isinstance(table, dict):
+                problems.append(f"prices.{model!r} must be a table (per_second, per_output, typical_seconds)")
+            else:
+                _check_table(f"prices.{model!r}", table, PRICE_RULES, problems)
     for table in ("image_input", "prompt_input"):
         for k, v in raw.get("replicate", {}).get(table, {}).items():
             if not isinstance(v, (str, int, float, bool)):
                 problems.append(f"replicate.{table}.{k} must be a string, number or boolean")
     return problems
+
+
+def _unpriced(cfg: Config) -> list[str]:
+    """A configured model without a price cannot be counted against a budget: say which, and how to add one."""
+    return [f"replicate.{key} {ref!r} has no price: add [prices.\"{ref.partition(':')[0]}\"] per_second = ... "
+            f"(dollars per second of predict_time; see the README, \"What it costs\")"
+            for key, ref in (("prompt_model", cfg.replicate.prompt_model), ("image_model", cfg.replicate.image_model))
+            if pricing.price_for(cfg.prices, ref) is None]
 
 
 def find_config(explicit: str | os.PathLike[str] | None = None) -> Path | None:
@@ -281,7 +349,10 @@ def from_mapping(raw: Mapping[str, Any], source: Path | None) -> Config:
     f = section("ffmpeg")
     if f.get("path"):
         f["path"] = str(resolve(f["path"])) if "/" in f["path"] else f["path"]
-    return Config(
+    prices = dict(pricing.DEFAULT_PRICES)
+    for model, table in section("prices").items():
+        prices[model] = dataclasses.replace(pricing.price_for(prices, model) or pricing.Price(), **table)
+    cfg = Config(
         source=source.absolute() if source else None,
         paths=paths,
         watch=Watch(**w),
@@ -289,7 +360,13 @@ def from_mapping(raw: Mapping[str, Any], source: Path | None) -> Config:
         replicate=Replicate(**r),
         ffmpeg=FFmpeg(**f),
         log=Log(**section("log")),
+        budget=Budget(**section("budget")),
+        prices=prices,
     )
+    problems = _unpriced(cfg)
+    if problems:
+        raise ConfigError(source or "<defaults>", problems)
+    return cfg
 
 
 def read_token(cfg: Config, environ: Mapping[str, str] | None = None) -> str:

@@ -1,5 +1,11 @@
-"""One job's steps, through store, media and the scheduler: probe, extract (streaming frames to the scheduler),
-wait for every frame to be painted or failed, fill the gaps by policy, stitch, and publish the output atomically.
+"""One job's steps, through store, media and the scheduler: probe and estimate, extract (streaming frames to the
+scheduler), wait for every frame to be painted or failed, fill the gaps by policy, stitch, and publish the output
+atomically.
+
+Size guard (`pipeline.max_frames`): a source whose header promises more frames is refused before extraction; one
+that decodes into more than its header promised is refused as soon as extraction passes the limit, and its frames
+past the promise wait for the count before anything is paid for them. Either way nothing is paid beyond the frames
+the header promised, and a refused file is moved aside with its frame count and estimate.
 
 `run_job()` is idempotent and resumable: called again after a crash at any point it carries on from the state the
 store recorded (already-recorded frames are not extracted twice; a half-written output is never published).
@@ -16,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from shd import logs, media
+from shd import estimate, logs, media, pricing
 from shd.config import Config
 from shd.errors import InputError, MediaError, ShdError, StoreError
 from shd.fill import FillRefused, plan_fill
@@ -63,6 +69,10 @@ class JobRunner:
         self.on_finished = on_finished
         self.deferred: dict[str, str] = {}  # job id -> why its last run stopped short (disk full, database error)
         self.exit_codes: dict[str, int] = {}  # job id -> the CLI exit code its failure calls for (3: bad input...)
+        # `shd process`: told the estimate before anything is paid, and given the job back once it is held by a
+        # budget cap (and nothing of it is in flight) instead of waiting for the cap to lift.
+        self.on_estimate: Callable[[Job, pricing.Estimate], None] | None = None
+        self.end_when_held = False
 
     def run_job(self, job_id: str) -> Job:
         job = self.store.job(job_id)
@@ -128,11 +138,15 @@ class JobRunner:
         self.store.update_job(job.id, duration=probe.duration, width=probe.width, height=probe.height,
                               has_audio=int(probe.has_audio))
         log.info("probed", duration=probe.duration, size=f"{probe.width}x{probe.height}", audio=probe.has_audio)
+        promised = media.frame_count(probe.duration, job.fps)
+        est = self._estimate(job, promised, log)
+        if promised > self.cfg.pipeline.max_frames:
+            raise InputError(src, estimate.over_limit(self.cfg, str(promised), est, "by its header"))
         work = Path(job.work_dir)
         frames_dir = work / "frames"
         frames_dir.mkdir(parents=True, exist_ok=True)
         # Frames recorded by an interrupted run are kept (their prompts may be paid for); resume their work now.
-        self._enqueue_unfinished(job.id)
+        self._enqueue_unfinished(job.id, below=promised)
         # A scratch folder of this process's own: an ffmpeg orphaned by a SIGKILLed daemon cannot write into it.
         for old in work.glob("extract.*"):
             shutil.rmtree(old, ignore_errors=True)
@@ -140,13 +154,18 @@ class JobRunner:
         scratch.mkdir(parents=True)
 
         def on_frame(index: int, path: Path) -> None:
+            if index >= self.cfg.pipeline.max_frames:
+                over = estimate.for_frames(self.cfg, index + 1, self.store)
+                raise InputError(src, estimate.over_limit(self.cfg, f"more than {index}", over,
+                                                          f"decoded; its header promised {promised}"))
             final = frames_dir / f"{index:06d}.png"
             if self._known_frame(job.id, index):
                 path.unlink(missing_ok=True)
                 return
             os.replace(path, final)
             ts = media.frame_timestamp(index, job.fps)  # seconds from the start of the source
-            if self.store.add_frame(job.id, index, ts, final):
+            # A frame past what the header promised waits for the count (the job's next step offers it).
+            if self.store.add_frame(job.id, index, ts, final) and index < promised:
                 self.engine.enqueue(Task(job.id, index, Stage.PROMPT))
 
         count = media.extract(self.ffmpeg, src, scratch, job.fps, on_frame, timeout=self.cfg.ffmpeg.timeout,
@@ -154,6 +173,19 @@ class JobRunner:
         shutil.rmtree(scratch, ignore_errors=True)
         self.store.update_job(job.id, frames_total=count)
         log.info("extracted", frames=count)
+        if count != promised:
+            self._estimate(job, count, log)
+
+    def _estimate(self, job: Job, frames: int, log: Any) -> pricing.Estimate:
+        """Estimate the job (before its first paid call: a job over budget.per_job_usd is held on it), record and
+        log it, and tell `shd process`."""
+        est = estimate.for_frames(self.cfg, frames, self.store)
+        self.store.update_job(job.id, estimate_usd=round(est.usd, 6), estimate_seconds=round(est.seconds, 1))
+        log.info("job_estimate", frames=frames, predictions=est.predictions, usd=round(est.usd, 4),
+                 seconds=round(est.seconds), estimate=est.summary())
+        if self.on_estimate is not None:
+            self.on_estimate(job, est)
+        return est
 
     def _known_frame(self, job_id: str, index: int) -> bool:
         try:
@@ -165,10 +197,11 @@ class JobRunner:
     def _gone(self, job_id: str) -> bool:
         return self.store.job(job_id).state in (JobState.CANCELED, JobState.FAILED)
 
-    def _enqueue_unfinished(self, job_id: str) -> None:
+    def _enqueue_unfinished(self, job_id: str, below: int | None = None) -> None:
+        """Offer the engine every unfinished frame (of those before `below`, when given)."""
         for f in self.store.frames(job_id):
             stage = STAGE_FOR[FrameState(f.state)]
-            if stage is not None:
+            if stage is not None and (below is None or f.idx < below):
                 self.engine.enqueue(Task(job_id, f.idx, stage))
 
     # --- waiting for the paid stages ----------------------------------------------------------------------------
@@ -177,8 +210,11 @@ class JobRunner:
         while True:
             if self.engine.stopping:
                 raise JobInterrupted
-            state = self.store.job(job.id).state
-            if state != JobState.RUNNING:
+            now_job = self.store.job(job.id)
+            if now_job.state != JobState.RUNNING:
+                raise JobInterrupted
+            if self.end_when_held and now_job.held and not self.store.predictions(job.id, live=True):
+                log.warning("job_held_stopping", reason=now_job.held)
                 raise JobInterrupted
             counts = self.store.frame_counts(job.id)
             total = sum(counts.values())

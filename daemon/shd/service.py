@@ -109,6 +109,9 @@ class Daemon:
             failed += p["failed"]
             total += max(j.frames_total or 0, p["extracted"])
         paused = f"; PAUSED: {self.app.engine.paused}" if self.app.engine.paused else ""
+        held = [j.held for j in active if j.held]
+        if held:
+            paused += f"; HELD ({len(held)} job(s)): {held[0]}"
         return f"{len(active)} job(s) active, {done}/{total} frames painted, {failed} failed{paused}"
 
     def healthy(self) -> bool:

@@ -1,6 +1,7 @@
 """`shd status`: jobs and their progress, as a table for people and as JSON for scripts (the contract's schema).
 
-Reads through a read-only connection: it never writes and never blocks the daemon.
+Reads through a read-only connection: it never writes and never blocks the daemon. Spend comes from the ledger:
+each finished prediction's cost; today and this month are counted in `budget.timezone` (UTC unless configured).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import json
 import time
 from typing import Any
 
+from shd import budget, pricing
 from shd.states import JobState
 from shd.store import Job, Store
 
@@ -38,7 +40,19 @@ def job_summary(store: Store, job: Job, now: float | None = None) -> dict[str, A
         "error": job.error,
         "elapsed": elapsed,
         "eta": eta,
+        "cost": store.job_cost(job.id),
+        "estimate": None if job.estimate_usd is None else {"usd": job.estimate_usd, "seconds": job.estimate_seconds},
+        "held": job.held,
     }
+
+
+def spend(store: Store, zone: str = "UTC", now: float | None = None) -> dict[str, float]:
+    """Dollars spent today, this month (in `zone`) and ever, all jobs."""
+    now = time.time() if now is None else now
+    tz = budget.zone(zone)
+    return {"today_usd": round(store.spent_since(budget.day_start(now, tz)), 6),
+            "month_usd": round(store.spent_since(budget.month_start(now, tz)), 6),
+            "total_usd": round(store.spent_since(float("-inf")), 6)}
 
 
 def job_detail(store: Store, job: Job) -> dict[str, Any]:
@@ -52,30 +66,47 @@ def job_detail(store: Store, job: Job) -> dict[str, Any]:
     return d
 
 
-def as_json(store: Store, job_ref: str | None = None) -> str:
+def as_json(store: Store, job_ref: str | None = None, *, zone: str = "UTC") -> str:
     if job_ref:
-        return json.dumps({"jobs": [job_detail(store, store.find_job(job_ref))]}, indent=2)
-    return json.dumps({"jobs": [job_summary(store, j) for j in store.jobs()]}, indent=2)
+        jobs = [job_detail(store, store.find_job(job_ref))]
+    else:
+        jobs = [job_summary(store, j) for j in store.jobs()]
+    return json.dumps({"jobs": jobs, "spend": spend(store, zone)}, indent=2)
 
 
 def _dur(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    s = int(seconds)
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+    return "-" if seconds is None else pricing.duration(seconds)
 
 
-def as_table(store: Store, job_ref: str | None = None) -> str:
+def _cost(d: dict[str, Any]) -> str:
+    """A job's cost in words: dollars, paid predictions, reused results and what reuse saved, the estimate."""
+    c = d["cost"]
+    text = f"{pricing.usd(c['usd'])} for {c['predictions']} paid predictions ({c['predict_seconds']:g} s)"
+    if c["reused"]:
+        text += f", {c['reused']} results reused (saved {pricing.usd(c['saved_usd'])})"
+    if d["estimate"]:
+        text += f"; estimated {pricing.usd(d['estimate']['usd'])}"
+    return text
+
+
+def _spend_line(store: Store, zone: str) -> str:
+    s = spend(store, zone)
+    return (f"spend: today {pricing.usd(s['today_usd'])}, this month {pricing.usd(s['month_usd'])}, "
+            f"all time {pricing.usd(s['total_usd'])} ({zone})")
+
+
+def as_table(store: Store, job_ref: str | None = None, *, zone: str = "UTC") -> str:
     if job_ref:
         d = job_detail(store, store.find_job(job_ref))
         fr = d["frames"]
         lines = [
             f"job      {d['id']}",
             f"source   {d['source']}",
-            f"state    {d['state']}",
+            f"state    {d['state']}" + (f" (held: {d['held']})" if d["held"] else ""),
             f"frames   {fr['generated']}/{fr['total']} generated, {fr['prompted']} prompted, "
             f"{fr['extracted']} extracted, {fr['failed']} failed, {d['filled']} filled",
             f"elapsed  {_dur(d['elapsed'])}   eta {_dur(d['eta'])}",
+            f"cost     {_cost(d)}",
             f"paid     {d['predictions']['by_status']}  predict_time {d['predictions']['predict_time']}s",
         ]
         if d["output"]:
@@ -86,13 +117,18 @@ def as_table(store: Store, job_ref: str | None = None) -> str:
             lines.append(f"  frame {f['frame']} @{f['time']}s: {f['error']}"
                          + (f" (filled: {f['filled_with']})" if f["filled_with"] else ""))
         return "\n".join(lines)
-    rows = [("ID", "SOURCE", "STATE", "EXTR", "PROMPT", "GEN", "FAIL", "TOTAL", "ELAPSED", "ETA")]
+    rows = [("ID", "SOURCE", "STATE", "EXTR", "PROMPT", "GEN", "FAIL", "TOTAL", "ELAPSED", "ETA", "COST", "REUSED")]
+    held = []
     for j in store.jobs():
         d = job_summary(store, j)
-        fr = d["frames"]
-        rows.append((d["id"], d["source"][:32], d["state"], str(fr["extracted"]), str(fr["prompted"]),
-                     str(fr["generated"]), str(fr["failed"]), str(fr["total"]), _dur(d["elapsed"]), _dur(d["eta"])))
+        fr, c = d["frames"], d["cost"]
+        rows.append((d["id"], d["source"][:32], d["state"] + (" (held)" if d["held"] else ""), str(fr["extracted"]),
+                     str(fr["prompted"]), str(fr["generated"]), str(fr["failed"]), str(fr["total"]),
+                     _dur(d["elapsed"]), _dur(d["eta"]), pricing.usd(c["usd"]), str(c["reused"])))
+        if d["held"]:
+            held.append(f"held {d['id']}: {d['held']}")
     if len(rows) == 1:
         return "no jobs yet"
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+    table = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    return "\n".join([*table, *held, _spend_line(store, zone)])

@@ -31,6 +31,8 @@ def test_every_config_key_is_in_the_readme_table() -> None:
     for section, keys in config.RULES.items():
         for key in keys:
             assert f"`{section}.{key}`" in README or f"{section}.{key}" in README, f"{section}.{key}"
+    for key in config.PRICE_RULES:
+        assert f'`prices."owner/name".{key}`' in README, key
 
 
 def test_ci_runs_exactly_the_readme_install_and_test_commands() -> None:

@@ -3,8 +3,10 @@
 It wires the parts, each in a module of its own, and is what the pipeline and the service talk to:
 
     dispatch.py        fair queues across jobs, the slots, the worker threads, delayed retries
-    runner.py          one task: resume or create, poll, keep the result; failures through the retry policy
+    runner.py          one task: resume, reuse or create, poll, keep the result; failures through the retry policy
     stages.py          what each paid stage sends and keeps (prompt, image)
+    reuse.py           results already paid for, found by content; one payer per result in flight
+    budget_gate.py     the budget check before every create; held tasks
     paid_call.py       one prediction against the ledger: recorded before it is sent, resumed, looked up, polled
     retry.py           PURE: what follows a failure, and how many paid attempts a frame gets
     creation_limit.py  the client-side creation rate, slowed by 429s
@@ -19,10 +21,12 @@ from collections.abc import Callable
 
 from shd.backends.base import Backend
 from shd.config import Config
+from shd.scheduler.budget_gate import BudgetGate
 from shd.scheduler.creation_limit import CreationLimit
 from shd.scheduler.dispatch import Dispatcher, Task
 from shd.scheduler.paid_call import PaidCalls
 from shd.scheduler.pause import AuthPause
+from shd.scheduler.reuse import Reuse
 from shd.scheduler.runner import StageRunner
 from shd.scheduler.stages import ImageStage, PromptStage
 from shd.states import Stage
@@ -33,8 +37,10 @@ class Engine:
     """Runs the paid stages of every enqueued frame. Thread-safe; `start()` it, `enqueue()` work, `stop()` it."""
 
     def __init__(self, cfg: Config, store: Store, backend: Backend, *,
-                 token_provider: Callable[[], str] | None = None, clock: Callable[[], float] = time.monotonic):
+                 token_provider: Callable[[], str] | None = None, clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time):
         self.cfg = cfg
+        self.store = store
         self.frame_done = threading.Condition()   # notified whenever a frame becomes generated or failed
         self._stop = threading.Event()
         r = cfg.replicate
@@ -42,13 +48,16 @@ class Engine:
                               token_provider=token_provider)
         self.limit = CreationLimit(r.creations_per_minute, stop=self._stop, clock=clock)
         settings = self._settings
-        calls = PaidCalls(store, backend.remote, self.limit, settings=settings, stop=self._stop, clock=clock)
-        stages = {Stage.PROMPT: PromptStage(store, backend.prompter),
-                  Stage.IMAGE: ImageStage(store, backend.painter, settings)}
         self.dispatch = Dispatcher(lambda task, release, log: self.runner.run(task, release, log),
                                    concurrency=r.concurrency, gate=self.auth, stop=self._stop, clock=clock)
+        self.budget = BudgetGate(store, settings, self.dispatch.expedite, wall=wall)
+        calls = PaidCalls(store, backend.remote, self.limit, settings=settings, stop=self._stop, clock=clock,
+                          on_cost=self.budget.spent)
+        stages = {Stage.PROMPT: PromptStage(store, backend.prompter, settings),
+                  Stage.IMAGE: ImageStage(store, backend.painter, settings)}
         self.runner = StageRunner(store, backend.remote, stages, calls, limit=self.limit, pause=self.auth,
-                                  enqueue=self.dispatch.enqueue, frame_done=self.frame_done, settings=settings)
+                                  enqueue=self.dispatch.enqueue, frame_done=self.frame_done, settings=settings,
+                                  budget=self.budget, reuse=Reuse(store, self.dispatch.expedite))
 
     def _settings(self) -> Config:
         return self.cfg
@@ -58,6 +67,7 @@ class Engine:
 
     # --- lifecycle ----------------------------------------------------------------------------------------------
     def start(self) -> None:
+        self.store.clear_held()  # every hold is checked afresh before the next create
         self.dispatch.start()
 
     def stop(self) -> None:
@@ -71,11 +81,13 @@ class Engine:
         return self._stop.is_set()
 
     def reload(self, cfg: Config) -> None:
-        """Apply live settings: concurrency, rate, retry budgets, timeouts, the seed."""
+        """Apply live settings: concurrency, rate, retry budgets, timeouts, the seed, reuse, prices and budget
+        (held tasks look again at once)."""
         self.cfg = cfg
         self.auth.recheck = cfg.replicate.auth_recheck
         self.limit.set_rate(cfg.replicate.creations_per_minute)
         self.dispatch.set_concurrency(cfg.replicate.concurrency)
+        self.budget.reload()
 
     def in_flight(self) -> int:
         return self.dispatch.in_flight()

@@ -9,6 +9,9 @@
   and created again (and recorded again).
 - Polled with shd's own deadline (`replicate.prediction_timeout`): past it the prediction is canceled and the stage
   retried; a job canceled meanwhile cancels it on the server at once.
+- Priced when it finishes: succeeded, failed or canceled, its `predict_time` x the model's price in force then
+  (`pricing.cost`) is recorded with it, and reported (`on_cost`, the budget's running totals). A prediction shd
+  cancels is read once more after the cancel, for the time it ran.
 Smaller steps (an id, a status) are committed without an fsync: after a power cut the prediction is found again
 by `resume`, from its id or by its input.
 """
@@ -20,6 +23,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from shd import pricing
 from shd.backends.base import Remote, Status, ledger_form
 from shd.config import Config
 from shd.errors import BackendError, OutputGone, Transient
@@ -36,11 +40,13 @@ class PaidCalls:
     """Create, record, resume and poll predictions for the stage runner. Thread-safe (the store and remote are)."""
 
     def __init__(self, store: Store, remote: Remote, limit: CreationLimit, *, settings: Callable[[], Config],
-                 stop: threading.Event, clock: Callable[[], float]):
+                 stop: threading.Event, clock: Callable[[], float],
+                 on_cost: Callable[[Prediction, float], None] = lambda pred, usd: None):
         self.store = store
         self.remote = remote
         self.limit = limit
         self.settings = settings
+        self.on_cost = on_cost
         self._stop = stop
         self._clock = clock
 
@@ -70,12 +76,13 @@ class PaidCalls:
         return status
 
     def create(self, task: Task, ref: str, inp: dict[str, Any], *, seed: int | None, frame_state: FrameState,
-               defer_success: bool, log: Any) -> tuple[Prediction, Status]:
-        """Send one paid create, recorded first. `defer_success`: a create that comes back succeeded is left for the
-        caller to record together with its result."""
+               defer_success: bool, log: Any, reuse_key: str | None = None) -> tuple[Prediction, Status]:
+        """Send one paid create, recorded first (with the content key of its result, `reuse_key`). The budget has
+        admitted it (budget_gate.py). `defer_success`: a create that comes back succeeded is left for the caller to
+        record together with its result."""
         self.limit.wait()
         pred = self.store.begin_prediction(task.job_id, task.idx, task.stage, model=ref, input=ledger_form(inp),
-                                           reason=task.reason, seed=seed, expect=frame_state)
+                                           reason=task.reason, seed=seed, expect=frame_state, reuse_key=reuse_key)
         log = log.bind(prediction=pred.id, attempt=pred.attempt)
         try:
             try:
@@ -98,14 +105,32 @@ class PaidCalls:
         log.info("prediction_created", prediction_id=status.remote_id, status=status.status)
         return pred, status
 
-    def record(self, pred: Prediction, status: Status) -> Prediction:
-        """Write what the server said; a finished prediction's error, output and predict_time with it. Not durable:
-        after a power cut the prediction is found again by `resume` (from its id, or looked up by its input)."""
-        if status.terminal:
-            return self.store.update_prediction(pred, status=status.status, remote_id=status.remote_id,
-                                                error=status.error, output=status.output,
-                                                predict_time=status.predict_time, durable=False)
-        return self.store.update_prediction(pred, status=status.status, remote_id=status.remote_id, durable=False)
+    def record(self, pred: Prediction, status: Status, error: str | None = None) -> Prediction:
+        """Write what the server said; a finished prediction's error, output, predict_time and cost with it. Not
+        durable: after a power cut the prediction is found again by `resume` (from its id, or looked up by its
+        input), and priced then."""
+        if not status.terminal:
+            return self.store.update_prediction(pred, status=status.status, remote_id=status.remote_id, durable=False)
+        usd = None
+        if status.predict_time is not None:
+            price = pricing.price_for(self.settings().prices, pred.model) or pricing.Price()
+            usd = pricing.cost(price, status.predict_time, pricing.outputs_of(status.output))
+        recorded = self.store.update_prediction(pred, status=status.status, remote_id=status.remote_id,
+                                                error=error or status.error, output=status.output,
+                                                predict_time=status.predict_time, cost_usd=usd, durable=False)
+        if usd is not None and pred.cost_usd is None:
+            self.on_cost(pred, usd)
+        return recorded
+
+    def _canceled(self, pred: Prediction, remote_id: str, why: str) -> None:
+        """Record a prediction shd has just canceled, with the time it ran if the server says (it is billed)."""
+        final = None
+        with contextlib.suppress(BackendError):
+            final = self.remote.get(remote_id)
+        if final is not None and final.terminal:  # it may have finished meanwhile: then its result is resumed
+            self.record(pred, final, error=None if final.status == "succeeded" else why)
+        else:
+            self.store.update_prediction(pred, status="canceled", error=why)
 
     def poll(self, pred: Prediction, status: Status, *, defer_success: bool, log: Any) -> tuple[Prediction, Status]:
         """Wait until the prediction is finished (succeeded, failed or canceled), recording each change of status."""
@@ -118,14 +143,14 @@ class PaidCalls:
             if self._clock() > deadline:
                 with contextlib.suppress(BackendError):
                     self.remote.cancel(status.remote_id)
-                self.store.update_prediction(pred, status="canceled", error="timed out; canceled")
+                self._canceled(pred, status.remote_id, "timed out; canceled")
                 raise Transient(f"prediction {status.remote_id} took longer than {r.prediction_timeout:g}s")
             if self._stop.wait(r.poll_interval):
                 raise Stopped
             if self.store.job(pred.job_id).state == JobState.CANCELED:
                 # `shd cancel` ran while this create was in flight: cancel what it created, pay no longer.
                 self.remote.cancel(status.remote_id)
-                self.store.update_prediction(pred, status="canceled", error="canceled by the user")
+                self._canceled(pred, status.remote_id, "canceled by the user")
                 raise Stopped
             status = self.remote.get(status.remote_id)
             if status.status != pred.status:
