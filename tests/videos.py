@@ -59,7 +59,8 @@ def make_video(
     return path
 
 
-def make_still_video(path: Path, *, seconds: float = 3.0, colour: str = "black", size: tuple[int, int] = (64, 48)) -> Path:
+def make_still_video(path: Path, *, seconds: float = 3.0, colour: str = "black",
+                     size: tuple[int, int] = (64, 48)) -> Path:
     """Write a video of one solid colour (every frame identical, as black frames and title cards are), no audio."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

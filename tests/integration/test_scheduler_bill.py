@@ -9,7 +9,7 @@ import copy
 import json
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -22,9 +22,10 @@ from shd.backends import models
 from shd.backends.memory import ManualClock, MemoryRemote, MemoryService
 from shd.errors import Transient
 from shd.scheduler import Engine, Task
-from shd.states import FrameState, JobState, Stage
-from shd.store import Frame, Prediction, Store
+from shd.states import JobState, Stage
+from shd.store import Prediction, Store
 from tests.e2e.harness import wait_for
+from tests.integration import test_scheduler as scheduler_rig
 from tests.videos import make_png
 
 RUN_S = 2.0          # every prediction runs (and is billed for) exactly this long
@@ -37,14 +38,13 @@ SETTINGS = {"concurrency": 4, "poll_interval": 0.01, "backoff_base": 0.01, "back
 
 
 @dataclass
-class Rig:
-    tmp: Path
-    service: MemoryService
-    store: Store
-    engine: Engine
-    overrides: dict[str, dict[str, Any]]
+class Rig(scheduler_rig.Rig):
+    """test_scheduler's rig, whose frames have the colours asked for, and whose config can be reloaded."""
 
-    def job(self, job_id: str, colours: list[tuple[int, int, int]], *, estimate: float | None = None) -> str:
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def job(self, job_id: str, colours: list[tuple[int, int, int]], *,
+            estimate: float | None = None) -> str:
         """A running job with one extracted frame per colour, handed to the engine."""
         work = self.tmp / "jobs" / job_id
         self.store.create_job(job_id, source_name=f"{job_id}.mp4", origin_path=work / "src.mp4", source_path=None,
@@ -58,16 +58,6 @@ class Rig:
             self.store.add_frame(job_id, i, float(i), path)
             self.engine.enqueue(Task(job_id, i, Stage.PROMPT))
         return job_id
-
-    def finished(self, job_id: str, timeout: float = 30.0) -> list[Frame]:
-        def done() -> list[Frame] | None:
-            frames = self.store.frames(job_id)
-            return frames if all(f.state in (FrameState.GENERATED, FrameState.FAILED) for f in frames) else None
-
-        with self.engine.frame_done:
-            if not self.engine.frame_done.wait_for(done, timeout):
-                raise AssertionError(f"job {job_id}: frames still {[f.state for f in self.store.frames(job_id)]}")
-        return done() or []
 
     def ledger(self, job_id: str | None = None, stage: str | None = None) -> list[Prediction]:
         return [p for p in self.store.predictions(job_id) if stage is None or p.stage == stage]
