@@ -70,7 +70,28 @@ def make_config(tmp_path: Path) -> Callable[..., Path]:
     return make
 
 
-def run_shd(*args: str, env: dict[str, str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_shd(*args: str, env: dict[str, str], cwd: Path, timeout: float = 120,
+            umask: int = -1) -> subprocess.CompletedProcess[str]:
     """The real CLI, as a user runs it."""
     return subprocess.run([sys.executable, "-m", "shd", *args], env=env, cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
+                          timeout=timeout, stdin=subprocess.DEVNULL, umask=umask)
+
+
+@pytest.fixture
+def tmpfs() -> Iterator[Callable[[Path, str], Path]]:
+    """Mount a small tmpfs: `tmpfs(path, "2m")` (another filesystem, or a disk that fills). Needs root; the test
+    is skipped, saying why, where mounting is impossible. Everything mounted is unmounted afterwards."""
+    mounted: list[Path] = []
+
+    def mount(path: Path, size: str) -> Path:
+        path.mkdir(parents=True, exist_ok=True)
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here (needs root): {r.stderr.strip()}")
+        mounted.append(path)
+        return path
+
+    yield mount
+    for path in reversed(mounted):
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)

@@ -89,6 +89,14 @@ def m001_initial(db: Database) -> None:
     db.execute("CREATE INDEX events_job ON events(job_id)")
 
 
+@migrations()
+def m002_job_exit_code_and_overwrite(db: Database) -> None:
+    # The exit code a failed job calls for, so that a `shd process` following a job worked by the daemon exits
+    # as it would have; and `shd process --overwrite`, which the daemon must honour when it publishes such a job.
+    db.execute("ALTER TABLE jobs ADD COLUMN exit_code INTEGER")
+    db.execute("ALTER TABLE jobs ADD COLUMN overwrite INTEGER NOT NULL DEFAULT 0")
+
+
 def apply(db: Database) -> int:
     """Apply pending migrations; returns the schema version (number of applied migrations)."""
     migrations.apply(db)
