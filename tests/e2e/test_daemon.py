@@ -12,9 +12,9 @@ import pytest
 
 from shd.store import Store
 from tests.conftest import run_shd
-from tests.e2e.harness import Daemon, copy_slowly, status_json, wait_for
+from tests.e2e.harness import Daemon, copy_slowly, slow_ffmpeg, status_json, wait_for
 from tests.standin import StandIn
-from tests.videos import ffmpeg_exe, has_audio, make_truncated, make_video, probe_duration
+from tests.videos import has_audio, make_truncated, make_video, probe_duration
 
 pytestmark = pytest.mark.slow
 
@@ -176,14 +176,6 @@ def assert_one_prediction_per_frame_and_stage(standin: StandIn, frames: int) -> 
     images = Counter(p.input["prompt"] for p in standin.predictions(model="stability-ai/sdxl"))
     assert len(prompts) == frames and max(prompts.values()) == 1, prompts
     assert len(images) == frames and max(images.values()) == 1, images
-
-
-def slow_ffmpeg(tmp_path: Path, readrate: float = 1.0) -> str:
-    """An ffmpeg that reads its input at `readrate` x real time, so extraction and stitching take seconds."""
-    script = tmp_path / "slow-ffmpeg"
-    script.write_text(f'#!/bin/sh\nexec "{ffmpeg_exe()}" -readrate {readrate} "$@"\n')
-    script.chmod(0o755)
-    return str(script)
 
 
 @pytest.mark.parametrize("kill_at", ["extracting", "first_create", "image_running", "frame_generated", "stitching"])
