@@ -10,9 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from shd import config, logs, media
+from shd import children, config, logs, media, names
 from shd.backends.replicate import ReplicatePainter, ReplicatePrompter, ReplicateRemote
 from shd.config import Config
+from shd.errors import InputError
 from shd.pipeline import JobRunner
 from shd.scheduler import Engine
 from shd.store import Job, Store
@@ -33,15 +34,17 @@ class App:
 
     def close(self) -> None:
         self.engine.stop()
+        children.stop_all()
         self.store.close()
 
 
-def build(cfg: Config, *, on_finished: Callable[[Job], None] | None = None) -> App:
-    """Check the token and ffmpeg first (nothing starts without them), then open the store and start the engine."""
+def build(cfg: Config, *, on_finished: Callable[[Job], None] | None = None, check_store: bool = False) -> App:
+    """Check the token and ffmpeg first (nothing starts without them), then open the store (`check_store`: check
+    the whole database file first) and start the engine."""
     token = config.read_token(cfg)
     logs.redact(token)
     ffmpeg = media.find_ffmpeg(cfg.ffmpeg.path)
-    store = Store.open(cfg.paths.database)
+    store = Store.open(cfg.paths.database, check=check_store)
     r = cfg.replicate
     remote = ReplicateRemote(token, create_wait=r.create_wait, request_timeout=r.request_timeout,
                              inline_max_bytes=r.inline_max_kb * 1024)
@@ -54,10 +57,14 @@ def build(cfg: Config, *, on_finished: Callable[[Job], None] | None = None) -> A
     return App(cfg, store, remote, engine, runner, ffmpeg)
 
 
-def create_process_job(app: App, video: Path, output: Path | None) -> Job:
-    """A job for `shd process`: the source stays where it is, untouched."""
+def create_process_job(cfg: Config, store: Store, video: Path, output: Path | None, *,
+                       overwrite: bool = False) -> Job:
+    """A job for `shd process`: the source stays where it is, untouched. InputError for a path the store cannot
+    record (a name that is not UTF-8)."""
     src = video.absolute()
+    if names.storable(str(src)) != str(src):
+        raise InputError(names.storable(str(src)), "its path is not valid UTF-8: rename it first")
     job_id = new_job_id()
-    return app.store.create_job(job_id, source_name=src.name, origin_path=src, source_path=src,
-                                work_dir=app.cfg.paths.jobs_dir / job_id, mode="process", fps=app.cfg.pipeline.fps,
-                                output_target=output.absolute() if output else None)
+    return store.create_job(job_id, source_name=src.name, origin_path=src, source_path=src,
+                            work_dir=cfg.paths.jobs_dir / job_id, mode="process", fps=cfg.pipeline.fps,
+                            output_target=output.absolute() if output else None, overwrite=overwrite)

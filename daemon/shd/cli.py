@@ -1,16 +1,19 @@
 """The `shd` command: argparse only. Every ShdError becomes one line on stderr and the exit code its class names.
 
-Exit codes: 0 ok; 1 job failed / other error; 2 bad config or missing token; 3 bad input video; 4 ffmpeg failed;
-5 store error; 6 backend error; 130 interrupted.
+Exit codes: 0 ok; 1 job failed / other error; 2 bad config, missing token or bad usage (another daemon runs, an
+--output that exists); 3 bad input video; 4 ffmpeg failed; 5 store error; 6 backend error; 7 out of disk space
+(the job is kept); 130 interrupted.
+Every command makes the files it creates private first (perms.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
-from shd import __version__, config, logs
+from shd import __version__, config, logs, perms
 from shd.errors import ShdError
 
 EXIT_INTERRUPTED = 130
@@ -31,7 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     add("run", "run the daemon in the foreground: watch the inbox, paint every video, write the outbox")
     sp = add("process", "paint one video in the foreground and print the output path")
     sp.add_argument("video", type=Path)
-    sp.add_argument("--output", type=Path, metavar="FILE", help="where to write the mp4 (default: the outbox)")
+    sp.add_argument("--output", type=Path, metavar="FILE", help="where to write the mp4 (default: the outbox); "
+                    "an existing FILE is refused")
+    sp.add_argument("--overwrite", action="store_true", help="replace --output FILE if it exists")
     sp = add("status", "show jobs and their progress")
     sp.add_argument("job", nargs="?", help="one job (id or unique prefix): its failed frames and reasons")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
@@ -44,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    perms.make_private()
     try:
         cfg = config.load(args.config)
         logs.setup(cfg.log.level, cfg.log.format)
@@ -57,24 +63,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_process(cfg: config.Config, args: argparse.Namespace) -> int:
-    from shd import app as app_mod
+    from shd import process
 
-    app = app_mod.build(cfg)
-    try:
-        job = app_mod.create_process_job(app, args.video, args.output)
-        print(f"shd: job {job.id}: {job.source_name}", file=sys.stderr)
-        try:
-            job = app.runner.run_job(job.id)
-        except KeyboardInterrupt:
-            print(f"shd: interrupted; job {job.id} is recorded, `shd run` resumes it", file=sys.stderr)
-            return EXIT_INTERRUPTED
-        if job.state != "done":
-            print(f"shd: {job.error or 'job ' + job.state}", file=sys.stderr)
-            return app.runner.exit_codes.get(job.id, 1)
-        print(job.output)
-        return 0
-    finally:
-        app.close()
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stopped like Ctrl-C: the job stays resumable
+    return process.run(cfg, args.video, args.output, args.overwrite)
 
 
 def cmd_status(cfg: config.Config, args: argparse.Namespace) -> int:
