@@ -25,13 +25,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from shd import logs
+from shd import diskfull, logs
 from shd.backends.base import ImageToPrompt, PromptToImage, Remote, Status, ledger_form
 from shd.backends.replicate import model_failure
 from shd.config import Config
 from shd.errors import (
     AuthFailed,
     BackendError,
+    DiskFull,
     ModelFailed,
     OutputGone,
     RateLimited,
@@ -45,6 +46,8 @@ from shd.states import STAGE_STATES, FrameState, JobState, Stage
 from shd.store import LIVE_PREDICTION, Frame, Job, Prediction, Store
 
 KNOWN_STATUSES = ("starting", "processing", "succeeded", "failed", "canceled")
+DISPATCH_DEADLINE = 60.0  # seconds: a dispatcher that has not turned for this long is wedged (it wakes every 5 s)
+DISK_FULL_RETRY = 30.0    # seconds before a stage stopped by a full disk is tried again
 
 
 class _Stopped(Exception):
@@ -106,6 +109,7 @@ class Engine:
         self._turn: deque[str] = deque()           # round-robin order of jobs with queued tasks
         self._delayed: list[tuple[float, int, Task]] = []
         self._seq = itertools.count()
+        self._turned = clock()  # when the dispatcher last went round its loop (healthy() checks it)
         self._known: set[tuple[str, int, Stage]] = set()   # queued, delayed or running: never twice
         self._in_flight = 0
         self._threads: list[threading.Thread] = []
@@ -145,7 +149,10 @@ class Engine:
             return self._in_flight
 
     def healthy(self) -> bool:
-        return all(t.is_alive() for t in self._threads[:1])
+        """The dispatcher thread is alive and went round its loop within DISPATCH_DEADLINE (it does at least every
+        5 s, so a dispatcher stuck on a lock or a call that never returns is not healthy)."""
+        return (all(t.is_alive() for t in self._threads[:1])
+                and self.clock() - self._turned < DISPATCH_DEADLINE)
 
     # --- queueing -----------------------------------------------------------------------------------------------
     def enqueue(self, task: Task, delay: float = 0.0) -> None:
@@ -228,7 +235,7 @@ class Engine:
         while not self._stop.is_set():
             task = None
             with self._cv:
-                now = self.clock()
+                now = self._turned = self.clock()
                 while self._delayed and self._delayed[0][0] <= now:
                     self._queue_locked(self._delayed.pop(0)[2], 0.0)
                 if self.paused is not None:
@@ -297,8 +304,13 @@ class Engine:
             log.error("store_error_will_retry", error=str(e))
             requeue = (task, 10.0)
         except Exception as e:  # noqa: BLE001 - a bug must not kill the worker; the frame is retried later
-            log.exception("stage_crashed", error=f"{type(e).__name__}: {e}")
-            requeue = (task, 30.0)
+            if isinstance(e, DiskFull) or diskfull.is_full(e):
+                # e.g. the painted image could not be written: its prediction stays recorded, nothing is lost
+                log.error("disk_full_will_retry", error=str(e), retry_in=DISK_FULL_RETRY)
+                requeue = (task, DISK_FULL_RETRY)
+            else:
+                log.exception("stage_crashed", error=f"{type(e).__name__}: {e}")
+                requeue = (task, 30.0)
         finally:
             release()
             if requeue is not None and not self._stop.is_set():
