@@ -6,9 +6,9 @@
   registered while it runs: `stop_all()` (daemon shutdown, `shd process` interrupted) kills every group and reaps
   it, so no ffmpeg is left writing after shd exits.
 * A SIGKILLed shd cannot stop its children. So a child that works in a job folder records itself there
-  (`<folder>/ffmpeg.pid`: its pid and start time), and the next run of that job first calls
-  `stop_leftover(folder)`, which kills the recorded process group if that process still runs (the start time rules
-  out a reused pid). Besides, every run writes under names of its own, so a straggler could not touch them.
+  (`ffmpeg.pid` in the folder it writes to: its pid and start time), and the next run of that job first calls
+  `stop_leftovers(job folder)`, which kills each recorded process group that still runs (the start time rules out
+  a reused pid). Besides, every run writes under names of its own, so a straggler could not touch them.
 """
 
 from __future__ import annotations
@@ -93,11 +93,14 @@ def stop_all(*, for_good: bool = False) -> int:
     return len(procs)
 
 
-def stop_leftover(folder: Path) -> int | None:
-    """Kill the process group recorded in `folder/ffmpeg.pid` by an earlier shd that could not stop it (killed with
-    SIGKILL, or a power cut it did not survive... then nothing runs any more), wait until it is gone, and remove the
-    record. Returns the pid it stopped, or None."""
-    pidfile = folder / PIDFILE
+def stop_leftovers(folder: Path) -> list[int]:
+    """Kill the process groups recorded in `ffmpeg.pid` files anywhere under `folder` by an earlier shd that could
+    not stop them (killed with SIGKILL; after a power cut nothing runs any more), wait until they are gone, and
+    remove the records. Returns the pids it stopped."""
+    return [pid for pidfile in folder.rglob(PIDFILE) if (pid := _stop_recorded(pidfile)) is not None]
+
+
+def _stop_recorded(pidfile: Path) -> int | None:
     try:
         pid_text, started = pidfile.read_text().split()
         pid = int(pid_text)

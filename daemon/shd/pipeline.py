@@ -3,7 +3,7 @@ wait for every frame to be painted or failed, fill the gaps by policy, stitch, v
 
 `run_job()` is idempotent and resumable: called again after a crash at any point it carries on from the state the
 store recorded (already-recorded frames are not extracted twice). It first stops any ffmpeg an earlier, killed
-run left working in the job folder (`children.stop_leftover`), and every run extracts and stitches under names of
+run left working in the job folder (`children.stop_leftovers`), and every run extracts and stitches under names of
 its own. The stitched video is checked (it decodes to the end, it lasts as long as the source) and only then
 staged as `<job folder>/publish/video.mp4`; a staged video is never stitched again, and `publish.publish` gives it
 its outbox name (crash-safe through `publish/journal`).
@@ -18,7 +18,7 @@ import secrets
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -62,9 +62,8 @@ class JobRunner:
         self.deferred.pop(job_id, None)
         try:
             if Path(job.work_dir).is_dir():
-                stopped = children.stop_leftover(Path(job.work_dir))
-                if stopped:
-                    log.warning("leftover_ffmpeg_stopped", pid=stopped)
+                for pid in children.stop_leftovers(Path(job.work_dir)):
+                    log.warning("leftover_ffmpeg_stopped", pid=pid)
             if job.state == JobState.QUEUED:
                 job = self.store.transition_job(job_id, JobState.EXTRACTING)
                 log.info("job_started")
@@ -246,6 +245,7 @@ class JobRunner:
 
     def _publish(self, job: Job, staged: Path) -> Path:
         """Give the staged video its name: `--output FILE`, else the first free `<stem>[-N].mp4` in the outbox."""
+        bases: Iterable[Path]
         if job.output_target:
             target = Path(job.output_target)
             suffix = target.suffix
@@ -271,8 +271,8 @@ class JobRunner:
                 shutil.copyfile(picture, dest)
             return
         # JPEG/WebP output: convert so the image sequence is uniform PNG.
-        media.run([self.ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-i", str(picture),
-                   str(dest)], timeout=60, path_for_errors=picture, check=True)
+        media.run(media.plan_png(self.ffmpeg, picture, dest), timeout=60, path_for_errors=picture, check=True,
+                  folder=dest.parent)
 
 
 def start_job_thread(runner: JobRunner, job_id: str, done: threading.Event | None = None) -> threading.Thread:

@@ -3,7 +3,6 @@ and `--output` never overwrites a file silently."""
 
 from __future__ import annotations
 
-import signal
 import subprocess
 from pathlib import Path
 

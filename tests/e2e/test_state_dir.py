@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from shd.store import Store
 from tests.conftest import run_shd
 from tests.e2e.harness import Daemon, slow_ffmpeg, status_json, wait_for
 from tests.standin import StandIn

@@ -51,15 +51,17 @@ def test_a_leftover_of_a_killed_shd_is_found_and_stopped_but_never_a_reused_pid(
     shd.wait()
     try:
         assert alive(pid)  # orphaned, still running
-        assert children.stop_leftover(tmp_path) == pid
+        assert children.stop_leftovers(tmp_path) == [pid]
         assert not alive(pid) and not (tmp_path / children.PIDFILE).exists()
     finally:
         if alive(pid):
             os.kill(pid, 9)
     # A record whose pid now belongs to another process (another start time) is not acted on.
-    (tmp_path / children.PIDFILE).write_text(f"{os.getpid()} 1\n")
-    assert children.stop_leftover(tmp_path) is None and alive(os.getpid())
-    assert children.stop_leftover(tmp_path) is None  # nothing recorded: nothing to do
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / children.PIDFILE).write_text(f"{os.getpid()} 1\n")
+    assert children.stop_leftovers(tmp_path) == [] and alive(os.getpid())
+    assert not (tmp_path / "sub" / children.PIDFILE).exists()
+    assert children.stop_leftovers(tmp_path) == []  # nothing recorded: nothing to do
 
 
 def test_after_stop_all_for_good_nothing_new_starts() -> None:

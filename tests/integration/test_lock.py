@@ -23,7 +23,7 @@ def test_one_holder_at_a_time_and_who_it_is_can_be_read_without_the_lock(tmp_pat
     first.release()
     assert lock.holder(state) is None  # emptied before it was let go
     assert second.acquire("process")
-    assert lock.holder(state).kind == "process"  # type: ignore[union-attr]
+    assert lock.holder(state).kind == "process"
     second.release()
 
 
@@ -38,7 +38,7 @@ def test_the_lock_goes_with_its_holder_even_killed_and_no_child_keeps_it(tmp_pat
     child = int(holder.stdout.readline())
     try:
         assert not lock.StateLock(state).acquire("daemon")
-        assert lock.holder(state).pid == holder.pid  # type: ignore[union-attr]
+        assert lock.holder(state).pid == holder.pid
         holder.kill()
         holder.wait()
         assert children._start_time(child) is not None  # its child outlives it...
