@@ -45,8 +45,14 @@ if [[ "${1:-}" != --inside ]]; then
     trap 'rm -rf "$WORK"' EXIT
     mkdir -p "$CACHE/wheels"
     echo "== wheelhouse for the container (no network in there): $CACHE/wheels"
-    "$PY" -m pip wheel --quiet --wheel-dir "$CACHE/wheels" "setuptools>=68" wheel "$REPO" 2>&1 |
-        grep -v "^WARNING: Location" || true
+    # Built from a copy: an in-tree build would leave build/ and *.egg-info in the checkout.
+    mkdir "$WORK/src"
+    tar -C "$REPO" --exclude=./.venv --exclude=./.git --exclude=./build -cf - . | tar -C "$WORK/src" -xf -
+    if ! "$PY" -m pip wheel --quiet --wheel-dir "$CACHE/wheels" "setuptools>=68" wheel "$WORK/src" \
+        >"$WORK/pip.log" 2>&1; then
+        grep -v "^WARNING: Location" "$WORK/pip.log" >&2
+        die "building the wheelhouse failed"
+    fi
     echo "== test videos"
     (cd "$REPO" && "$PY" - "$WORK" <<'EOF'
 import sys
