@@ -22,11 +22,13 @@ HIDE_CURSOR, SHOW_CURSOR = "\x1b[?25l", "\x1b[?25h"
 
 
 def screen(table: str, header: str, width: int, height: int) -> str:
-    """PURE: one redraw: the header and the table, cut to `width` x `height`, every line cleared to its end."""
+    """PURE: one redraw: the header and the table, cut to `width` x `height`, every line cleared to its end. The
+    last row stays free for the cursor (a newline there would scroll the screen)."""
     lines = [header, ""] + table.splitlines()
-    if len(lines) > height:
-        hidden = len(lines) - (height - 1)
-        lines = lines[:height - 1] + [f"... {hidden} more line(s): make the terminal taller"]
+    room = max(1, height - 1)
+    if len(lines) > room:
+        hidden = len(lines) - (room - 1)
+        lines = lines[:room - 1] + [f"... {hidden} more line(s): make the terminal taller"]
     return HOME + "".join(line[:width] + CLEAR_EOL + "\n" for line in lines) + CLEAR_DOWN
 
 

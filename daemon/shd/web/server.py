@@ -141,7 +141,7 @@ class WebServer:
         port = httpd.server_address[1]
         host = f"[{self.host}]" if ":" in self.host else self.host
         self.url = f"http://{host}:{port}/"
-        self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.5},
+        self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="shd-web", daemon=True)
         self._thread.start()
         log = logs.get()
