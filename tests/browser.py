@@ -11,6 +11,7 @@ import base64
 import json
 import os
 import shutil
+import struct
 import subprocess
 import tempfile
 import time
@@ -43,6 +44,16 @@ def find_chromium() -> tuple[str | None, str]:
     if done.returncode != 0 or not Path(CHROMIUM).exists():
         return None, f"apt-get install chromium failed: {done.stderr.strip()[-500:]}"
     return CHROMIUM, ""
+
+
+def pixels(png: bytes, ffmpeg: str) -> tuple[int, int, bytes]:
+    """(width, height, RGB bytes row by row) of a PNG, decoded by ffmpeg."""
+    width, height = struct.unpack(">II", png[16:24])
+    done = subprocess.run([ffmpeg, "-hide_banner", "-loglevel", "error", "-f", "png_pipe", "-i", "-",
+                           "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], input=png, capture_output=True, timeout=60,
+                          check=True)
+    assert len(done.stdout) == width * height * 3
+    return width, height, done.stdout
 
 
 class Browser:
@@ -93,14 +104,19 @@ class Browser:
         return res["result"].get("value")
 
     def wait_js(self, expression: str, what: str, timeout: float = 60.0) -> Any:
-        """Poll `expression` until it is truthy (the page updates itself; nothing here reloads it)."""
+        """Poll `expression` until it is truthy (the page updates itself; nothing here reloads it). An expression
+        that throws (e.g. while a link's navigation replaces the page) counts as not yet."""
         deadline = time.monotonic() + timeout
+        last = ""
         while True:
-            value = self.evaluate(expression)
-            if value:
-                return value
+            try:
+                value = self.evaluate(expression)
+                if value:
+                    return value
+            except AssertionError as e:
+                last = f" (last error: {e})"
             if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+                raise AssertionError(f"timed out after {timeout}s waiting for {what}{last}")
             time.sleep(0.1)
 
     def screenshot(self) -> bytes:

@@ -135,15 +135,17 @@ class PauseWatch:
 class Hooks:
     """The configured hooks and their worker threads. `send()` queues an event for each configured hook."""
 
-    def __init__(self, cfg: HooksConfig, secret: bytes | None, *, environ: Mapping[str, str] | None = None,
-                 secrets: tuple[str, ...] = (), retry_base: float = 1.0):
+    def __init__(self, cfg: HooksConfig, secret: bytes | None, *, paused: Callable[[], str | None] = lambda: None,
+                 environ: Mapping[str, str] | None = None, secrets: tuple[str, ...] = (), retry_base: float = 1.0):
         self.cfg = cfg
+        self.paused = paused  # the engine's pause reason, read when the main loop turns and before job events
         self.retry_base = retry_base  # first webhook retry delay, seconds (doubles, with jitter, up to 30 s)
         self.secret = secret
         self.environ = dict(os.environ if environ is None else environ)
         self.secrets = secrets
         self.log = logs.get()
         self.pauses = PauseWatch()
+        self._pause_lock = threading.Lock()
         self._stop = threading.Event()
         self._sinks: list[tuple[str, queue.Queue[Event | None], Callable[[Event], None]]] = []
         if cfg.command:
@@ -183,19 +185,22 @@ class Hooks:
                 self.log.error("hook_queue_full_dropped", hook=name, hook_event=e.event, job=e.job_id)
 
     def job_finished(self, store: Store, job_id: str) -> None:
-        """Send job.done / job.failed for a job that just finished (as the store has it now)."""
+        """Send job.done / job.failed for a job that just finished (as the store has it now), after any pause change
+        that came before it."""
         if not self._sinks:
             return
+        self.observe_pause()
         try:
             self.send(job_event(job_summary(store, store.job(job_id))))
         except ShdError as err:
             self.log.error("hook_event_unreadable", job=job_id, error=str(err))
 
-    def observe_pause(self, reason: str | None) -> None:
-        """Called with the engine's pause reason on every turn of the main loop; sends an event when it changes."""
-        e = self.pauses.observe(reason, time.time())
-        if e is not None:
-            self.send(e)
+    def observe_pause(self) -> None:
+        """Called on every turn of the main loop: sends daemon.paused / daemon.resumed when the reason changed."""
+        with self._pause_lock:
+            e = self.pauses.observe(self.paused(), time.time())
+            if e is not None:
+                self.send(e)
 
     def _work(self, name: str, q: queue.Queue[Event | None], fn: Callable[[Event], None]) -> None:
         while not self._stop.is_set():
@@ -265,6 +270,6 @@ class Hooks:
                     return
 
 
-def from_config(cfg: HooksConfig, secrets: tuple[str, ...] = ()) -> Hooks:
+def from_config(cfg: HooksConfig, *, paused: Callable[[], str | None], secrets: tuple[str, ...] = ()) -> Hooks:
     """The hooks of `cfg` (none configured: a Hooks that sends nothing), secret read; not started yet."""
-    return Hooks(cfg, read_secret(cfg) if cfg.webhook else None, secrets=secrets)
+    return Hooks(cfg, read_secret(cfg) if cfg.webhook else None, paused=paused, secrets=secrets)

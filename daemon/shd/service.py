@@ -46,7 +46,8 @@ class Daemon:
         self.threads: dict[str, threading.Thread] = {}
         self._cooldown: dict[str, float] = {}  # job id -> when a deferred job may be tried again
         self.watcher: InboxWatcher | None = None
-        self.hooks = hooks.from_config(cfg.hooks, secrets=(config.read_token(cfg),))
+        self.hooks = hooks.from_config(cfg.hooks, paused=lambda: self.app.engine.paused,
+                                       secrets=(config.read_token(cfg),))
         self.web: web.WebServer | None = None
 
     # --- signals: flags only ------------------------------------------------------------------------------------
@@ -184,7 +185,7 @@ class Daemon:
                     for path in self.watcher.poll():
                         self._claim(path)
                     self._schedule()
-                    self.hooks.observe_pause(self.app.engine.paused)
+                    self.hooks.observe_pause()
                     if now >= next_status:
                         self.notifier.status(self.summary())
                         next_status = now + STATUS_EVERY
