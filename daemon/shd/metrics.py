@@ -66,9 +66,9 @@ class ShdCollector(Collector):
         for ref, h in self.store.predict_time_histogram(BUCKETS).items():
             label = model_label(ref)
             b, n, total = hist.get(label, ([0] * len(BUCKETS), 0, 0.0))
-            hist[label] = ([x + y for x, y in zip(b, h["buckets"])], n + h["count"], total + h["sum"])
+            hist[label] = ([x + y for x, y in zip(b, h["buckets"], strict=True)], n + h["count"], total + h["sum"])
         for model, (b, n, total) in sorted(hist.items()):
-            cumulative = [(str(le), float(c)) for le, c in zip(BUCKETS, b)] + [("+Inf", float(n))]
+            cumulative = [(str(le), float(c)) for le, c in zip(BUCKETS, b, strict=True)] + [("+Inf", float(n))]
             seconds.add_metric([model], cumulative, sum_value=total)
         yield seconds
 

@@ -9,10 +9,8 @@ import hmac
 import json
 import os
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -22,44 +20,10 @@ import structlog
 from shd import hooks
 from shd.config import Hooks
 from tests.e2e.harness import wait_for
+from tests.webhooks import WebhookReceiver as Receiver
 
 SUMMARY = {"id": "job42", "source": "clip.mp4", "state": "done", "output": "/srv/shd/outbox/clip.mp4",
            "error": None, "frames": {"total": 2, "extracted": 2, "prompted": 2, "generated": 2, "failed": 0}}
-
-
-class Receiver:
-    """A webhook endpoint: answers each POST with the next of `statuses` (then 200), or holds it until released."""
-
-    def __init__(self, statuses: list[int] | None = None, hold: bool = False):
-        self.statuses = list(statuses or [])
-        self.hold = threading.Event() if hold else None
-        self.requests: list[tuple[dict[str, str], bytes]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.requests.append(({k: v for k, v in self.headers.items()}, body))
-                if receiver.hold is not None:
-                    receiver.hold.wait(30)
-                status = receiver.statuses.pop(0) if receiver.statuses else 200
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hook"
-        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-
-    def close(self) -> None:
-        if self.hold is not None:
-            self.hold.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture
