@@ -30,9 +30,6 @@ from tests.webhooks import WebhookReceiver
 
 pytestmark = pytest.mark.slow
 
-WEB = {"web": {"listen": "127.0.0.1:0"}}
-
-
 @pytest.fixture(scope="session")
 def chromium() -> str:
     """Debian's chromium, installed now if it is missing and this can be done; skipped with the reason where it
@@ -84,7 +81,7 @@ def test_a_dropped_video_and_its_paintings_appear_on_the_page_without_a_reload(
     subtitles; the page never reloads. The screenshot shows every part where the DOM says it is, with the colours
     the stand-in painted."""
     stuck = standin.override("stuck", model="stability-ai/sdxl", times=3)
-    cfg = make_config(WEB)
+    cfg = make_config()  # the page on a free port of 127.0.0.1 (tests/conftest.py)
     with Daemon(cfg, shd_env, tmp_path) as d, Browser(chromium, width=1280, height=2000) as b:
         d.ready()
         url = page_url(d)

@@ -400,6 +400,7 @@ def test_actions_are_posts_only_the_page_itself_can_send(make_site: Any) -> None
         {"X-Shd-Action": "1", "Sec-Fetch-Site": "cross-site"},
         {"X-Shd-Action": "1", "Sec-Fetch-Site": "same-site"},
         {"X-Shd-Action": "yes"},
+        {"x-shd-action": "1", "origin": "http://evil.example"},                 # header names in any case
     ]
     for headers in refused:
         status, _, body = site.request("POST", "/api/jobs/run1/cancel", headers)
@@ -421,6 +422,9 @@ def test_on_loopback_the_page_answers_to_loopback_names_only(site: Site) -> None
     """A DNS-rebound name (evil.example resolving to 127.0.0.1) cannot read the page."""
     assert site.get("/api/status", {"Host": f"evil.example:{site.port}"})[0] == 421
     assert site.get("/", {"Host": "attacker.localhost.example"})[0] == 421
+    assert site.get("/", {"Host": f"127.0.0.1.evil.example:{site.port}"})[0] == 421
+    assert site.get("/", {"Host": "127.attacker.example"})[0] == 421
+    assert site.get("/", {"host": "evil.example"})[0] == 421  # header names in any case
     for host in (f"localhost:{site.port}", f"127.0.0.1:{site.port}", "[::1]:8787"):
         assert site.get("/api/status", {"Host": host})[0] == 200, host
 
@@ -506,3 +510,25 @@ def test_metrics_show_a_pause_and_spend_when_the_daemon_reports_them(site: Site)
     m = _metrics(site)
     assert m["shd_paused"].samples[0].value == 1
     assert m["shd_spend_usd"].type == "counter" and m["shd_spend_usd"].samples[0].value == 4.5
+
+
+def test_malformed_requests_are_answered_and_the_page_keeps_serving(site: Site, capfd: Any) -> None:
+    import socket
+
+    def raw(data: bytes) -> bytes:
+        with socket.create_connection((site.host, site.port), timeout=10) as s:
+            s.sendall(data)
+            s.shutdown(socket.SHUT_WR)
+            return b"".join(iter(lambda: s.recv(65536), b""))
+
+    assert b"400" in raw(b"GARBAGE\r\n\r\n")  # not even HTTP: an HTTP/0.9-style error page
+    assert raw(b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n").split(b" ")[1] == b"414"
+    assert raw(b"POST /api/jobs/run1/cancel HTTP/1.1\r\nHost: localhost\r\nContent-Length: 99999999\r\n\r\n"
+               ).split(b" ")[1] == b"413"
+    for length in (b"-5", b"abc"):
+        assert raw(b"POST /api/jobs/run1/cancel HTTP/1.1\r\nHost: localhost\r\nContent-Length: " + length
+                   + b"\r\n\r\n").split(b" ")[1] == b"413"
+    assert raw(b"DELETE /api/jobs/run1 HTTP/1.1\r\nHost: localhost\r\n\r\n").split(b" ")[1] == b"501"
+    assert raw(b"GET /api/status HTTP/1.1\r\nHost: localhost\r\n").startswith(b"HTTP/1.1 200")  # cut short
+    assert site.get("/api/status")[0] == 200
+    assert "Traceback" not in capfd.readouterr().err

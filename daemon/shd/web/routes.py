@@ -33,14 +33,13 @@ from urllib.parse import parse_qs, urlsplit
 from prometheus_client import CollectorRegistry
 
 from shd import logs, metrics
-from shd.config import Config
+from shd.config import Config, is_loopback
 from shd.errors import MediaError, ShdError, StoreError
 from shd.live import DaemonView
 from shd.store import Job, Store
 from shd.web import api, files
 
-ACTION_HEADER = "X-Shd-Action"
-LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+ACTION_HEADER = "x-shd-action"
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
@@ -112,8 +111,9 @@ class Site:
         return self.cfg.web.actions
 
     def handle(self, method: str, target: str, headers: Mapping[str, str]) -> Response:
-        """Answer one request. `target` is the raw request target (path and query, not decoded)."""
-        if self.loopback_only and not _loopback_host(headers.get("Host")):
+        """Answer one request. `target` is the raw request target (path and query, not decoded); `headers` has
+        lower-case names."""
+        if self.loopback_only and not _loopback_host(headers.get("host")):
             return text(421, "this page answers to localhost and loopback addresses only")
         path, _, query = target.partition("?")
         allowed = []
@@ -246,23 +246,24 @@ class Site:
 
 
 def _loopback_host(host: str | None) -> bool:
+    """Whether a Host header names localhost or a loopback IP address (not a name that merely resolves to one)."""
     if not host:
         return True  # not a browser (every browser sends Host)
     try:
         name = urlsplit(f"//{host}").hostname
+        return bool(name) and is_loopback(str(name))
     except ValueError:
         return False
-    return name in LOOPBACK_HOSTS or bool(name and name.startswith("127."))
 
 
 def _cross_site(headers: Mapping[str, str]) -> str | None:
     """Why a POST is refused as possibly cross-site, or None."""
     if headers.get(ACTION_HEADER) != "1":
-        return f"a POST needs the {ACTION_HEADER}: 1 header (the page sends it)"
-    site = headers.get("Sec-Fetch-Site")
+        return "a POST needs the X-Shd-Action: 1 header (the page sends it)"
+    site = headers.get("sec-fetch-site")
     if site is not None and site not in ("same-origin", "none"):
         return f"refused a {site} request"
-    origin = headers.get("Origin")
-    if origin is not None and urlsplit(origin).netloc != headers.get("Host"):
+    origin = headers.get("origin")
+    if origin is not None and urlsplit(origin).netloc != headers.get("host"):
         return f"refused a request from {origin}"
     return None

@@ -8,6 +8,7 @@ video that way); a request never takes the daemon down, and every socket has a t
 from __future__ import annotations
 
 import socket
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -28,6 +29,12 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     site: Site
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """One line in the log instead of socketserver's traceback on stderr."""
+        err = sys.exc_info()[1]
+        logs.get().warning("web_connection_failed", client=str(client_address[0]),
+                           error=f"{type(err).__name__}: {err}")
+
 
 class _Server6(_Server):
     address_family = socket.AF_INET6
@@ -46,15 +53,16 @@ class _Handler(BaseHTTPRequestHandler):
         self._serve("HEAD")
 
     def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY:
-            self._send(Response(413, b"request body too large\n"), "POST")
+        length = self.headers.get("Content-Length") or "0"
+        if not length.isdigit() or int(length) > MAX_BODY:
+            self.close_connection = True
+            self._send(Response(413, b"a POST here carries no body\n"), "POST")
             return
-        self.rfile.read(length)
+        self.rfile.read(int(length))
         self._serve("POST")
 
     def _serve(self, method: str) -> None:
-        resp = self.server.site.handle(method, self.path, {k: v for k, v in self.headers.items()})
+        resp = self.server.site.handle(method, self.path, {k.lower(): v for k, v in self.headers.items()})
         self._send(resp, method)
 
     def _send(self, resp: Response, method: str) -> None:
