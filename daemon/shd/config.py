@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from shd.errors import ConfigError, TokenMissing
 
@@ -208,8 +209,6 @@ def _command(v: Any) -> bool:
 
 
 def _http_url(v: Any) -> bool:
-    from urllib.parse import urlsplit
-
     if v == "":
         return True
     try:

@@ -474,10 +474,9 @@ class Store:
         return {r["state"]: r["n"] for r in self._all(f"SELECT state, COUNT(*) AS n FROM {table} GROUP BY state")}
 
     def ledger_by_model(self) -> list[dict[str, Any]]:
-        """The whole ledger by model and status: how many predictions (`n`) and their summed predict_time
-        (`seconds`, 0.0 where none was reported)."""
-        return self._all("SELECT model, status, COUNT(*) AS n, COALESCE(SUM(predict_time), 0.0) AS seconds"
-                         " FROM predictions GROUP BY model, status ORDER BY model, status")
+        """The whole ledger counted by model and status: rows of `model`, `status`, `n`."""
+        return self._all("SELECT model, status, COUNT(*) AS n FROM predictions GROUP BY model, status"
+                         " ORDER BY model, status")
 
     def predict_time_histogram(self, bounds: tuple[float, ...]) -> dict[str, dict[str, Any]]:
         """Per model, over predictions that reported a predict_time: cumulative counts at or below each of
