@@ -339,10 +339,13 @@ class Store:
                 self._event(job_id, "frame", current, target, frame=idx, detail=values.get("error"))
 
     def set_filled(self, job_id: str, fills: Mapping[int, str]) -> None:
-        """Record how each failed frame's output slot was filled (hold/source), for status."""
+        """Record how each failed frame's output slot was filled (hold/source), for status (and the row's
+        updated_at, so the web page, which asks for rows changed since its last look, sees it)."""
         with self.tx() as db:
+            now = time.time()
             for idx, how in fills.items():
-                db.execute("UPDATE frames SET filled_with = ? WHERE job_id = ? AND idx = ?", (how, job_id, idx))
+                db.execute("UPDATE frames SET filled_with = ?, updated_at = ? WHERE job_id = ? AND idx = ?",
+                           (how, now, job_id, idx))
 
     def frame_counts(self, job_id: str) -> dict[str, int]:
         rows = self._all("SELECT state, COUNT(*) AS n FROM frames WHERE job_id = ? GROUP BY state", (job_id,))

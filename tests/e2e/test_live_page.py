@@ -68,8 +68,10 @@ BOXES_JS = """(() => {
     rows: [...document.querySelectorAll('.frame')].map(row => ({
       frame: Number(row.dataset.frame),
       row: box(row), time: box(row.querySelector('.time')),
-      source: box(row.querySelector('a.source img')), painted: box(row.querySelector('a.painted img')),
-      prompt: box(row.querySelector('.prompt')), text: row.querySelector('.prompt').textContent})),
+      source: box(row.querySelector('a.source img')),
+      painted: box(row.querySelector('a.painted img, div.painted')), image: !!row.querySelector('a.painted img'),
+      prompt: box(row.querySelector('.prompt')), text: row.querySelector('.prompt').textContent,
+      error: (row.querySelector('.error') || {}).textContent || null})),
     viewport: {w: innerWidth, h: innerHeight}};
 })()"""
 
@@ -77,9 +79,9 @@ BOXES_JS = """(() => {
 def test_a_dropped_video_and_its_paintings_appear_on_the_page_without_a_reload(
         tmp_path: Path, standin: StandIn, shd_env: dict[str, str], make_config, chromium: str) -> None:
     """The overview shows the job once the video is dropped; its page shows each frame's source and prompt, then
-    each painting as it arrives (the stand-in holds the paintings until the page is open), then the video with its
-    subtitles; the page never reloads. The screenshot shows every part where the DOM says it is, with the colours
-    the stand-in painted."""
+    each painting as it arrives (the stand-in holds the paintings until the page is open) or the reason it failed,
+    then the video with its subtitles; the page never reloads. The screenshot shows every part where the DOM says it
+    is, with the colours the stand-in painted."""
     stuck = standin.override("stuck", model="stability-ai/sdxl", times=3)
     cfg = make_config()  # the page on a free port of 127.0.0.1 (tests/conftest.py)
     with Daemon(cfg, shd_env, tmp_path) as d, Browser(chromium, width=1280, height=2000) as b:
@@ -110,12 +112,16 @@ def test_a_dropped_video_and_its_paintings_appear_on_the_page_without_a_reload(
         assert b.evaluate("document.querySelectorAll('a.painted img').length") == 0
         assert b.evaluate("document.getElementById('result').hidden") is True
 
-        for p in standin.predictions(model="stability-ai/sdxl", status="starting"):
-            standin.forget(p.id)  # shd finds them gone and paints again: this time they finish
         standin.remove_rule(stuck.id)
-        b.wait_js("document.querySelectorAll('a.painted img').length === 3 && "
+        standin.fail_predictions(error="the model cannot paint this", model="stability-ai/sdxl", nth=[3])
+        for p in standin.predictions(model="stability-ai/sdxl", status="starting"):
+            standin.forget(p.id)  # shd finds them gone and paints again: two finish, one fails for good
+        b.wait_js("document.querySelectorAll('a.painted img').length === 2 && "
                   "[...document.querySelectorAll('a.painted img')].every(i => i.complete && i.naturalWidth > 0)",
-                  "three paintings")
+                  "two paintings")
+        b.wait_js("[...document.querySelectorAll('.frame.failed .error')].some(e => "
+                  "e.textContent.includes('the model cannot paint this') && e.textContent.includes('filled:'))",
+                  "the failed frame with its reason and how its slot was filled")
         b.wait_js("!document.getElementById('result').hidden && document.getElementById('video').readyState >= 1",
                   "the playable video")
         b.wait_js("document.getElementById('video').textTracks.length === 1 && "
@@ -129,8 +135,9 @@ def test_a_dropped_video_and_its_paintings_appear_on_the_page_without_a_reload(
         job_id = b.evaluate("location.pathname.split('/')[2]")
 
     db = sqlite3.connect(tmp_path / "state" / "shd.db")
-    frames = {idx: (prompt, path) for idx, prompt, path in
-              db.execute("SELECT idx, prompt, image_path FROM frames WHERE job_id = ?", (job_id,))}
+    frames = {idx: (prompt, path, state) for idx, prompt, path, state in
+              db.execute("SELECT idx, prompt, image_path, state FROM frames WHERE job_id = ?", (job_id,))}
+    assert sorted(state for _, _, state in frames.values()) == ["failed", "generated", "generated"]
     width, height, rgb = pixels(shot, ffmpeg_exe())
     assert (width, height) == (1280, 2000)
 
@@ -144,7 +151,7 @@ def test_a_dropped_video_and_its_paintings_appear_on_the_page_without_a_reload(
     assert [r["frame"] for r in rows] == [0, 1, 2]
     assert layout["header"]["y"] == 0
     assert layout["video"]["w"] > 300 and layout["video"]["y"] + layout["video"]["h"] <= rows[0]["row"]["y"]
-    for r, nxt in zip(rows, rows[1:] + [None]):
+    for r, nxt in zip(rows, rows[1:] + [None], strict=True):
         t, src, painted, prompt = r["time"], r["source"], r["painted"], r["prompt"]
         assert t["x"] + t["w"] <= src["x"] and src["x"] + src["w"] <= painted["x"]
         assert painted["x"] + painted["w"] <= prompt["x"], "the prompt right of the painting"
@@ -152,11 +159,16 @@ def test_a_dropped_video_and_its_paintings_appear_on_the_page_without_a_reload(
         assert r["row"]["y"] + r["row"]["h"] <= layout["viewport"]["h"], "the row is in the screenshot"
         if nxt is not None:
             assert r["row"]["y"] + r["row"]["h"] <= nxt["row"]["y"], "rows in frame order, one under the other"
-        prompt_text, painted_path = frames[r["frame"]]
+        prompt_text, painted_path, state = frames[r["frame"]]
         assert r["text"] == prompt_text and prompt_text.startswith("a painting of")
-        _, _, (painted_colour,) = decode_png(Path(painted_path).read_bytes())
         centre = at(painted["x"] + painted["w"] / 2, painted["y"] + painted["h"] / 2)
-        assert all(abs(a - b) <= 12 for a, b in zip(centre, painted_colour)), (centre, painted_colour)
+        if state == "failed":
+            assert not r["image"] and "the model cannot paint this" in r["error"]
+            assert centre != at(r["row"]["x"] + 2, r["row"]["y"] + r["row"]["h"] / 2), "the failed slot is drawn"
+            continue
+        assert r["image"] and r["error"] is None
+        _, _, (painted_colour,) = decode_png(Path(painted_path).read_bytes())
+        assert all(abs(a - b) <= 12 for a, b in zip(centre, painted_colour, strict=True)), (centre, painted_colour)
         source_pixels = {at(src["x"] + src["w"] * fx, src["y"] + src["h"] * fy)
                          for fx in (0.1, 0.3, 0.5, 0.7, 0.9) for fy in (0.2, 0.5, 0.8)}
         assert len(source_pixels) >= 5, "the source frame's test pattern is drawn"

@@ -377,6 +377,9 @@ def test_since_gives_only_the_frames_changed_after_an_earlier_answer(site: Site)
     site.store.transition_frame("run1", 0, F.PROMPTING)
     changed = site.json(f"/api/jobs/run1?since={cursor}")["frames"]
     assert [(f["frame"], f["state"]) for f in changed] == [(0, "prompting")]
+    site.store.set_filled("done1", {2: "held frame 1"})  # written at stitching, long after the frame failed
+    filled = site.json(f"/api/jobs/done1?since={cursor}")["frames"]
+    assert [(f["frame"], f["filled_with"]) for f in filled] == [(2, "held frame 1")]
     assert site.get("/api/jobs/run1?since=yesterday")[0] == 400
 
 
