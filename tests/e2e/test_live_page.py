@@ -174,6 +174,35 @@ def test_a_dropped_video_and_its_paintings_appear_on_the_page_without_a_reload(
         assert len(source_pixels) >= 5, "the source frame's test pattern is drawn"
 
 
+def test_cancel_and_retry_from_the_page(tmp_path: Path, standin: StandIn, shd_env: dict[str, str], make_config,
+                                       chromium: str) -> None:
+    """With `web.actions = true` the overview's buttons work from the page itself (its POSTs pass the cross-site
+    checks): cancel stops the job and cancels its prediction on Replicate; retry puts it back to work."""
+    standin.override("stuck", model="stability-ai/sdxl")  # the painting never finishes: the job stays at work
+    cfg = make_config({"web": {"listen": "127.0.0.1:0", "actions": True}})
+    with Daemon(cfg, shd_env, tmp_path) as d, Browser(chromium) as b:
+        d.ready()
+        b.goto(page_url(d))
+        drop(tmp_path, "clip.mp4", seconds=1.0)
+        wait_for("the painting under way", lambda: standin.predictions(model="stability-ai/sdxl", status="starting"))
+        b.wait_js("!!document.querySelector('#active button[data-action=cancel]')", "the cancel button")
+        b.evaluate("document.querySelector('#active button[data-action=cancel]').click()")
+        notice = b.wait_js("document.getElementById('notice').textContent", "the daemon's answer")
+        assert notice.startswith("job ") and " canceled; " in notice
+        (job,) = status_json(cfg, shd_env, tmp_path)
+        assert job["state"] == "canceled"
+        # canceled on Replicate too (by the action, or by the engine that saw the job canceled: whichever is first)
+        wait_for("the prediction canceled on the server",
+                 lambda: standin.predictions(model="stability-ai/sdxl", status="canceled"))
+        assert len(standin.predictions(model="stability-ai/sdxl")) == 1
+        b.wait_js("!!document.querySelector('#recent button[data-action=retry]')", "the retry button")
+        b.evaluate("document.querySelector('#recent button[data-action=retry]').click()")
+        b.wait_js("document.getElementById('notice').textContent.includes('failed frames start again')",
+                  "the retry's answer")
+        wait_for("the job at work again", lambda: status_json(cfg, shd_env, tmp_path)[0]["state"] in (
+            "queued", "extracting", "running"))
+
+
 # --- /metrics ------------------------------------------------------------------------------------------------------
 def test_metrics_of_a_real_run_match_its_ledger(tmp_path: Path, standin: StandIn, shd_env: dict[str, str],
                                                  make_config) -> None:
