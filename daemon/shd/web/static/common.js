@@ -34,19 +34,21 @@ function progressBar(frames) {
             el("span", {class: "label", text: label}));
 }
 
-// GET url as JSON every `every` ms (or what `next` returns), handing each answer to `show`.
+// GET url (or what the function url returns) as JSON, hand each answer to `show`, and again after `every` ms (or
+// as many as `show` returns). While the daemon cannot be reached, #daemon says so.
 function poll(url, show, every) {
   let wait = every;
   async function tick() {
+    const d = document.getElementById("daemon");
     try {
       const r = await fetch(typeof url === "function" ? url() : url, {cache: "no-store"});
       if (!r.ok) throw new Error(`${r.status} ${await r.text()}`);
-      wait = show(await r.json()) || every;
+      if (document.body.classList.contains("offline")) d.textContent = "";
       document.body.classList.remove("offline");
+      wait = show(await r.json()) || every;
     } catch (e) {
       document.body.classList.add("offline");
-      const d = document.getElementById("daemon");
-      if (d) d.textContent = `not reachable (${e.message.trim()})`;
+      d.textContent = `not reachable (${e.message.trim()})`;
     }
     setTimeout(tick, wait);
   }
