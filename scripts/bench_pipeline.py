@@ -117,63 +117,31 @@ def one(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def no_http(frames: int, concurrency: int, root: Path) -> float:
-    """CPU ms per frame of shd's own work (store, scheduler, pipeline, ffmpeg handling), with a backend that
-    answers at once from memory: what shd costs beside the HTTP client."""
-    import itertools
-
+    """CPU ms per frame of shd's own work (store, scheduler, pipeline, ffmpeg handling), through the in-memory
+    backend with the same model latencies: what shd costs beside the HTTP client."""
     from shd import app as app_mod
-    from shd import config, logs, media
-    from shd.backends.base import Remote, Status
-    from shd.backends.replicate import ReplicatePainter, ReplicatePrompter
-    from shd.pipeline import JobRunner
-    from shd.scheduler import Engine
-    from shd.store import Store
-    from tests.videos import make_png, make_video
-
-    png = make_png(root / "answer.png", (90, 120, 200), (256, 256)).read_bytes()
-    ids = itertools.count()
-
-    class Instant(Remote):
-        def create(self, ref: str, input: Any) -> Status:
-            time.sleep(PROMPT_S if "img2prompt" in ref else IMAGE_S)
-            out: Any = "a prompt" if "img2prompt" in ref else ["https://x/out-0.png"]
-            return Status(f"p{next(ids)}", "succeeded", output=out, predict_time=1.0)
-
-        def get(self, remote_id: str) -> Status:
-            raise AssertionError("never polled")
-
-        def cancel(self, remote_id: str) -> None:
-            pass
-
-        def find(self, ref: str, input: Any, created_after: float) -> Status | None:
-            return None
-
-        def upload(self, path: Path) -> str:
-            path.read_bytes()
-            return "https://x/file"
-
-        def fetch(self, item: Any) -> bytes:
-            return png
+    from shd import config, logs
+    from shd.backends import models
+    from shd.backends.memory import MemoryRemote, MemoryService
+    from tests.videos import make_video
 
     cfg = config.from_mapping({"pipeline": {"audio": "none"}, "log": {"level": "warning"},
-                               "replicate": {"concurrency": concurrency, "seed": 1,
-                                             "creations_per_minute": 1_000_000}}, root / "no-http" / "shd.toml")
+                               "replicate": {"concurrency": concurrency, "seed": 1, "creations_per_minute": 1_000_000,
+                                             "image_input": {"width": 64, "height": 64}}},
+                              root / "no-http" / "shd.toml")
     logs.setup("warning", "json")
-    store = Store.open(cfg.paths.database)
-    remote = Instant()
-    engine = Engine(cfg, store, remote, ReplicatePrompter(remote, config.IMG2PROMPT),
-                    ReplicatePainter(remote, config.SDXL))
-    engine.start()
-    runner = JobRunner(cfg, store, engine, media.find_ffmpeg())
-    app = app_mod.App(cfg, store, None, engine, runner, runner.ffmpeg)  # type: ignore[arg-type]
-    warm = make_video(root / "warm.mp4", seconds=2.0, size=(64, 48), rate=5, audio=False)
-    assert runner.run_job(app_mod.create_process_job(app, warm, root / "warm-out.mp4").id).state == "done"
-    video = make_video(root / "no-http.mp4", seconds=float(frames), size=(64, 48), rate=5, audio=False)
-    job = app_mod.create_process_job(app, video, None)
-    cpu0 = time.process_time()
-    assert runner.run_job(job.id).state == "done"
-    cpu = time.process_time() - cpu0
-    engine.stop()
+    service = MemoryService(latency={config.IMG2PROMPT: (0.0, PROMPT_S), config.SDXL: (0.0, IMAGE_S)})
+    app = app_mod.build(cfg, backend=models.backend(MemoryRemote(service), cfg.replicate))
+    try:
+        warm = make_video(root / "warm.mp4", seconds=2.0, size=(64, 48), rate=5, audio=False)
+        assert app.runner.run_job(app_mod.create_process_job(app, warm, root / "warm-out.mp4").id).state == "done"
+        video = make_video(root / "no-http.mp4", seconds=float(frames), size=(64, 48), rate=5, audio=False)
+        job = app_mod.create_process_job(app, video, None)
+        cpu0 = time.process_time()
+        assert app.runner.run_job(job.id).state == "done"
+        cpu = time.process_time() - cpu0
+    finally:
+        app.close()
     return 1000 * cpu / frames
 
 
@@ -228,7 +196,7 @@ def main() -> int:
     ap.add_argument("--inline-max-kb", type=int, default=0,
                     help="replicate.inline_max_kb for the concurrency levels (default 0: frames uploaded first)")
     ap.add_argument("--no-http", action="store_true",
-                    help="only measure shd's own CPU per frame, with a backend that makes no HTTP requests")
+                    help="only measure shd's own CPU per frame, through the in-memory backend (no HTTP requests)")
     args = ap.parse_args()
     if args.one:
         print(json.dumps(one(json.loads(args.one))))

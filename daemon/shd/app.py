@@ -1,4 +1,4 @@
-"""Wiring: build the store, the Replicate backend, the scheduler and the job runner from a Config.
+"""Wiring: build the store, the backend (Replicate's, unless one is given), the scheduler and the job runner.
 
 Both `shd process` and `shd run` start here, so the two paths share every part.
 """
@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shd import config, logs, media
-from shd.backends.replicate import ReplicatePainter, ReplicatePrompter, ReplicateRemote
+from shd.backends import models
+from shd.backends.base import Backend
+from shd.backends.replicate import ReplicateRemote
 from shd.config import Config
 from shd.pipeline import JobRunner
 from shd.scheduler import Engine
@@ -26,7 +28,7 @@ def new_job_id() -> str:
 class App:
     cfg: Config
     store: Store
-    remote: ReplicateRemote
+    backend: Backend
     engine: Engine
     runner: JobRunner
     ffmpeg: str
@@ -36,22 +38,28 @@ class App:
         self.store.close()
 
 
-def build(cfg: Config, *, on_finished: Callable[[Job], None] | None = None) -> App:
-    """Check the token and ffmpeg first (nothing starts without them), then open the store and start the engine."""
-    token = config.read_token(cfg)
-    logs.redact(token)
+def build(cfg: Config, *, on_finished: Callable[[Job], None] | None = None, backend: Backend | None = None) -> App:
+    """Check the token (for the Replicate backend, the default) and ffmpeg first (nothing starts without them), then
+    open the store and start the engine."""
+
+    def current_token() -> str:  # read with the config in force, after any reload
+        return config.read_token(engine.cfg)
+
+    token_provider: Callable[[], str] | None = None
+    if backend is None:
+        token = config.read_token(cfg)
+        logs.redact(token)
+        r = cfg.replicate
+        remote = ReplicateRemote(token, create_wait=r.create_wait, request_timeout=r.request_timeout,
+                                 inline_max_bytes=r.inline_max_kb * 1024)
+        backend = models.backend(remote, r)
+        token_provider = current_token
     ffmpeg = media.find_ffmpeg(cfg.ffmpeg.path)
     store = Store.open(cfg.paths.database)
-    r = cfg.replicate
-    remote = ReplicateRemote(token, create_wait=r.create_wait, request_timeout=r.request_timeout,
-                             inline_max_bytes=r.inline_max_kb * 1024)
-    prompter = ReplicatePrompter(remote, r.prompt_model, r.prompt_input)
-    painter = ReplicatePainter(remote, r.image_model, r.image_input)
-    engine = Engine(cfg, store, remote, prompter, painter)
-    engine.token_provider = lambda: config.read_token(engine.cfg)  # the config in force, after any reload
+    engine = Engine(cfg, store, backend, token_provider=token_provider)
     runner = JobRunner(cfg, store, engine, ffmpeg, on_finished=on_finished)
     engine.start()
-    return App(cfg, store, remote, engine, runner, ffmpeg)
+    return App(cfg, store, backend, engine, runner, ffmpeg)
 
 
 def create_process_job(app: App, video: Path, output: Path | None) -> Job:

@@ -47,7 +47,7 @@ def plan_fill(painted: Sequence[bool], policy: str) -> list[Slot]:
             last = i
             slots.append(Slot(i, "generated", i))
         elif policy == "hold" and (last is not None or first_painted is not None):
-            slots.append(Slot(i, "generated", last if last is not None else first_painted))  # type: ignore[arg-type]
+            slots.append(Slot(i, "generated", last if last is not None else first_painted))  # type: ignore[arg-type]  # one is set: see the elif
         else:
             slots.append(Slot(i, "source", i))
     return slots

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 
 
 def backoff(attempt: int, *, base: float, cap: float, rng: random.Random | None = None) -> float:
-    """Seconds to wait before retry number `attempt` (1-based): uniform in [d/2, d], d = min(cap, base * 2^(attempt-1))."""
-    d = min(cap, base * (2 ** max(0, attempt - 1)))
-    r = (rng or random).random()
+    """Seconds before retry number `attempt` (1-based): uniform in [d/2, d], d = min(cap, base * 2^(attempt-1))."""
+    d = min(cap, base * 2.0 ** max(0, attempt - 1))
+    r = rng.random() if rng is not None else random.random()
     return d / 2 + r * d / 2
 
 

@@ -54,11 +54,11 @@ class _JournalRenderer:
     PRIORITY = {"debug": 7, "info": 6, "warning": 4, "error": 3, "critical": 2}
 
     def __init__(self) -> None:
-        from systemd import journal  # type: ignore[import-not-found]
+        from systemd import journal  # type: ignore[import-not-found]  # the optional [systemd] extra
 
         self._send = journal.send
 
-    def __call__(self, _: Any, method: str, event: MutableMapping[str, Any]) -> str:  # noqa: D102
+    def __call__(self, _: Any, method: str, event: MutableMapping[str, Any]) -> str:
         message = str(event.pop("event", ""))
         level = str(event.pop("level", method))
         fields = {k.upper(): str(v) for k, v in event.items() if k.isidentifier()}
@@ -71,7 +71,7 @@ def _pick_format(fmt: str) -> str:
         return fmt
     if os.environ.get("JOURNAL_STREAM"):
         try:
-            import systemd.journal  # type: ignore[import-not-found]  # noqa: F401
+            import systemd.journal  # type: ignore[import-not-found]  # noqa: F401 - only: is the extra installed?
 
             return "journal"
         except ImportError:

@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NotRequired, TypedDict, Unpack
 
 import ffmpeg as ffmpeg_python
 
@@ -75,7 +76,14 @@ def find_ffmpeg(configured: str | None = None) -> str:
         return found
     import imageio_ffmpeg
 
-    return imageio_ffmpeg.get_ffmpeg_exe()
+    exe: str = imageio_ffmpeg.get_ffmpeg_exe()
+    return exe
+
+
+def _compile(stream: Any, ffmpeg: str) -> list[str]:
+    """The argv that ffmpeg-python builds for `stream`, run by `ffmpeg` with shd's global options."""
+    argv: list[str] = ffmpeg_python.compile(stream, cmd=[ffmpeg, *GLOBAL_ARGS])
+    return argv
 
 
 def _fmt(x: float) -> str:
@@ -89,7 +97,8 @@ def _fmt(x: float) -> str:
 # ---------------------------------------------------------------------------------------------------- running
 
 
-def run(argv: list[str], *, timeout: float, path_for_errors: Path, check: bool = False) -> subprocess.CompletedProcess:
+def run(argv: list[str], *, timeout: float, path_for_errors: Path,
+        check: bool = False) -> subprocess.CompletedProcess[Any]:
     """Run one command with no stdin; return it with ``stdout`` as bytes and ``stderr`` as text.
 
     Past `timeout` seconds the process is killed and MediaError(path_for_errors, ...) raised; a binary that cannot be
@@ -255,14 +264,14 @@ def plan_extract(ffmpeg: str, src: Path, out_dir: Path, fps: float) -> list[str]
         start_number=0,
         atomic_writing=1,
     )
-    return ffmpeg_python.compile(stream, cmd=[ffmpeg, *GLOBAL_ARGS])
+    return _compile(stream, ffmpeg)
 
 
 def _frame(out_dir: Path, index: int) -> Path:
     return out_dir / f"{index:06d}.png"
 
 
-def _kill(proc: subprocess.Popen) -> None:
+def _kill(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.kill()
     proc.wait()
@@ -332,12 +341,18 @@ def extract(
 # ---------------------------------------------------------------------------------------------------- stitching
 
 
+def plan_png(ffmpeg: str, picture: Path, dest: Path) -> list[str]:
+    """Convert one picture (a painted frame that came back as JPEG or WebP) to the PNG `dest`, so that the sequence
+    to stitch is PNG throughout."""
+    return [ffmpeg, *GLOBAL_ARGS, "-i", str(picture), str(dest)]
+
+
 def output_size(src_w: int, src_h: int) -> tuple[int, int]:
     """The stitched video's size for a `src_w` x `src_h` source: each rounded down to even, at least 2 (H.264 4:2:0)."""
     return max(2, src_w - src_w % 2), max(2, src_h - src_h % 2)
 
 
-def _fit(stream, size: tuple[int, int], fit: str):
+def _fit(stream: Any, size: tuple[int, int], fit: str) -> Any:
     """Scale a stream of any size to exactly `size`: letterbox ("pad"), cover and centre-crop ("crop") or
     ignore the aspect ("stretch"); square pixels."""
     w, h = size
@@ -354,19 +369,20 @@ def _fit(stream, size: tuple[int, int], fit: str):
     return stream.filter("setsar", 1)
 
 
-def plan_stitch(
-    ffmpeg: str,
-    frames: Path,
-    *,
-    fps: float,
-    duration: float,
-    size: tuple[int, int],
-    out: Path,
-    audio_src: Path | None,
-    fit: str = "pad",
-    out_fps: int = 30,
-    crf: int = 18,
-) -> list[str]:
+class StitchOptions(TypedDict):
+    """What `plan_stitch` and `stitch` take besides the frames folder (see `plan_stitch`)."""
+
+    fps: float
+    duration: float
+    size: tuple[int, int]
+    out: Path
+    audio_src: Path | None
+    fit: NotRequired[str]       # "pad" unless given
+    out_fps: NotRequired[int]   # 30 unless given
+    crf: NotRequired[int]       # 18 unless given
+
+
+def plan_stitch(ffmpeg: str, frames: Path, **opts: Unpack[StitchOptions]) -> list[str]:
     """Encode ``frames/000000.png``... (each shown 1/`fps` s, fitted to `size` by `fit`) as an H.264 yuv420p MP4 at
     `out_fps` lasting `duration` s: the last frame is held (tpad) when the frames are shorter, the rest cut (-t) when
     longer. With `audio_src`, its first audio stream is added as AAC, cut to the same duration. Format forced to mp4,
@@ -375,27 +391,30 @@ def plan_stitch(
     The fps and tpad filters rely on the frames sharing one size and pixel format: ffmpeg rebuilds the filter graph
     when they change, which loses frames. `stitch` normalises mixed frames first; callers of the plan must too.
     """
-    w, h = size
+    w, h = size = opts["size"]
     if w % 2 or h % 2 or w < 2 or h < 2:
         raise ValueError(f"size must be even and at least 2x2, not {w}x{h} (see output_size)")
-    video = ffmpeg_python.input(str(Path(frames) / FRAME_PATTERN), f="image2", framerate=_fmt(fps), start_number=0)
-    video = _fit(video, size, fit)
-    video = video.filter("fps", out_fps).filter("tpad", stop_mode="clone", stop_duration=_fmt(duration))
+    duration = opts["duration"]
+    video = ffmpeg_python.input(str(Path(frames) / FRAME_PATTERN), f="image2", framerate=_fmt(opts["fps"]),
+                                start_number=0)
+    video = _fit(video, size, opts.get("fit", "pad"))
+    video = video.filter("fps", opts.get("out_fps", 30)).filter("tpad", stop_mode="clone",
+                                                                stop_duration=_fmt(duration))
     video = video.filter("format", "yuv420p")
     streams = [video]
     codecs: dict[str, object] = {}
-    if audio_src is not None:
-        streams.append(ffmpeg_python.input(str(audio_src))["a:0"])
+    if opts["audio_src"] is not None:
+        streams.append(ffmpeg_python.input(str(opts["audio_src"]))["a:0"])
         codecs = {"c:a": "aac", "b:a": "192k"}
     output = ffmpeg_python.output(
         *streams,
-        str(out),
+        str(opts["out"]),
         f="mp4",
         t=_fmt(duration),
         movflags="+faststart",
-        **{"c:v": "libx264", "crf": crf, "preset": "medium", **codecs},
+        **{"c:v": "libx264", "crf": opts.get("crf", 18), "preset": "medium", **codecs},
     )
-    return ffmpeg_python.compile(output, cmd=[ffmpeg, *GLOBAL_ARGS])
+    return _compile(output, ffmpeg)
 
 
 def plan_normalize(ffmpeg: str, frames: Path, out_dir: Path, *, size: tuple[int, int], fit: str = "pad") -> list[str]:
@@ -404,7 +423,7 @@ def plan_normalize(ffmpeg: str, frames: Path, out_dir: Path, *, size: tuple[int,
     stream = ffmpeg_python.input(str(Path(frames) / FRAME_PATTERN), f="image2", start_number=0)
     stream = _fit(stream, size, fit).filter("format", "rgb24")
     stream = stream.output(str(Path(out_dir) / FRAME_PATTERN), f="image2", start_number=0, fps_mode="passthrough")
-    return ffmpeg_python.compile(stream, cmd=[ffmpeg, *GLOBAL_ARGS])
+    return _compile(stream, ffmpeg)
 
 
 def _needs_normalizing(frames: Path, out: Path) -> bool:
@@ -422,28 +441,16 @@ def _needs_normalizing(frames: Path, out: Path) -> bool:
     return len(kinds) > 1 or None in kinds
 
 
-def stitch(
-    ffmpeg: str,
-    frames: Path,
-    *,
-    fps: float,
-    duration: float,
-    size: tuple[int, int],
-    out: Path,
-    audio_src: Path | None,
-    fit: str = "pad",
-    out_fps: int = 30,
-    crf: int = 18,
-    timeout: float,
-) -> None:
+def stitch(ffmpeg: str, frames: Path, *, timeout: float, **opts: Unpack[StitchOptions]) -> None:
     """Run `plan_stitch` (see it for the contract), first fitting the frames into a temporary directory next to `out`
     when they differ in size or pixel format. Any failure raises MediaError(out, reason); `timeout` covers each
     ffmpeg run."""
-    frames, out = Path(frames), Path(out)
-    kwargs = dict(fps=fps, duration=duration, size=size, out=out, audio_src=audio_src, fit=fit, out_fps=out_fps, crf=crf)
+    frames, out = Path(frames), Path(opts["out"])
     if not _needs_normalizing(frames, out):
-        run(plan_stitch(ffmpeg, frames, **kwargs), timeout=timeout, path_for_errors=out, check=True)
+        run(plan_stitch(ffmpeg, frames, **opts), timeout=timeout, path_for_errors=out, check=True)
         return
     with tempfile.TemporaryDirectory(prefix=".shd-fit-", dir=out.parent) as tmp:
-        run(plan_normalize(ffmpeg, frames, Path(tmp), size=size, fit=fit), timeout=timeout, path_for_errors=out, check=True)
-        run(plan_stitch(ffmpeg, Path(tmp), **kwargs), timeout=timeout, path_for_errors=out, check=True)
+        fit = opts.get("fit", "pad")
+        run(plan_normalize(ffmpeg, frames, Path(tmp), size=opts["size"], fit=fit), timeout=timeout,
+            path_for_errors=out, check=True)
+        run(plan_stitch(ffmpeg, Path(tmp), **opts), timeout=timeout, path_for_errors=out, check=True)

@@ -20,7 +20,7 @@ from typing import Any
 import structlog
 
 try:
-    from systemd import daemon as _sd_daemon  # type: ignore[import-not-found]
+    from systemd import daemon as _sd_daemon  # type: ignore[import-not-found]  # the optional [systemd] extra
 except ImportError:  # the usual case: systemd-python needs libsystemd headers to build
     _sd_daemon = None
 
@@ -117,7 +117,7 @@ class Notifier:
                 sock.connect(self._address)
                 sock.sendall(message.encode("utf-8"))
             return True
-        except Exception as exc:  # never let a notification take the daemon down
+        except Exception as exc:  # noqa: BLE001 - never let a notification take the daemon down
             if not self._warned:
                 self._warned = True
                 log.warning("notify.send_failed", notify_socket=self.socket_path, error=str(exc))

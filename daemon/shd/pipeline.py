@@ -245,8 +245,7 @@ class JobRunner:
                 shutil.copyfile(picture, dest)
             return
         # JPEG/WebP output: convert so the image sequence is uniform PNG.
-        media.run([self.ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-i", str(picture),
-                   str(dest)], timeout=60, path_for_errors=picture, check=True)
+        media.run(media.plan_png(self.ffmpeg, picture, dest), timeout=60, path_for_errors=picture, check=True)
 
 
 def start_job_thread(runner: JobRunner, job_id: str, done: threading.Event | None = None) -> threading.Thread:

@@ -22,7 +22,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlite_utils import Database
 
@@ -99,7 +99,10 @@ class Prediction:
         return dict(json.loads(self.input_json))
 
 
-def _row(cls: type[Any], row: Mapping[str, Any]) -> Any:
+T = TypeVar("T")
+
+
+def _row(cls: type[T], row: Mapping[str, Any]) -> T:
     return cls(**row)  # every query selects exactly the table's columns (SELECT *)
 
 
@@ -230,13 +233,13 @@ class Store:
         row = self._one("SELECT * FROM jobs WHERE id = ?", (job_id,))
         if row is None:
             raise StoreError(f"no job {job_id}")
-        return _row(Job, row)  # type: ignore[no-any-return]
+        return _row(Job, row)
 
     def find_job(self, ref: str) -> Job:
         """A job by id or unique id prefix; StoreError if none or several match."""
         rows = self._all("SELECT * FROM jobs WHERE id LIKE ? ORDER BY created_at", (ref.replace("%", "") + "%",))
         if len(rows) == 1:
-            return _row(Job, rows[0])  # type: ignore[no-any-return]
+            return _row(Job, rows[0])
         if not rows:
             raise StoreError(f"no job matches {ref!r}")
         raise StoreError(f"{ref!r} matches {len(rows)} jobs; give more of the id")
@@ -298,7 +301,7 @@ class Store:
         row = self._one("SELECT * FROM frames WHERE job_id = ? AND idx = ?", (job_id, idx))
         if row is None:
             raise StoreError(f"job {job_id} has no frame {idx}")
-        return _row(Frame, row)  # type: ignore[no-any-return]
+        return _row(Frame, row)
 
     def frames(self, job_id: str, states_: tuple[str, ...] | None = None) -> list[Frame]:
         if states_:
@@ -389,7 +392,7 @@ class Store:
         row = self._one("SELECT * FROM predictions WHERE id = ?", (pid,))
         if row is None:
             raise StoreError(f"no prediction {pid}")
-        return _row(Prediction, row)  # type: ignore[no-any-return]
+        return _row(Prediction, row)
 
     def update_prediction(self, pred: int | Prediction, *, status: str, remote_id: str | None = None,
                           error: str | None = None, output: Any = None, predict_time: float | None = None,
@@ -433,11 +436,12 @@ class Store:
         sql = "SELECT * FROM predictions" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id"
         return [_row(Prediction, r) for r in self._all(sql, tuple(params))]
 
-    def attempts(self, job_id: str, idx: int, stage: Stage, *, since: float = 0.0) -> int:
-        """Paid attempts at one frame's stage created at or after `since` (a job's start: retry budgets)."""
-        row = self._one("SELECT COUNT(*) AS n FROM predictions WHERE job_id = ? AND frame_idx = ? AND stage = ?"
-                        " AND created_at >= ? AND status != 'refused'", (job_id, idx, stage, since))
-        return int(row["n"]) if row else 0
+    def attempts(self, job_id: str, idx: int, stage: Stage, *, since: float = 0.0) -> list[Prediction]:
+        """Every create of one frame's stage at or after `since` (a job's start: retry budgets), oldest first;
+        refused ones too (they cost nothing: the retry policy does not count them)."""
+        rows = self._all("SELECT * FROM predictions WHERE job_id = ? AND frame_idx = ? AND stage = ?"
+                         " AND created_at >= ? ORDER BY id", (job_id, idx, stage, since))
+        return [_row(Prediction, r) for r in rows]
 
     def events(self, job_id: str) -> list[dict[str, Any]]:
         return self._all("SELECT * FROM events WHERE job_id = ? ORDER BY id", (job_id,))

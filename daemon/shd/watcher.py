@@ -44,7 +44,7 @@ from shd.stability import Signature, StabilityGate
 try:  # Linux; elsewhere the platform's default observer stands in
     from watchdog.observers.inotify import InotifyObserver as _NativeObserver
 except ImportError:  # pragma: no cover - not Linux
-    from watchdog.observers import Observer as _NativeObserver  # type: ignore[assignment]
+    from watchdog.observers import Observer as _NativeObserver  # type: ignore[assignment]  # same interface
 
 __all__ = ["InboxWatcher", "is_ignored", "Signature", "StabilityGate"]
 

@@ -101,7 +101,7 @@ def test_retry_on_a_running_job_repaints_its_failed_frame_while_the_job_runs(
         _, state, states = wait_for("the retried frame painted", lambda: (s := frame_states()) and
                                     s[2].count("generated") == 1 and s, timeout=15)
         assert state == "running" and "failed" not in states  # the slow frame is still being painted
-        wait_for("the job done", lambda: frame_states()[1] == "done")  # type: ignore[index]
+        wait_for("the job done", lambda: frame_states()[1] == "done")  # type: ignore[index]  # None only before the job
     store = Store.open_readonly(db)
     frames = store.frames(job_id)
     assert [f.state for f in frames] == ["generated", "generated"] and all(f.filled_with is None for f in frames)
@@ -127,7 +127,7 @@ def test_a_short_video_is_not_starved_by_a_long_one(tmp_path: Path, standin: Sta
                  and len(status_json(cfg, shd_env, tmp_path)) == 2, timeout=90)
     store = Store.open_readonly(tmp_path / "state" / "shd.db")
     by = {j.source_name: j for j in store.jobs()}
-    assert by["short.mp4"].finished_at < by["long.mp4"].finished_at  # type: ignore[operator]
+    assert by["short.mp4"].finished_at < by["long.mp4"].finished_at  # type: ignore[operator]  # both are done
 
 
 def test_the_status_script_wraps_shd_status(tmp_path: Path, standin: StandIn, shd_env: dict[str, str],

@@ -59,7 +59,7 @@ def vids(tmp_path_factory) -> dict[str, Path]:
 
 
 def _slow_ffmpeg(tmp_path: Path, readrate: float = 2.0) -> tuple[str, Path]:
-    """An ffmpeg that reads its input at `readrate` x real time and records its pid (it execs, so the pid is ffmpeg's)."""
+    """An ffmpeg that reads its input at `readrate` x real time and records its pid (it execs: the pid is ffmpeg's)."""
     pidfile = tmp_path / "ffmpeg.pid"
     script = tmp_path / "slow-ffmpeg"
     script.write_text(f'#!/bin/sh\necho $$ > "{pidfile}"\nexec "{FF}" -readrate {readrate} "$@"\n')
@@ -295,6 +295,18 @@ def test_stitch_fit_modes(tmp_path, fit, top_middle, left_middle):
     for xy, want in (((80, 5), top_middle), ((4, 60), left_middle)):
         got = frame_rgb(out, 0.5, xy)
         assert max(abs(a - b) for a, b in zip(got, want)) <= 12, f"{fit} at {xy}: {got} != {want}"
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".webp"])
+def test_a_jpeg_or_webp_painting_becomes_a_png_of_the_same_picture(tmp_path, suffix):
+    painted = tmp_path / f"000002{suffix}"
+    subprocess.run([FF, "-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-i",
+                    str(make_png(tmp_path / "src.png", (30, 200, 90), (40, 30))), str(painted)], check=True)
+    dest = tmp_path / "seq" / "000002.png"
+    dest.parent.mkdir()
+    media.run(media.plan_png(FF, painted, dest), timeout=60, path_for_errors=painted, check=True)
+    assert _is_complete_png(dest) and video_size(dest) == (40, 30)
+    assert max(abs(a - b) for a, b in zip(frame_rgb(dest, 0.0), (30, 200, 90))) <= 12
 
 
 def test_stitch_failure_is_a_media_error_naming_the_output(vids, tmp_path):

@@ -71,7 +71,8 @@ def test_a_paid_call_is_recorded_before_it_is_sent_and_its_id_when_known(store: 
     second = store.begin_prediction("j1", 0, Stage.PROMPT, model="m:v", input={"image": "u"}, reason="again")
     assert second.attempt == 2
     store.update_prediction(second.id, status="refused", error="429")
-    assert store.attempts("j1", 0, Stage.PROMPT) == 1  # refused creates cost nothing and don't count
+    assert [a.status for a in store.attempts("j1", 0, Stage.PROMPT)] == ["succeeded", "refused"]
+    assert store.attempts("j1", 0, Stage.PROMPT, since=second.created_at + 1) == []
 
 
 def test_a_transition_from_a_known_state_is_still_checked_when_the_frame_moved_meanwhile(
@@ -107,7 +108,7 @@ def test_a_paid_call_started_from_a_stale_reading_of_its_frame_is_recorded_right
 def test_only_transactions_a_restart_can_redo_for_free_skip_the_fsync(store: Store, tmp_path: Path) -> None:
     """durable=False runs at synchronous=NORMAL; every other transaction, and every one after it (even one that
     failed), runs at FULL."""
-    level = lambda: store._conn.execute("PRAGMA synchronous").fetchone()[0]  # noqa: E731
+    level = lambda: store._conn.execute("PRAGMA synchronous").fetchone()[0]  # noqa: E731 - a probe, read often
     with store.tx(durable=False):
         assert level() == 1  # NORMAL
     assert level() == 2

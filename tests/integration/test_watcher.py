@@ -42,7 +42,7 @@ def make_watcher(inbox: Path, kind: str) -> Iterator[Callable[..., InboxWatcher]
     def make(**kwargs: object) -> InboxWatcher:
         opts: dict[str, object] = {"stable_seconds": STABLE, "polling": kind == "polling", "poll_interval": 0.1}
         opts.update(kwargs)
-        w = InboxWatcher(inbox, **opts)  # type: ignore[arg-type]
+        w = InboxWatcher(inbox, **opts)  # type: ignore[arg-type]  # each test's options
         made.append(w)
         return w
 
@@ -226,7 +226,7 @@ def test_start_refuses_missing_or_non_folder_inbox(tmp_path: Path) -> None:
 def test_handler_never_raises(inbox: Path) -> None:
     """An error inside the handler is logged and swallowed, so it cannot kill watchdog's dispatch thread."""
 
-    class BrokenQueue(queue.SimpleQueue):  # type: ignore[type-arg]
+    class BrokenQueue(queue.SimpleQueue):  # type: ignore[type-arg]  # of anything
         def put(self, *args: object, **kwargs: object) -> None:
             raise RuntimeError("queue is broken")
 

@@ -71,7 +71,7 @@ _ACTIONS: dict[str, Callable[["StandIn", JSON], JSON]] = {
     "set_rate_limit": _ok(lambda s, **a: s.set_rate_limit(**a)),
     "configure": _ok(lambda s, **a: s.configure(**a)),
     "expire_outputs": lambda s, a: {"expired": s.expire_outputs()},
-    "forget": _ok(lambda s, id: s.forget(id)),  # noqa: A006
+    "forget": _ok(lambda s, id: s.forget(id)),  # `id`: the control API's argument name
     "predictions": _predictions,
     "count_creates": lambda s, a: {"count": s.count_creates(a.get("model"))},
     "requests": _requests,

@@ -9,13 +9,8 @@ import pytest
 from replicate.exceptions import ReplicateError
 
 from shd.backends.base import Status, clean_prompt, ledger_form
-from shd.backends.replicate import (
-    ReplicatePainter,
-    ReplicatePrompter,
-    classify,
-    model_failure,
-    retry_after_hint,
-)
+from shd.backends.models import Painter, Prompter
+from shd.backends.replicate import classify, model_failure, retry_after_hint
 from shd.errors import AuthFailed, ModelFailed, OutputGone, RateLimited, Rejected, Transient
 
 
@@ -78,8 +73,8 @@ class _NoRemote:
 
 
 def test_outputs_removed_by_retention_mean_create_again() -> None:
-    prompter = ReplicatePrompter(_NoRemote(), "o/n:v")  # type: ignore[arg-type]
-    painter = ReplicatePainter(_NoRemote(), "o/n:v")  # type: ignore[arg-type]
+    prompter = Prompter(_NoRemote(), "o/n:v")  # type: ignore[arg-type]  # only fetch() is called
+    painter = Painter(_NoRemote(), "o/n:v")  # type: ignore[arg-type]  # only fetch() is called
     with pytest.raises(OutputGone):
         prompter.result(Status("p", "succeeded", output=None))
     with pytest.raises(OutputGone):

@@ -1,8 +1,12 @@
 """The docs are tested: every command and config key in the code is in the README, and the README's install and
 test commands are the ones CI runs."""
 
+import os
 import re
+import subprocess
 from pathlib import Path
+
+import pytest
 
 from shd import cli, config
 
@@ -15,6 +19,14 @@ def test_every_command_is_documented() -> None:
         assert f"`shd {name}" in README, name
 
 
+def test_the_layout_has_a_line_for_every_module() -> None:
+    layout = README[README.index("## Layout"):]
+    package = REPO / "daemon" / "shd"
+    for module in sorted(package.rglob("*.py")):
+        if module.name not in ("__init__.py", "__main__.py"):
+            assert re.search(rf"^\s+{re.escape(module.name)}\s", layout, re.M), module.relative_to(package)
+
+
 def test_every_config_key_is_in_the_readme_table() -> None:
     for section, keys in config.RULES.items():
         for key in keys:
@@ -25,5 +37,21 @@ def test_ci_runs_exactly_the_readme_install_and_test_commands() -> None:
     install = re.search(r"Install command:\n\n    (.+)\n", README)
     test = re.search(r"Test command:\n\n    (.+)\n", README)
     assert install and test
-    lines = [ln for ln in (REPO / ".ci" / "run").read_text().splitlines() if ln and not ln.startswith(("#", "set ", "cd "))]
+    lines = [ln for ln in (REPO / ".ci" / "run").read_text().splitlines()
+             if ln and not ln.startswith(("#", "set ", "cd "))]
     assert lines == [install.group(1), test.group(1)]
+    assert test.group(1) == "scripts/test"
+
+
+@pytest.mark.parametrize("failing", [None, "pytest", "mypy", "ruff"])
+def test_the_test_command_runs_the_tests_then_mypy_then_ruff_and_fails_if_any_fails(
+        tmp_path: Path, failing: str | None) -> None:
+    """scripts/test, with a python3 on PATH that records what it is asked to run and fails one step."""
+    calls = tmp_path / "calls"
+    fake = tmp_path / "python3"
+    fake.write_text(f'#!/bin/sh\necho "$*" >> "{calls}"\n[ "$2" != "{failing}" ]\n')
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run([str(REPO / "scripts" / "test"), "-x", "tests/unit"], env=env, capture_output=True)
+    assert calls.read_text().splitlines() == ["-m pytest -x tests/unit", "-m mypy", "-m ruff check"]
+    assert done.returncode == (0 if failing is None else 1)

@@ -205,6 +205,11 @@ def test_plan_probe():
     assert media.plan_probe(FF, SRC) == [FF, "-hide_banner", "-nostdin", "-i", str(SRC)]
 
 
+def test_plan_png_converts_one_picture_quietly_overwriting():
+    assert media.plan_png(FF, Path("/g/000004.jpg"), Path("/s/000004.png")) == [
+        FF, "-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-i", "/g/000004.jpg", "/s/000004.png"]
+
+
 @pytest.mark.parametrize(
     "index, fps, start, expected",
     [(0, 1, 0.0, 0.0), (2, 1, 0.0, 2.0), (3, 2, 0.0, 1.5), (1, 3, 0.0, 1 / 3), (4, 2, 1.5, 3.5), (0, 0.5, 2.0, 2.0)],

@@ -1,1 +1,2 @@
-"""Where predictions are made: `base` holds the interfaces and their contracts, one module per implementation."""
+"""Where predictions are made: `base` holds the interfaces and their contracts, `models` the two models' input and
+output shapes, and one module per prediction service (`replicate`, `memory`)."""

@@ -9,6 +9,10 @@ A paid call goes through four steps that the scheduler drives, so that each can 
 Every method raises only `shd.errors.BackendError` subclasses; the subclass says what the scheduler does next
 (Transient: back off and retry; RateLimited: slow down; AuthFailed: pause everything; Rejected / ModelFailed: fail
 the frame or retry with a new seed; OutputGone: create again). Every method has a bounded duration.
+
+Implementations: `replicate.py` (Replicate's HTTP API) and `memory.py` (in this process, for tests and benchmarks);
+`models.py` holds the two models' input and output shapes, over any Remote. tests/contract/ runs one behavioural
+suite against every Remote in its list.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from shd.errors import BackendError
 
 TERMINAL = ("succeeded", "failed", "canceled")
 
@@ -67,10 +73,20 @@ class Remote(ABC):
 
     @abstractmethod
     def fetch(self, item: Any) -> bytes:
-        """The bytes of one output file (a URL, data: URI or client file object)."""
+        """The bytes of one output file (a URL, data: URI or client file object). OutputGone once it expired."""
 
+    @abstractmethod
+    def failure(self, status: Status) -> BackendError:
+        """The error a prediction that ended `failed` stands for: Transient (the service's own hiccup: retry),
+        ModelFailed with `retry_with_new_seed` (e.g. NSFW: another seed may pass) or without (this input fails)."""
+
+    @abstractmethod
     def check_auth(self) -> None:
         """Raise AuthFailed if the credentials are (still) refused; used to resume after a pause."""
+
+    @abstractmethod
+    def set_token(self, token: str) -> None:
+        """Use these credentials from now on, in every thread (a fixed token is picked up without a restart)."""
 
 
 class ImageToPrompt(ABC):
@@ -99,6 +115,15 @@ class PromptToImage(ABC):
     @abstractmethod
     def result(self, status: Status) -> bytes:
         """The image bytes (PNG/JPEG/WebP) from a succeeded prediction, downloaded now."""
+
+
+@dataclass(frozen=True)
+class Backend:
+    """What the scheduler paints through: one prediction service and the two models shd runs on it."""
+
+    remote: Remote
+    prompter: ImageToPrompt
+    painter: PromptToImage
 
 
 def ledger_form(input: Mapping[str, Any]) -> dict[str, Any]:

@@ -27,12 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import replicate
-from replicate.exceptions import ModelError, ReplicateError
+from replicate.client import Client
+from replicate.exceptions import ReplicateError
 from replicate.file import _create_file_params
 from replicate.helpers import FileOutput, transform_output
 
-from shd.backends.base import ImageToPrompt, PromptToImage, Remote, Status, clean_prompt, ledger_form
+from shd.backends.base import Remote, Status, ledger_form
 from shd.errors import (
     AuthFailed,
     BackendError,
@@ -167,16 +167,16 @@ class ReplicateRemote(Remote):
         self._token = token
         self._base_url = base_url
         self._threads = threading.local()
-        self._clients: weakref.WeakSet[replicate.Client] = weakref.WeakSet()  # a finished thread's goes too
+        self._clients: weakref.WeakSet[Client] = weakref.WeakSet()  # a finished thread's goes too
         self._clients_lock = threading.Lock()
 
     @property
-    def client(self) -> replicate.Client:
+    def client(self) -> Client:
         """This thread's client. One per worker thread: a single httpx pool shared by dozens of threads spends
         more CPU scanning its connections under its lock than sending the requests (measured at concurrency 32)."""
-        client: replicate.Client | None = getattr(self._threads, "client", None)
+        client: Client | None = getattr(self._threads, "client", None)
         if client is None:
-            client = replicate.Client(api_token=self._token, base_url=self._base_url, timeout=self._timeout,
+            client = Client(api_token=self._token, base_url=self._base_url, timeout=self._timeout,
                                       transport=_HeaderMemo(), limits=KEEPALIVE)
             self._threads.client = client
             with self._clients_lock:
@@ -207,13 +207,13 @@ class ReplicateRemote(Remote):
             if e.status == 404:
                 raise OutputGone(f"prediction {remote_id} no longer exists on the server") from None
             raise classify(e) from None
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001 - classified: every failure leaves as a BackendError
             raise classify(e) from None
 
     def cancel(self, remote_id: str) -> None:
         try:
             self.client._request("POST", f"/v1/predictions/{remote_id}/cancel")
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001 - classified: every failure leaves as a BackendError
             raise classify(e) from None
 
     def find(self, ref: str, input: Mapping[str, Any], created_after: float) -> Status | None:
@@ -231,7 +231,7 @@ class ReplicateRemote(Remote):
                             json.dumps(ledger_form(p.get("input") or {}), sort_keys=True) == want):
                         return _status(p)
                 cursor = data.get("next")
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001 - classified: every failure leaves as a BackendError
             raise classify(e) from None
         return None
 
@@ -251,7 +251,7 @@ class ReplicateRemote(Remote):
                 resp = self.client._request("POST", "/v1/files", timeout=self._timeout,
                                             **_create_file_params(fh, filename=path.name, content_type=mime))
             return str(resp.json()["urls"]["get"])
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001 - classified: every failure leaves as a BackendError
             raise classify(e) from None
 
     def fetch(self, item: Any) -> bytes:
@@ -259,67 +259,24 @@ class ReplicateRemote(Remote):
             if isinstance(item, str) and item.startswith(("https:", "data:")):
                 item = transform_output(item, self.client)
             if isinstance(item, FileOutput):
-                return item.read()
+                data: bytes = item.read()
+                return data
             if isinstance(item, str) and item.startswith("http:"):
                 resp = self.client._client.get(item, timeout=self._timeout)
                 resp.raise_for_status()
                 return resp.content
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001 - classified: every failure leaves as a BackendError
             raise classify(e) from None
         raise ModelFailed(f"unexpected output: {str(item)[:80]!r}")
+
+    def failure(self, status: Status) -> BackendError:
+        return model_failure(status.error)
 
     def check_auth(self) -> None:
         try:
             self.client._request("GET", "/v1/predictions")
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001 - classified: every failure leaves as a BackendError
             raise classify(e) from None
 
 
-def decode_data_uri(uri: str) -> bytes:
-    """The bytes of a base64 `data:` URI."""
-    header, _, payload = uri.partition(",")
-    return base64.b64decode(payload) if header.endswith(";base64") else payload.encode()
-
-
-class ReplicatePrompter(ImageToPrompt):
-    """methexis-inc/img2prompt (CLIP Interrogator): input `image`, output one string."""
-
-    def __init__(self, remote: Remote, ref: str, extra_input: Mapping[str, Any] | None = None):
-        self.remote, self.ref, self.extra = remote, ref, dict(extra_input or {})
-
-    def input_for(self, image: Path) -> dict[str, Any]:
-        return {**self.extra, "image": self.remote.upload(image)}
-
-    def result(self, status: Status) -> str:
-        out = status.output
-        if isinstance(out, list):
-            out = "".join(str(o) for o in out)
-        if out is None:
-            raise OutputGone(f"prediction {status.remote_id} succeeded but its output was removed")
-        prompt = clean_prompt(out)
-        if not prompt:
-            raise ModelFailed("the model returned an empty prompt")
-        return prompt
-
-
-class ReplicatePainter(PromptToImage):
-    """stability-ai/sdxl: input prompt (+ configured defaults and a seed), output a list of image URLs."""
-
-    def __init__(self, remote: Remote, ref: str, extra_input: Mapping[str, Any] | None = None):
-        self.remote, self.ref, self.extra = remote, ref, dict(extra_input or {})
-
-    def input_for(self, prompt: str, seed: int) -> dict[str, Any]:
-        return {**self.extra, "prompt": prompt, "seed": seed}
-
-    def result(self, status: Status) -> bytes:
-        out = status.output
-        if out is None:
-            raise OutputGone(f"prediction {status.remote_id} succeeded but its output was removed")
-        items = out if isinstance(out, list) else [out]
-        if not items:
-            raise ModelFailed("model error: no image came back (all outputs filtered)", retry_with_new_seed=True)
-        return self.remote.fetch(items[0])
-
-
-__all__ = ["ReplicateRemote", "ReplicatePrompter", "ReplicatePainter", "classify", "model_failure",
-           "retry_after_hint", "ModelError"]
+__all__ = ["ReplicateRemote", "classify", "model_failure", "retry_after_hint"]

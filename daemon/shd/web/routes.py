@@ -130,7 +130,7 @@ class Site:
             except StoreError as e:
                 self.log.warning("web_store_busy", path=path, error=str(e))
                 return text(503, f"the store cannot be read right now: {e}")
-            except Exception as e:  # noqa: BLE001 - one bad request must not take the page down
+            except Exception as e:  # one bad request must not take the page down (logged with its traceback)
                 self.log.exception("web_request_failed", path=path, error=f"{type(e).__name__}: {e}")
                 return text(500, "internal error (logged)")
         if allowed:

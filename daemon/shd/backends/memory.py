@@ -1,0 +1,319 @@
+"""An in-memory prediction service and its Remote, for tests and benchmarks (like dramatiq's stub broker).
+
+`MemoryService` plays the server: predictions with ids whose status moves with its clock (`starting` for the
+model's queue delay, `processing` for its run time, then `succeeded` or `failed`), outputs removed `output_ttl`
+seconds after they finish, uploaded files, the one token it accepts, and failures injected on purpose.
+`MemoryRemote` is a client of it and implements `Remote` to the same contract as Replicate's (tests/contract/ runs
+one suite against both); several clients may share one service, as a restarted daemon meets the same server.
+
+Two models are built in, told apart by their input: an input with `image` is described (img2prompt's shape: one
+line, deterministic in the image's bytes), one with `prompt` is painted (SDXL's shape: a list of one PNG, a solid
+colour deterministic in the prompt and seed, `width` x `height`).
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import itertools
+import struct
+import threading
+import time
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from shd.backends.base import TERMINAL, Remote, Status, ledger_form
+from shd.errors import AuthFailed, BackendError, ModelFailed, OutputGone, Rejected, Transient
+
+OUTPUTS = "mem://outputs/"
+FILES = "mem://files/"
+
+
+class Clock(Protocol):
+    """Epoch seconds, and a way to let them pass."""
+
+    def now(self) -> float: ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+
+class RealClock:
+    """The wall clock; `sleep` blocks the calling thread."""
+
+    def now(self) -> float:
+        return time.time()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+class ManualClock:
+    """A clock that moves only when told: `sleep` (and `advance`) move it at once, so waiting costs no time."""
+
+    def __init__(self, start: float | None = None):
+        self._now = time.time() if start is None else start
+        self._lock = threading.Lock()
+
+    def now(self) -> float:
+        with self._lock:
+            return self._now
+
+    def sleep(self, seconds: float) -> None:
+        self.advance(seconds)
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self._now += max(0.0, seconds)
+
+
+@dataclass
+class _Prediction:
+    id: str
+    ref: str
+    input: dict[str, Any]
+    created: float
+    queue_delay: float
+    run_time: float
+    failure: BackendError | None = None   # ends `failed` with this error
+    stuck: bool = False                   # stays `starting` until canceled
+    canceled_at: float | None = None
+    expired: bool = False
+    forgotten: bool = False
+
+    @property
+    def done_at(self) -> float:
+        return float("inf") if self.stuck else self.created + self.queue_delay + self.run_time
+
+    def status_at(self, now: float) -> str:
+        if self.canceled_at is not None:
+            return "canceled"
+        if now >= self.done_at:
+            return "failed" if self.failure is not None else "succeeded"
+        return "starting" if now < self.created + self.queue_delay else "processing"
+
+
+@dataclass
+class _Rule:
+    kind: str                   # refuse | lose_answer | fail | stick
+    left: int
+    error: BackendError | None = None
+    model: str | None = None    # owner/name (a version is ignored), or any model
+
+
+class MemoryService:
+    """The server side: predictions, files, the accepted token and the injected failures. Thread-safe."""
+
+    def __init__(self, *, token: str = "mem-token", clock: Clock | None = None,
+                 latency: Mapping[str, tuple[float, float]] | None = None, output_ttl: float = 3600.0):
+        self.token = token
+        self.clock: Clock = clock or RealClock()
+        self.output_ttl = output_ttl
+        self.unreachable = False   # every request fails as a refused connection would: nothing reaches the server
+        self._latency = {model.split(":")[0]: value for model, value in (latency or {}).items()}
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._predictions: dict[str, _Prediction] = {}
+        self._files: dict[str, bytes] = {}
+        self._rules: list[_Rule] = []
+
+    # --- what tests and benchmarks set ---------------------------------------------------------------------------
+    def set_latency(self, model: str, queue_delay: float, run_time: float) -> None:
+        """Seconds in `starting` and in `processing` for later predictions of `owner/name`."""
+        with self._lock:
+            self._latency[model.split(":")[0]] = (queue_delay, run_time)
+
+    def refuse_creates(self, error: BackendError, times: int = 1) -> None:
+        """The next `times` creates raise `error` and create nothing (a 429, 401, 422 or 5xx answer)."""
+        self._add(_Rule("refuse", times, error))
+
+    def lose_create_answers(self, times: int = 1) -> None:
+        """The next `times` creates create their prediction, then fail as a dropped connection does."""
+        self._add(_Rule("lose_answer", times))
+
+    def fail_predictions(self, error: BackendError, times: int = 1, model: str | None = None) -> None:
+        """The next `times` predictions (of `owner/name`, or of any model) end `failed`; `failure()` says `error`."""
+        self._add(_Rule("fail", times, error, model and model.split(":")[0]))
+
+    def stick_predictions(self, times: int = 1, model: str | None = None) -> None:
+        """The next `times` predictions stay `starting` until they are canceled."""
+        self._add(_Rule("stick", times, None, model and model.split(":")[0]))
+
+    def expire_outputs(self) -> None:
+        """Remove the output of every finished prediction now, as the service's retention does after an hour."""
+        now = self.clock.now()
+        with self._lock:
+            for p in self._predictions.values():
+                if p.status_at(now) in TERMINAL:
+                    p.expired = True
+
+    def forget(self, remote_id: str) -> None:
+        """Make a prediction vanish: reading or canceling it is OutputGone, lists no longer show it."""
+        with self._lock:
+            self._predictions[remote_id].forgotten = True
+
+    @property
+    def creates(self) -> int:
+        """How many predictions were created (each one paid)."""
+        with self._lock:
+            return len(self._predictions)
+
+    def _add(self, rule: _Rule) -> None:
+        with self._lock:
+            self._rules.append(rule)
+
+    def _take(self, kinds: tuple[str, ...], model: str) -> _Rule | None:
+        for rule in self._rules:
+            if rule.kind in kinds and rule.left > 0 and rule.model in (None, model):
+                rule.left -= 1
+                return rule
+        return None
+
+    # --- the requests a MemoryRemote sends ----------------------------------------------------------------------
+    def _admit(self, token: str) -> None:
+        if self.unreachable:
+            raise Transient("network error: ConnectError: connection refused (memory service unreachable)")
+        if token != self.token:
+            raise AuthFailed("the memory service refused the credentials (401)")
+
+    def _create(self, ref: str, input: Mapping[str, Any]) -> _Prediction:
+        model = ref.split(":")[0]
+        with self._lock:
+            refused = self._take(("refuse",), model)
+            if refused is not None and refused.error is not None:
+                raise refused.error
+            outcome = self._take(("fail", "stick"), model)
+            queue_delay, run_time = self._latency.get(model, (0.0, 0.0))
+            p = _Prediction(f"mem{next(self._ids):06d}", ref, dict(input), self.clock.now(), queue_delay, run_time,
+                            failure=outcome.error if outcome and outcome.kind == "fail" else None,
+                            stuck=bool(outcome and outcome.kind == "stick"))
+            self._predictions[p.id] = p
+            lost = self._take(("lose_answer",), model)
+        if lost is not None:
+            raise Transient("network error: RemoteProtocolError: connection dropped after the request was sent",
+                            maybe_created=True)
+        return p
+
+    def _find(self, remote_id: str) -> _Prediction:
+        with self._lock:
+            p = self._predictions.get(remote_id)
+        if p is None or p.forgotten:
+            raise OutputGone(f"prediction {remote_id} no longer exists on the server")
+        return p
+
+    def _cancel(self, remote_id: str) -> None:
+        p = self._find(remote_id)
+        with self._lock:
+            now = self.clock.now()
+            if p.status_at(now) not in TERMINAL:
+                p.canceled_at = now
+
+    def _lookup(self, ref: str, wanted: Mapping[str, Any], created_after: float) -> _Prediction | None:
+        """The newest prediction of `ref` created at or after `created_after` whose input's ledger form is `wanted`."""
+        with self._lock:
+            candidates = sorted(self._predictions.values(), key=lambda p: p.created, reverse=True)
+        return next((p for p in candidates if not p.forgotten and p.ref == ref and p.created >= created_after
+                     and ledger_form(p.input) == wanted), None)
+
+    def _store_file(self, name: str, data: bytes) -> str:
+        with self._lock:
+            key = f"{next(self._ids):06d}-{name}"
+            self._files[key] = data
+        return FILES + key
+
+    def _status(self, p: _Prediction) -> Status:
+        now = self.clock.now()
+        status = p.status_at(now)
+        output = None
+        if status == "succeeded" and not p.expired and now < p.done_at + self.output_ttl:
+            output = self._output(p)
+        return Status(p.id, status, output=output, error=str(p.failure) if status == "failed" else None,
+                      predict_time=p.run_time if status == "succeeded" else None)
+
+    def _output(self, p: _Prediction) -> Any:
+        if "image" in p.input:
+            return f"a painting of {hashlib.sha256(self._file(p.input['image'])).hexdigest()[:12]}, in memory\n "
+        return [f"{OUTPUTS}{p.id}/0.png"]
+
+    def _file(self, ref: Any) -> bytes:
+        text = str(ref)
+        if text.startswith("data:"):
+            return base64.b64decode(text.partition(",")[2])
+        with self._lock:
+            return self._files.get(text.removeprefix(FILES), text.encode())
+
+    def _download(self, item: Any) -> bytes:
+        text = str(item)
+        if not text.startswith(OUTPUTS):
+            raise ModelFailed(f"unexpected output: {text[:80]!r}")
+        p = self._find(text.removeprefix(OUTPUTS).split("/")[0])
+        if self._status(p).output is None:
+            raise OutputGone(f"output file is gone ({text})")
+        digest = hashlib.sha256(f"{p.input.get('prompt')}\x00{p.input.get('seed')}".encode()).digest()
+        return solid_png((digest[0], digest[1], digest[2]), int(p.input.get("width", 64)),
+                         int(p.input.get("height", 64)))
+
+
+class MemoryRemote(Remote):
+    """A client of a MemoryService. A create waits up to `create_wait` seconds of the service's clock for the
+    result, as Replicate's `Prefer: wait` does."""
+
+    def __init__(self, service: MemoryService, token: str | None = None, *, create_wait: float = 5.0):
+        self.service = service
+        self.create_wait = create_wait
+        self._token = service.token if token is None else token
+
+    def create(self, ref: str, input: Mapping[str, Any]) -> Status:
+        self.service._admit(self._token)
+        p = self.service._create(ref, input)
+        self.service.clock.sleep(max(0.0, min(self.create_wait, p.done_at - self.service.clock.now())))
+        return self.service._status(p)
+
+    def get(self, remote_id: str) -> Status:
+        self.service._admit(self._token)
+        return self.service._status(self.service._find(remote_id))
+
+    def cancel(self, remote_id: str) -> None:
+        self.service._admit(self._token)
+        self.service._cancel(remote_id)
+
+    def find(self, ref: str, input: Mapping[str, Any], created_after: float) -> Status | None:
+        self.service._admit(self._token)
+        found = self.service._lookup(ref, ledger_form(input), created_after)
+        return None if found is None else self.service._status(found)
+
+    def upload(self, path: Path) -> str:
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise Rejected(f"{path}: cannot read frame: {e.strerror}") from None
+        self.service._admit(self._token)
+        return self.service._store_file(path.name, data)
+
+    def fetch(self, item: Any) -> bytes:
+        self.service._admit(self._token)
+        return self.service._download(item)
+
+    def failure(self, status: Status) -> BackendError:
+        p = self.service._find(status.remote_id)
+        return p.failure or Transient(f"model error (transient): {status.error or 'no reason given'}")
+
+    def check_auth(self) -> None:
+        self.service._admit(self._token)
+
+    def set_token(self, token: str) -> None:
+        self._token = token
+
+
+@functools.lru_cache(maxsize=64)
+def solid_png(rgb: tuple[int, int, int], width: int, height: int) -> bytes:
+    """A `width` x `height` 8-bit RGB PNG of one colour."""
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    raw = (b"\x00" + bytes(rgb) * width) * height
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")

@@ -1,0 +1,107 @@
+"""The engine: every frame's paid stages, across jobs, with at most `replicate.concurrency` predictions in flight.
+
+It wires the parts, each in a module of its own, and is what the pipeline and the service talk to:
+
+    dispatch.py        fair queues across jobs, the slots, the worker threads, delayed retries
+    runner.py          one task: resume or create, poll, keep the result; failures through the retry policy
+    stages.py          what each paid stage sends and keeps (prompt, image)
+    paid_call.py       one prediction against the ledger: recorded before it is sent, resumed, looked up, polled
+    retry.py           PURE: what follows a failure, and how many paid attempts a frame gets
+    creation_limit.py  the client-side creation rate, slowed by 429s
+    pause.py           the pause on a refused token, and the resume
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from shd.backends.base import Backend
+from shd.config import Config
+from shd.scheduler.creation_limit import CreationLimit
+from shd.scheduler.dispatch import Dispatcher, Task
+from shd.scheduler.paid_call import PaidCalls
+from shd.scheduler.pause import AuthPause
+from shd.scheduler.runner import StageRunner
+from shd.scheduler.stages import ImageStage, PromptStage
+from shd.states import Stage
+from shd.store import Store
+
+
+class Engine:
+    """Runs the paid stages of every enqueued frame. Thread-safe; `start()` it, `enqueue()` work, `stop()` it."""
+
+    def __init__(self, cfg: Config, store: Store, backend: Backend, *,
+                 token_provider: Callable[[], str] | None = None, clock: Callable[[], float] = time.monotonic):
+        self.cfg = cfg
+        self.frame_done = threading.Condition()   # notified whenever a frame becomes generated or failed
+        self._stop = threading.Event()
+        r = cfg.replicate
+        self.auth = AuthPause(backend.remote, recheck=r.auth_recheck, clock=clock, on_resume=self._wake,
+                              token_provider=token_provider)
+        self.limit = CreationLimit(r.creations_per_minute, stop=self._stop, clock=clock)
+        settings = self._settings
+        calls = PaidCalls(store, backend.remote, self.limit, settings=settings, stop=self._stop, clock=clock)
+        stages = {Stage.PROMPT: PromptStage(store, backend.prompter),
+                  Stage.IMAGE: ImageStage(store, backend.painter, settings)}
+        self.dispatch = Dispatcher(lambda task, release, log: self.runner.run(task, release, log),
+                                   concurrency=r.concurrency, gate=self.auth, stop=self._stop, clock=clock)
+        self.runner = StageRunner(store, backend.remote, stages, calls, limit=self.limit, pause=self.auth,
+                                  enqueue=self.dispatch.enqueue, frame_done=self.frame_done, settings=settings)
+
+    def _settings(self) -> Config:
+        return self.cfg
+
+    def _wake(self) -> None:
+        self.dispatch.wake()
+
+    # --- lifecycle ----------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.dispatch.start()
+
+    def stop(self) -> None:
+        """Stop dispatching and tell workers to let go at their next wait; returns at once."""
+        self.dispatch.stop()
+        with self.frame_done:
+            self.frame_done.notify_all()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def reload(self, cfg: Config) -> None:
+        """Apply live settings: concurrency, rate, retry budgets, timeouts, the seed."""
+        self.cfg = cfg
+        self.auth.recheck = cfg.replicate.auth_recheck
+        self.limit.set_rate(cfg.replicate.creations_per_minute)
+        self.dispatch.set_concurrency(cfg.replicate.concurrency)
+
+    def in_flight(self) -> int:
+        return self.dispatch.in_flight()
+
+    def healthy(self) -> bool:
+        return self.dispatch.healthy()
+
+    # --- work ---------------------------------------------------------------------------------------------------
+    def enqueue(self, task: Task, delay: float = 0.0) -> None:
+        """Queue a frame's stage (ignored if that stage of that frame is already queued or running)."""
+        self.dispatch.enqueue(task, delay)
+
+    def drop_job(self, job_id: str) -> None:
+        """Forget a job's queued tasks (it was canceled or failed); running ones notice at their next step."""
+        self.dispatch.drop_job(job_id)
+
+    def queued(self, job_id: str) -> int:
+        """How many of this job's tasks the engine holds (queued, delayed for a retry, or running)."""
+        return self.dispatch.queued(job_id)
+
+    # --- the auth pause -----------------------------------------------------------------------------------------
+    @property
+    def paused(self) -> str | None:
+        """Why all work is paused (the credentials were refused), or None."""
+        return self.auth.paused
+
+    def try_resume(self) -> bool:
+        """Re-read the token and check it now; resume all work if it is accepted."""
+        return self.auth.try_resume()

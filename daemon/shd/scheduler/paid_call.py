@@ -1,0 +1,144 @@
+"""One paid prediction against the ledger: nothing is paid for twice, nothing paid for is lost.
+
+- Recorded before it is sent: `create` writes the ledger row (durably, `store.begin_prediction`) before the
+  request goes out, and the prediction's id the moment the answer brings it.
+- A create whose answer was lost (`Transient.maybe_created`) is looked up on the server (`Remote.find`) before
+  anything is sent again; one that was turned away is recorded as such (`retry.create_outcome`).
+- Resumed from the ledger: after a crash, `resume` polls a recorded id instead of creating again, and looks up a
+  create that was in flight without an id; a prediction that vanished, or whose output expired, is marked `lost`
+  and created again (and recorded again).
+- Polled with shd's own deadline (`replicate.prediction_timeout`): past it the prediction is canceled and the stage
+  retried; a job canceled meanwhile cancels it on the server at once.
+Smaller steps (an id, a status) are committed without an fsync: after a power cut the prediction is found again
+by `resume`, from its id or by its input.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from shd.backends.base import Remote, Status, ledger_form
+from shd.config import Config
+from shd.errors import BackendError, OutputGone, Transient
+from shd.scheduler import retry
+from shd.scheduler.creation_limit import CreationLimit
+from shd.scheduler.dispatch import Stopped, Task
+from shd.states import FrameState, JobState
+from shd.store import Prediction, Store
+
+KNOWN_STATUSES = ("starting", "processing", "succeeded", "failed", "canceled")
+
+
+class PaidCalls:
+    """Create, record, resume and poll predictions for the stage runner. Thread-safe (the store and remote are)."""
+
+    def __init__(self, store: Store, remote: Remote, limit: CreationLimit, *, settings: Callable[[], Config],
+                 stop: threading.Event, clock: Callable[[], float]):
+        self.store = store
+        self.remote = remote
+        self.limit = limit
+        self.settings = settings
+        self._stop = stop
+        self._clock = clock
+
+    def resume(self, pred: Prediction, log: Any) -> Status | None:
+        """Pick up a prediction recorded by an earlier run; None if it must be created again."""
+        if pred.remote_id is None:
+            # The create was in flight when we stopped: it may have gone through. Look for it before paying again.
+            found = self.remote.find(pred.model, pred.input, pred.created_at)
+            if found is None:
+                self.store.update_prediction(pred, status=retry.LOST, error="create interrupted; not on the server")
+                log.info("interrupted_create_not_found", prediction=pred.id)
+                return None
+            log.info("interrupted_create_found", prediction_id=found.remote_id)
+            self.store.update_prediction(pred, status=found.status, remote_id=found.remote_id)
+            return found
+        try:
+            status = self.remote.get(pred.remote_id)
+        except OutputGone as e:
+            self.store.update_prediction(pred, status=retry.LOST, error=str(e))
+            log.warning("prediction_vanished_recreating", prediction_id=pred.remote_id)
+            return None
+        if status.status == "succeeded" and status.output is None:
+            self.store.update_prediction(pred, status=retry.LOST, error="output expired before it was fetched")
+            log.warning("prediction_output_expired_recreating", prediction_id=pred.remote_id)
+            return None
+        log.info("prediction_resumed", prediction_id=pred.remote_id, status=status.status)
+        return status
+
+    def create(self, task: Task, ref: str, inp: dict[str, Any], *, seed: int | None, frame_state: FrameState,
+               defer_success: bool, log: Any) -> tuple[Prediction, Status]:
+        """Send one paid create, recorded first. `defer_success`: a create that comes back succeeded is left for the
+        caller to record together with its result."""
+        self.limit.wait()
+        pred = self.store.begin_prediction(task.job_id, task.idx, task.stage, model=ref, input=ledger_form(inp),
+                                           reason=task.reason, seed=seed, expect=frame_state)
+        log = log.bind(prediction=pred.id, attempt=pred.attempt)
+        try:
+            try:
+                status = self.remote.create(ref, inp)
+            except Transient as e:
+                if not e.maybe_created:
+                    raise
+                # The request may have created (and billed) a prediction before failing: find it, don't re-send.
+                log.warning("create_outcome_unknown_looking_up", error=str(e))
+                found = self.remote.find(ref, inp, pred.created_at)
+                if found is None:
+                    raise
+                status = found
+        except BackendError as e:
+            self.store.update_prediction(pred, status=retry.create_outcome(e), error=str(e))
+            raise
+        self.limit.succeeded()
+        if not (defer_success and status.status == "succeeded"):
+            pred = self.record(pred, status)
+        log.info("prediction_created", prediction_id=status.remote_id, status=status.status)
+        return pred, status
+
+    def record(self, pred: Prediction, status: Status) -> Prediction:
+        """Write what the server said; a finished prediction's error, output and predict_time with it. Not durable:
+        after a power cut the prediction is found again by `resume` (from its id, or looked up by its input)."""
+        if status.terminal:
+            return self.store.update_prediction(pred, status=status.status, remote_id=status.remote_id,
+                                                error=status.error, output=status.output,
+                                                predict_time=status.predict_time, durable=False)
+        return self.store.update_prediction(pred, status=status.status, remote_id=status.remote_id, durable=False)
+
+    def poll(self, pred: Prediction, status: Status, *, defer_success: bool, log: Any) -> tuple[Prediction, Status]:
+        """Wait until the prediction is finished (succeeded, failed or canceled), recording each change of status."""
+        r = self.settings().replicate
+        deadline = self._clock() + r.prediction_timeout
+        while not status.terminal:
+            if status.status not in KNOWN_STATUSES:
+                self.store.update_prediction(pred, status="failed", error=f"unexpected status {status.status}")
+                raise Transient(f"prediction {status.remote_id} has unexpected status {status.status!r}")
+            if self._clock() > deadline:
+                with contextlib.suppress(BackendError):
+                    self.remote.cancel(status.remote_id)
+                self.store.update_prediction(pred, status="canceled", error="timed out; canceled")
+                raise Transient(f"prediction {status.remote_id} took longer than {r.prediction_timeout:g}s")
+            if self._stop.wait(r.poll_interval):
+                raise Stopped
+            if self.store.job(pred.job_id).state == JobState.CANCELED:
+                # `shd cancel` ran while this create was in flight: cancel what it created, pay no longer.
+                self.remote.cancel(status.remote_id)
+                self.store.update_prediction(pred, status="canceled", error="canceled by the user")
+                raise Stopped
+            status = self.remote.get(status.remote_id)
+            if status.status != pred.status:
+                pred = self.record(pred, status)
+        if status.status != pred.status and not (defer_success and status.status == "succeeded"):
+            pred = self.record(pred, status)
+        log.debug("prediction_finished", prediction_id=status.remote_id, status=status.status,
+                  predict_time=status.predict_time)
+        return pred, status
+
+    def lost(self, pred: Prediction | None, error: BackendError) -> None:
+        """A stage failed: a recorded prediction whose output is gone is marked lost (it will be created again).
+        Any other failure of a prediction with an id (a poll that hit 5xx/429/401, a download that broke) leaves its
+        row as it is: the retry resumes that same prediction instead of paying again."""
+        if pred is not None and pred.remote_id is not None and isinstance(error, OutputGone):
+            self.store.update_prediction(pred.id, status=retry.LOST, error=str(error))  # re-read: a poll moved it

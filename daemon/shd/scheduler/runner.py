@@ -1,0 +1,124 @@
+"""One task, start to end: resume the stage's prediction from the ledger or pay for a new one, wait for it, keep its
+result; on a failure, ask the retry policy (retry.py) what follows and do it. Any stage (stages.py) runs the same way.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import Any
+
+from shd.backends.base import Remote, Status
+from shd.config import Config
+from shd.errors import BackendError, Transient
+from shd.scheduler import retry
+from shd.scheduler.creation_limit import CreationLimit
+from shd.scheduler.dispatch import Requeue, Stopped, Task
+from shd.scheduler.paid_call import PaidCalls
+from shd.scheduler.pause import AuthPause
+from shd.scheduler.stages import PaidStage
+from shd.states import STAGE_STATES, FrameState, JobState, Stage
+from shd.store import LIVE_PREDICTION, Job, Prediction, Store
+
+
+class StageRunner:
+    """Runs one task at a time per calling thread; shared by all workers."""
+
+    def __init__(self, store: Store, remote: Remote, stages: Mapping[Stage, PaidStage], calls: PaidCalls, *,
+                 limit: CreationLimit, pause: AuthPause, enqueue: Callable[[Task], None],
+                 frame_done: threading.Condition, settings: Callable[[], Config]):
+        self.store = store
+        self.remote = remote
+        self.stages = stages
+        self.calls = calls
+        self.limit = limit
+        self.pause = pause
+        self.enqueue = enqueue
+        self.frame_done = frame_done
+        self.settings = settings
+
+    def run(self, task: Task, release: Callable[[], None], log: Any) -> Requeue:
+        """Run (or resume) one paid stage. Returns (task, delay) to run it again, or None when it is settled.
+        `release` gives the task's slot back: the download that follows a finished prediction holds none."""
+        job = self.store.job(task.job_id)
+        if job.state not in (JobState.EXTRACTING, JobState.RUNNING):
+            return None
+        frame = self.store.frame(task.job_id, task.idx)
+        before, inflight, _ = STAGE_STATES[task.stage]
+        if frame.state not in (before, inflight):
+            return None
+        stage = self.stages[task.stage]
+        # A frame's first try at a stage (the common case) has no ledger history to look at.
+        first = frame.state == before and task.reason == "first"
+        pred = None if first else self.store.latest_prediction(task.job_id, task.idx, task.stage)
+        try:
+            status: Status | None = None
+            if frame.state == inflight and pred is not None and (
+                    pred.status in LIVE_PREDICTION or pred.status == "succeeded"):
+                status = self.calls.resume(pred, log)
+            if status is None:
+                if not first:
+                    history = self._history(task, job, pred)
+                    why = retry.attempts_exhausted(task.stage, history, self.settings().replicate)
+                    if why is not None:
+                        self._fail_frame(task, why, log)
+                        return None
+                inp, seed = stage.input_for(frame, task)
+                pred, status = self.calls.create(task, stage.ref, inp, seed=seed, frame_state=FrameState(frame.state),
+                                                 defer_success=stage.settles_with_result, log=log)
+            assert pred is not None  # resumed from the ledger, or just created
+            pred, status = self.calls.poll(pred, status, defer_success=stage.settles_with_result, log=log)
+            release()
+            self._keep(task, job, stage, pred, status, log)
+            return None
+        except BackendError as e:
+            return self._failed(task, job, pred, e, log)
+
+    def _keep(self, task: Task, job: Job, stage: PaidStage, pred: Prediction, status: Status, log: Any) -> None:
+        if status.status == "failed":
+            raise self.remote.failure(status)
+        if status.status == "canceled":
+            if self.store.job(task.job_id).state == JobState.CANCELED:
+                raise Stopped
+            raise Transient(f"prediction {status.remote_id} was canceled on the server")
+        unrecorded = pred.status != status.status or pred.remote_id != status.remote_id
+        follow = stage.keep(task, job, status, (lambda: self.calls.record(pred, status)) if unrecorded else None, log)
+        for t in follow:
+            self.enqueue(t)
+        if stage.finishes_frame:
+            self._notify_frame()
+
+    def _history(self, task: Task, job: Job, pred: Prediction | None) -> retry.History:
+        rows = self.store.attempts(task.job_id, task.idx, task.stage, since=job.started_at or 0.0)
+        last_error = pred.error if pred and pred.error else task.reason
+        return retry.History(tuple(p.status for p in rows), last_error=last_error, new_seeds=task.seed_retries)
+
+    def _failed(self, task: Task, job: Job, pred: Prediction | None, err: BackendError, log: Any) -> Requeue:
+        """Do what the retry policy says about `err`."""
+        self.calls.lost(pred, err)
+        decision = retry.decide(err, self._history(task, job, pred), self.settings().replicate)
+        if isinstance(decision, retry.Pause):
+            self.pause.pause(decision.why)
+            return replace(task, reason=decision.why), 0.0
+        if isinstance(decision, retry.FailFrame):
+            self._fail_frame(task, decision.why, log)
+            return None
+        if decision.slow_down:
+            rate = self.limit.throttled(decision.after)
+            log.warning("rate_limited", retry_after=decision.after, rate_per_minute=round(rate, 1))
+        elif decision.new_seed:
+            log.warning("model_failed_retrying_new_seed", error=str(err), retry=task.seed_retries + 1)
+            return replace(task, reason=decision.why, new_seed=True, seed_retries=task.seed_retries + 1), decision.after
+        else:
+            log.warning("stage_failed_retrying", error=str(err), retry_in=round(decision.after, 2))
+        return replace(task, reason=decision.why), decision.after
+
+    def _fail_frame(self, task: Task, reason: str, log: Any) -> None:
+        self.store.transition_frame(task.job_id, task.idx, FrameState.FAILED, error=reason)
+        log.warning("frame_failed", reason=reason)
+        self._notify_frame()
+
+    def _notify_frame(self) -> None:
+        with self.frame_done:
+            self.frame_done.notify_all()
