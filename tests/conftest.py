@@ -15,13 +15,15 @@ from tests.standin import StandIn
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Small frames and fast polls keep the suite quick; everything else is the shipped default.
+# Small frames and fast polls keep the suite quick; the web page on a free port (tests run side by side); everything
+# else is the shipped default.
 BASE_CONFIG = {
     "paths": {"inbox": "inbox", "outbox": "outbox", "state_dir": "state"},
     "watch": {"stable_seconds": 0.5, "poll_interval": 0.2, "rescan_interval": 2.0},
     "replicate": {"concurrency": 4, "poll_interval": 0.05, "backoff_base": 0.05, "backoff_max": 0.5,
                   "create_wait": 2},
     "replicate.image_input": {"width": 64, "height": 48, "num_inference_steps": 4},
+    "web": {"listen": "127.0.0.1:0"},
 }
 
 

@@ -40,6 +40,10 @@ def _parser() -> argparse.ArgumentParser:
     sp = add("status", "show jobs and their progress")
     sp.add_argument("job", nargs="?", help="one job (id or unique prefix): its failed frames and reasons")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp.add_argument("--watch", action="store_true", help="redraw the table in place every --interval seconds "
+                    "until Ctrl-C (on a terminal; elsewhere it prints once)")
+    sp.add_argument("--interval", type=float, default=2.0, metavar="SECONDS",
+                    help="seconds between redraws with --watch (default 2)")
     sp = add("retry", "start a job's failed frames again (and the job, if it failed or was canceled)")
     sp.add_argument("job")
     sp = add("cancel", "cancel a job and its remote predictions")
@@ -48,7 +52,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "status" and args.watch and (args.json or args.interval <= 0):
+        parser.error("--watch draws the table for people: not with --json, and --interval must be > 0")
     perms.make_private()
     try:
         cfg = config.load(args.config)
@@ -75,6 +82,10 @@ def cmd_status(cfg: config.Config, args: argparse.Namespace) -> int:
 
     store = Store.open_readonly(cfg.paths.database)
     try:
+        if args.watch:
+            from shd.status_watch import watch
+
+            return watch(lambda: status.as_table(store, args.job), args.interval)
         print(status.as_json(store, args.job) if args.json else status.as_table(store, args.job))
     finally:
         store.close()

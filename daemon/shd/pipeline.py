@@ -54,7 +54,7 @@ class JobRunner:
         self.engine = engine
         self.ffmpeg = ffmpeg
         self.on_finished = on_finished
-        self.deferred: dict[str, str] = {}  # job id -> why its last run stopped short (disk full, database error)
+        self.deferred: dict[str, ShdError] = {}  # job id -> why its last run stopped short (disk full, database...)
 
     def run_job(self, job_id: str) -> Job:
         job = self.store.job(job_id)
@@ -82,7 +82,7 @@ class JobRunner:
             log.info("job_interrupted", state=self.store.job(job_id).state)
             return self.store.job(job_id)
         except DiskFull as e:
-            return self._defer(job_id, str(e), log)
+            return self._defer(job_id, e, log)
         except MediaError as e:
             if self.engine.stopping:  # ffmpeg was stopped because the daemon is: resume at the next start
                 log.info("job_interrupted", state=self.store.job(job_id).state)
@@ -94,9 +94,11 @@ class JobRunner:
             job = self._fail(job_id, f"{job.source_name}: {e}", log)
         except (StoreError, OSError) as e:
             # Disk full, database locked or broken: not the video's fault. Loud, and tried again later.
+            if isinstance(e, StoreError):
+                return self._defer(job_id, e, log)
             if diskfull.is_full(e):
-                return self._defer(job_id, str(DiskFull(getattr(e, "filename", None) or job.work_dir)), log)
-            return self._defer(job_id, f"{type(e).__name__}: {e}", log)
+                return self._defer(job_id, DiskFull(e.filename or job.work_dir), log)
+            return self._defer(job_id, ShdError(f"{type(e).__name__}: {e}"), log)
         except ShdError as e:
             if self.engine.stopping:
                 return self.store.job(job_id)
@@ -105,9 +107,9 @@ class JobRunner:
             self.on_finished(job)
         return job
 
-    def _defer(self, job_id: str, reason: str, log: Any) -> Job:
-        log.error("job_deferred_will_retry", reason=reason)
-        self.deferred[job_id] = reason
+    def _defer(self, job_id: str, why: ShdError, log: Any) -> Job:
+        log.error("job_deferred_will_retry", reason=str(why))
+        self.deferred[job_id] = why
         return self.store.job(job_id)
 
     def _fail(self, job_id: str, reason: str, log: Any, exit_code: int = 1) -> Job:

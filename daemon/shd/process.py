@@ -96,7 +96,7 @@ def _work(cfg: Config, video: Path, output: Path | None, overwrite: bool, job_id
         deferred = app.runner.deferred.get(job_id)
         if job.state not in FINISHED and deferred is not None:
             _say(f"{deferred}; job {job_id} is kept, `shd run` resumes it")
-            return getattr(deferred, "exit_code", 1)
+            return deferred.exit_code
         return _report(job)
     finally:
         app.close()

@@ -24,15 +24,17 @@ from pathlib import Path
 from types import FrameType
 
 from shd import app as app_mod
-from shd import children, config, jobs, logs, perms
+from shd import children, config, hooks, jobs, logs, perms
 from shd.config import Config
 from shd.errors import ConfigError, DiskFull, ShdError, StateDirBusy, StoreError
+from shd.live import AppView
 from shd.lock import StateLock
 from shd.notify import Notifier
 from shd.pipeline import start_job_thread
 from shd.states import UNFINISHED_JOBS, JobState
 from shd.store import Job
 from shd.watcher import InboxWatcher
+from shd.web import server as web
 
 STOP_GRACE = 2.0     # seconds workers get to finish their current database write on shutdown
 STATUS_EVERY = 5.0   # seconds between STATUS= updates
@@ -54,6 +56,9 @@ class Daemon:
         self.threads: dict[str, threading.Thread] = {}
         self._cooldown: dict[str, float] = {}  # job id -> when a deferred job may be tried again
         self.watcher: InboxWatcher | None = None
+        self.hooks = hooks.from_config(cfg.hooks, paused=lambda: self.app.engine.paused,
+                                       secrets=(config.read_token(cfg),))
+        self.web: web.WebServer | None = None
 
     # --- signals: flags only ------------------------------------------------------------------------------------
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
@@ -97,6 +102,7 @@ class Daemon:
                 self.log.warning("moved_aside", job=job.id, to=str(dest), reason=job.error)
             except (OSError, ShdError) as e:
                 self.log.error("move_aside_failed", job=job.id, error=str(e))
+        self.hooks.job_finished(self.app.store, job.id)
 
     def _claim(self, path: Path) -> None:
         assert self.watcher is not None
@@ -160,9 +166,11 @@ class Daemon:
             self.log.error("reload_refused_keeping_old_config", error=str(e))
             self.notifier.ready(self.summary())
             return
-        if new.paths != self.cfg.paths or new.watch != self.cfg.watch:
-            self.log.warning("reload_paths_need_restart", detail="[paths] and [watch] apply at the next start")
-            new = config.replace(new, paths=self.cfg.paths, watch=self.cfg.watch)
+        kept = {"paths": self.cfg.paths, "watch": self.cfg.watch, "web": self.cfg.web, "hooks": self.cfg.hooks}
+        if any(getattr(new, name) != value for name, value in kept.items()):
+            self.log.warning("reload_paths_need_restart",
+                             detail="[paths], [watch], [web] and [hooks] apply at the next start")
+            new = config.replace(new, **kept)
         self.cfg = new
         self.app.cfg = new
         self.app.runner.cfg = new
@@ -200,6 +208,11 @@ class Daemon:
         self.watcher = InboxWatcher(cfg.paths.inbox, stable_seconds=cfg.watch.stable_seconds,
                                     polling=cfg.watch.observer == "polling", poll_interval=cfg.watch.poll_interval)
         self.watcher.start()
+        self.hooks.start()
+        try:
+            self.web = web.start(cfg, AppView(self.app), self.app.ffmpeg)
+        except ShdError as e:  # the page is a window on the work, not the work: the videos go on without it
+            self.log.error("web_not_started", error=str(e))
         resumed = [j.id for j in self.app.store.jobs(tuple(UNFINISHED_JOBS))]
         self.log.info("started", inbox=str(cfg.paths.inbox), resumed=len(resumed), observer=cfg.watch.observer)
         self._schedule()
@@ -221,6 +234,7 @@ class Daemon:
                 for path in self.watcher.poll():
                     self._claim(path)
                 self._schedule()
+                self.hooks.observe_pause()
                 if now >= next_status:
                     self.notifier.status(self.summary())
                     next_status = now + STATUS_EVERY
@@ -247,6 +261,9 @@ class Daemon:
         self.app.engine.stop()
         if self.watcher is not None:
             self.watcher.stop()
+        if self.web is not None:
+            self.web.stop()
+        self.hooks.stop()
         stopped = children.stop_all(for_good=True)  # job threads see their ffmpeg end and stop
         deadline = time.monotonic() + STOP_GRACE
         for t in self.threads.values():

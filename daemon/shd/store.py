@@ -411,10 +411,13 @@ class Store:
                 self._event(job_id, "frame", current, target, frame=idx, detail=values.get("error"))
 
     def set_filled(self, job_id: str, fills: Mapping[int, str]) -> None:
-        """Record how each failed frame's output slot was filled (hold/source), for status."""
+        """Record how each failed frame's output slot was filled (hold/source), for status (and the row's
+        updated_at, so the web page, which asks for rows changed since its last look, sees it)."""
         with self.tx() as db:
+            now = time.time()
             for idx, how in fills.items():
-                db.execute("UPDATE frames SET filled_with = ? WHERE job_id = ? AND idx = ?", (how, job_id, idx))
+                db.execute("UPDATE frames SET filled_with = ?, updated_at = ? WHERE job_id = ? AND idx = ?",
+                           (how, now, job_id, idx))
 
     def frame_counts(self, job_id: str) -> dict[str, int]:
         rows = self._all("SELECT state, COUNT(*) AS n FROM frames WHERE job_id = ? GROUP BY state", (job_id,))
@@ -527,3 +530,41 @@ class Store:
                          " GROUP BY status", (job_id,))
         return {"by_status": {r["status"]: r["n"] for r in rows},
                 "predict_time": round(sum(r["t"] or 0.0 for r in rows), 3)}
+
+    # --- read-only queries for the web page and /metrics --------------------------------------------------------
+    def finished_jobs(self, limit: int) -> list[Job]:
+        """The `limit` most recently finished jobs (done, failed, canceled), newest first."""
+        rows = self._all("SELECT * FROM jobs WHERE state IN ('done', 'failed', 'canceled')"
+                         " ORDER BY finished_at DESC, created_at DESC LIMIT ?", (limit,))
+        return [_row(Job, r) for r in rows]
+
+    def frames_changed(self, job_id: str, since: float) -> list[Frame]:
+        """A job's frames whose row changed after `since` (a time.time() value), in frame order."""
+        rows = self._all("SELECT * FROM frames WHERE job_id = ? AND updated_at > ? ORDER BY idx", (job_id, since))
+        return [_row(Frame, r) for r in rows]
+
+    def count_by_state(self, table: str) -> dict[str, int]:
+        """How many rows of `table` ('jobs' or 'frames', every job's) are in each state."""
+        if table not in ("jobs", "frames"):
+            raise StoreError(f"count_by_state: no table {table!r}")
+        return {r["state"]: r["n"] for r in self._all(f"SELECT state, COUNT(*) AS n FROM {table} GROUP BY state")}
+
+    def ledger_by_model(self) -> list[dict[str, Any]]:
+        """The whole ledger counted by model and status: rows of `model`, `status`, `n`."""
+        return self._all("SELECT model, status, COUNT(*) AS n FROM predictions GROUP BY model, status"
+                         " ORDER BY model, status")
+
+    def predict_time_histogram(self, bounds: tuple[float, ...]) -> dict[str, dict[str, Any]]:
+        """Per model, over predictions that reported a predict_time: cumulative counts at or below each of
+        `bounds` ("buckets"), the count and the sum."""
+        cols = "".join(f", SUM(predict_time <= {float(b)!r}) AS b{i}" for i, b in enumerate(bounds))
+        rows = self._all(f"SELECT model, COUNT(*) AS n, SUM(predict_time) AS total{cols} FROM predictions"
+                         " WHERE predict_time IS NOT NULL GROUP BY model ORDER BY model")
+        return {r["model"]: {"buckets": [int(r[f"b{i}"]) for i in range(len(bounds))], "count": int(r["n"]),
+                             "sum": float(r["total"])} for r in rows}
+
+    def throttled_creates(self) -> int:
+        """Creates the server turned away with a 429 (ledger rows 'refused' with a rate-limit error; nothing was
+        created or billed). The error text is the one shd.backends.replicate gives RateLimited."""
+        row = self._one("SELECT COUNT(*) AS n FROM predictions WHERE status = 'refused' AND error LIKE '%(429)%'")
+        return int(row["n"]) if row else 0
