@@ -50,7 +50,10 @@ def run(cfg: Config, video: Path, output: Path | None, overwrite: bool) -> int:
                         job_id = app_mod.create_process_job(cfg, store, video, output, overwrite=overwrite).id
                         _say(f"job {job_id}: {video.name}: handed to the daemon (pid {holder.pid}) that runs on "
                              f"{cfg.paths.state_dir}; following it")
-                    job = _follow(store, job_id, lock, holder.pid)
+                    job = _follow(store, job_id, lock)
+                except KeyboardInterrupt:
+                    _say(f"interrupted; the daemon (pid {holder.pid}) goes on with job {job_id}")
+                    return EXIT_INTERRUPTED
                 finally:
                     store.close()
                 if job is not None:
@@ -66,19 +69,15 @@ def run(cfg: Config, video: Path, output: Path | None, overwrite: bool) -> int:
         lock.release()
 
 
-def _follow(store: Store, job_id: str, lock: StateLock, daemon_pid: int) -> Job | None:
+def _follow(store: Store, job_id: str, lock: StateLock) -> Job | None:
     """Wait for the daemon to finish the job; None once the daemon is gone and this process holds the lock."""
-    try:
-        while True:
-            job = store.job(job_id)
-            if job.state in FINISHED:
-                return job
-            if lock.acquire("process"):
-                return None
-            time.sleep(FOLLOW_EVERY)
-    except KeyboardInterrupt:
-        _say(f"interrupted; the daemon (pid {daemon_pid}) goes on with job {job_id}")
-        raise SystemExit(EXIT_INTERRUPTED) from None
+    while True:
+        job = store.job(job_id)
+        if job.state in FINISHED:
+            return job
+        if lock.acquire("process"):
+            return None
+        time.sleep(FOLLOW_EVERY)
 
 
 def _work(cfg: Config, video: Path, output: Path | None, overwrite: bool, job_id: str | None) -> int:

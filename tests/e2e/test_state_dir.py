@@ -182,3 +182,28 @@ def test_process_on_a_full_disk_exits_7_and_keeps_its_job(
     (job,) = status_json(cfg, shd_env, tmp_path)
     assert job["state"] in ("extracting", "running") and job["error"] is None
     assert src.is_file()
+
+
+def test_process_following_a_daemon_that_stops_finishes_the_job_itself(
+        tmp_path: Path, standin: StandIn, shd_env: dict[str, str], make_config) -> None:
+    standin.set_latency("stability-ai/sdxl", 0.05, 1.0)
+    cfg = make_config()
+    src = make_video(tmp_path / "clip.mp4", seconds=3.0)
+    with Daemon(cfg, shd_env, tmp_path) as d:
+        d.ready()
+        proc = subprocess.Popen([sys.executable, "-m", "shd", "process", str(src), "--config", str(cfg)],
+                                env=shd_env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_for("an image being painted for the handed-over job",
+                     lambda: standin.count_creates("stability-ai/sdxl") >= 1)
+            rc, _ = d.terminate()
+            assert rc == 0
+            out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == 0, err
+    assert "handed to the daemon" in err and "goes on here" in err
+    assert Path(out.strip()) == tmp_path / "outbox" / "clip.mp4" and Path(out.strip()).is_file()
+    assert standin.count_creates() == 6 and paid_once_per_frame_and_stage(standin)
