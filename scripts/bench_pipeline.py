@@ -79,9 +79,10 @@ def one(spec: dict[str, Any]) -> dict[str, Any]:
     try:
         # Warm up with a job of `concurrency` frames: the HTTP stack's lazy imports and each worker thread's TLS
         # handshake are paid once per daemon, not per frame.
-        warm = app_mod.create_process_job(app, Path(spec["warmup"]), Path(spec["workdir"]) / "warmup.mp4")
+        warm = app_mod.create_process_job(app.cfg, app.store, Path(spec["warmup"]),
+                                          Path(spec["workdir"]) / "warmup.mp4")
         assert app.runner.run_job(warm.id).state == "done"
-        job = app_mod.create_process_job(app, Path(spec["video"]), None)
+        job = app_mod.create_process_job(app.cfg, app.store, Path(spec["video"]), None)
         url = os.environ["REPLICATE_BASE_URL"]
         if spec.get("faults"):  # 5% 429 on create, 5% failed predictions ("please retry")
             control(url, "inject", route="POST /v1/predictions", kind="status", status=429, retry_after=1,
@@ -134,9 +135,10 @@ def no_http(frames: int, concurrency: int, root: Path) -> float:
     app = app_mod.build(cfg, backend=models.backend(MemoryRemote(service), cfg.replicate))
     try:
         warm = make_video(root / "warm.mp4", seconds=2.0, size=(64, 48), rate=5, audio=False)
-        assert app.runner.run_job(app_mod.create_process_job(app, warm, root / "warm-out.mp4").id).state == "done"
+        warm_job = app_mod.create_process_job(app.cfg, app.store, warm, root / "warm-out.mp4")
+        assert app.runner.run_job(warm_job.id).state == "done"
         video = make_video(root / "no-http.mp4", seconds=float(frames), size=(64, 48), rate=5, audio=False)
-        job = app_mod.create_process_job(app, video, None)
+        job = app_mod.create_process_job(app.cfg, app.store, video, None)
         cpu0 = time.process_time()
         assert app.runner.run_job(job.id).state == "done"
         cpu = time.process_time() - cpu0

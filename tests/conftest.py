@@ -15,13 +15,15 @@ from tests.standin import StandIn
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Small frames and fast polls keep the suite quick; everything else is the shipped default.
+# Small frames and fast polls keep the suite quick; the web page on a free port (tests run side by side); everything
+# else is the shipped default.
 BASE_CONFIG = {
     "paths": {"inbox": "inbox", "outbox": "outbox", "state_dir": "state"},
     "watch": {"stable_seconds": 0.5, "poll_interval": 0.2, "rescan_interval": 2.0},
     "replicate": {"concurrency": 4, "poll_interval": 0.05, "backoff_base": 0.05, "backoff_max": 0.5,
                   "create_wait": 2},
     "replicate.image_input": {"width": 64, "height": 48, "num_inference_steps": 4},
+    "web": {"listen": "127.0.0.1:0"},
 }
 
 
@@ -70,7 +72,28 @@ def make_config(tmp_path: Path) -> Callable[..., Path]:
     return make
 
 
-def run_shd(*args: str, env: dict[str, str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_shd(*args: str, env: dict[str, str], cwd: Path, timeout: float = 120,
+            umask: int = -1) -> subprocess.CompletedProcess[str]:
     """The real CLI, as a user runs it."""
     return subprocess.run([sys.executable, "-m", "shd", *args], env=env, cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
+                          timeout=timeout, stdin=subprocess.DEVNULL, umask=umask)
+
+
+@pytest.fixture
+def tmpfs() -> Iterator[Callable[[Path, str], Path]]:
+    """Mount a small tmpfs: `tmpfs(path, "2m")` (another filesystem, or a disk that fills). Needs root; the test
+    is skipped, saying why, where mounting is impossible. Everything mounted is unmounted afterwards."""
+    mounted: list[Path] = []
+
+    def mount(path: Path, size: str) -> Path:
+        path.mkdir(parents=True, exist_ok=True)
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here (needs root): {r.stderr.strip()}")
+        mounted.append(path)
+        return path
+
+    yield mount
+    for path in reversed(mounted):
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)

@@ -10,11 +10,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from shd import config, logs, media
+from shd import children, config, logs, media, names
 from shd.backends import models
 from shd.backends.base import Backend
 from shd.backends.replicate import ReplicateRemote
 from shd.config import Config
+from shd.errors import InputError
 from shd.pipeline import JobRunner
 from shd.scheduler import Engine
 from shd.store import Job, Store
@@ -35,12 +36,14 @@ class App:
 
     def close(self) -> None:
         self.engine.stop()
+        children.stop_all()
         self.store.close()
 
 
-def build(cfg: Config, *, on_finished: Callable[[Job], None] | None = None, backend: Backend | None = None) -> App:
+def build(cfg: Config, *, on_finished: Callable[[Job], None] | None = None, backend: Backend | None = None,
+          check_store: bool = False) -> App:
     """Check the token (for the Replicate backend, the default) and ffmpeg first (nothing starts without them), then
-    open the store and start the engine."""
+    open the store (`check_store`: check the whole database file first) and start the engine."""
 
     def current_token() -> str:  # read with the config in force, after any reload
         return config.read_token(engine.cfg)
@@ -55,17 +58,21 @@ def build(cfg: Config, *, on_finished: Callable[[Job], None] | None = None, back
         backend = models.backend(remote, r)
         token_provider = current_token
     ffmpeg = media.find_ffmpeg(cfg.ffmpeg.path)
-    store = Store.open(cfg.paths.database)
+    store = Store.open(cfg.paths.database, check=check_store)
     engine = Engine(cfg, store, backend, token_provider=token_provider)
     runner = JobRunner(cfg, store, engine, ffmpeg, on_finished=on_finished)
     engine.start()
     return App(cfg, store, backend, engine, runner, ffmpeg)
 
 
-def create_process_job(app: App, video: Path, output: Path | None) -> Job:
-    """A job for `shd process`: the source stays where it is, untouched."""
+def create_process_job(cfg: Config, store: Store, video: Path, output: Path | None, *,
+                       overwrite: bool = False) -> Job:
+    """A job for `shd process`: the source stays where it is, untouched. InputError for a path the store cannot
+    record (a name that is not UTF-8)."""
     src = video.absolute()
+    if names.storable(str(src)) != str(src):
+        raise InputError(names.storable(str(src)), "its path is not valid UTF-8: rename it first")
     job_id = new_job_id()
-    return app.store.create_job(job_id, source_name=src.name, origin_path=src, source_path=src,
-                                work_dir=app.cfg.paths.jobs_dir / job_id, mode="process", fps=app.cfg.pipeline.fps,
-                                output_target=output.absolute() if output else None)
+    return store.create_job(job_id, source_name=src.name, origin_path=src, source_path=src,
+                            work_dir=cfg.paths.jobs_dir / job_id, mode="process", fps=cfg.pipeline.fps,
+                            output_target=output.absolute() if output else None, overwrite=overwrite)

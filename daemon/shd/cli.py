@@ -1,20 +1,21 @@
 """The `shd` command: argparse only. Every ShdError becomes one line on stderr and the exit code its class names.
 
-Exit codes: 0 ok; 1 job failed / other error; 2 bad config or missing token; 3 bad input video; 4 ffmpeg failed;
-5 store error; 6 backend error; 7 held by a budget cap (`shd process`: nothing failed, the job resumes later);
-130 interrupted.
+Exit codes: 0 ok; 1 job failed / other error; 2 bad config, missing token or bad usage (another daemon runs, an
+--output that exists); 3 bad input video; 4 ffmpeg failed; 5 store error; 6 backend error; 7 out of disk space
+(the job is kept); 8 held by a budget cap (`shd process`: the job is kept and resumes later); 130 interrupted.
+Every command makes the files it creates private first (perms.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
-from shd import __version__, config, logs
+from shd import __version__, config, logs, perms
 from shd.errors import ShdError
 
-EXIT_HELD = 7
 EXIT_INTERRUPTED = 130
 
 
@@ -33,12 +34,18 @@ def _parser() -> argparse.ArgumentParser:
     add("run", "run the daemon in the foreground: watch the inbox, paint every video, write the outbox")
     sp = add("process", "paint one video in the foreground and print the output path")
     sp.add_argument("video", type=Path)
-    sp.add_argument("--output", type=Path, metavar="FILE", help="where to write the mp4 (default: the outbox)")
+    sp.add_argument("--output", type=Path, metavar="FILE", help="where to write the mp4 (default: the outbox); "
+                    "an existing FILE is refused")
+    sp.add_argument("--overwrite", action="store_true", help="replace --output FILE if it exists")
     sp = add("estimate", "print what painting a video would cost (frames, predictions, dollars, time); pays nothing")
     sp.add_argument("video", type=Path)
     sp = add("status", "show jobs and their progress")
     sp.add_argument("job", nargs="?", help="one job (id or unique prefix): its failed frames and reasons")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp.add_argument("--watch", action="store_true", help="redraw the table in place every --interval seconds "
+                    "until Ctrl-C (on a terminal; elsewhere it prints once)")
+    sp.add_argument("--interval", type=float, default=2.0, metavar="SECONDS",
+                    help="seconds between redraws with --watch (default 2)")
     sp = add("retry", "start a job's failed frames again (and the job, if it failed or was canceled)")
     sp.add_argument("job")
     sp = add("cancel", "cancel a job and its remote predictions")
@@ -47,7 +54,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "status" and args.watch and (args.json or args.interval <= 0):
+        parser.error("--watch draws the table for people: not with --json, and --interval must be > 0")
+    perms.make_private()
     try:
         cfg = config.load(args.config)
         logs.setup(cfg.log.level, cfg.log.format)
@@ -61,30 +72,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_process(cfg: config.Config, args: argparse.Namespace) -> int:
-    from shd import app as app_mod
+    from shd import process
 
-    app = app_mod.build(cfg)
-    try:
-        job = app_mod.create_process_job(app, args.video, args.output)
-        print(f"shd: job {job.id}: {job.source_name}", file=sys.stderr)
-        app.runner.end_when_held = True
-        app.runner.on_estimate = lambda _job, est: print(f"shd: estimate: {est.summary()}", file=sys.stderr)
-        try:
-            job = app.runner.run_job(job.id)
-        except KeyboardInterrupt:
-            print(f"shd: interrupted; job {job.id} is recorded, `shd run` resumes it", file=sys.stderr)
-            return EXIT_INTERRUPTED
-        if job.state != "done" and job.held:
-            print(f"shd: held: {job.held}; job {job.id} keeps its frames and what it paid for: `shd run` resumes "
-                  f"it without paying twice once the budget allows", file=sys.stderr)
-            return EXIT_HELD
-        if job.state != "done":
-            print(f"shd: {job.error or 'job ' + job.state}", file=sys.stderr)
-            return app.runner.exit_codes.get(job.id, 1)
-        print(job.output)
-        return 0
-    finally:
-        app.close()
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stopped like Ctrl-C: the job stays resumable
+    return process.run(cfg, args.video, args.output, args.overwrite)
 
 
 def cmd_estimate(cfg: config.Config, args: argparse.Namespace) -> int:
@@ -116,8 +107,12 @@ def cmd_status(cfg: config.Config, args: argparse.Namespace) -> int:
     from shd.store import Store
 
     store = Store.open_readonly(cfg.paths.database)
+    zone = cfg.budget.timezone
     try:
-        zone = cfg.budget.timezone
+        if args.watch:
+            from shd.status_watch import watch
+
+            return watch(lambda: status.as_table(store, args.job, zone=zone), args.interval)
         print(status.as_json(store, args.job, zone=zone) if args.json else status.as_table(store, args.job, zone=zone))
     finally:
         store.close()
@@ -160,5 +155,5 @@ def cmd_run(cfg: config.Config, args: argparse.Namespace) -> int:
     return service.run(cfg, args.config)
 
 
-COMMANDS = {"run": cmd_run, "process": cmd_process, "estimate": cmd_estimate, "status": cmd_status, "retry": cmd_retry,
-            "cancel": cmd_cancel}
+COMMANDS = {"run": cmd_run, "process": cmd_process, "estimate": cmd_estimate, "status": cmd_status,
+            "retry": cmd_retry, "cancel": cmd_cancel}

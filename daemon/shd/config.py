@@ -11,12 +11,15 @@ Replicate token is deliberately not a config key: see `read_token()`.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
+import shlex
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from shd import budget, pricing
 from shd.errors import ConfigError, TokenMissing
@@ -134,6 +137,21 @@ class Budget:
 
 
 @dataclass(frozen=True)
+class Web:
+    listen: str = "127.0.0.1:8787"
+    actions: bool = False
+
+
+@dataclass(frozen=True)
+class Hooks:
+    command: str = ""
+    webhook: str = ""
+    secret_file: Path | None = None
+    timeout: float = 10.0
+    retries: int = 3
+
+
+@dataclass(frozen=True)
 class Config:
     source: Path | None
     paths: Paths
@@ -144,6 +162,8 @@ class Config:
     log: Log = Log()
     budget: Budget = Budget()
     prices: Mapping[str, pricing.Price] = field(default_factory=lambda: dict(pricing.DEFAULT_PRICES))
+    web: Web = Web()
+    hooks: Hooks = Hooks()
 
 
 # --- validation rules: (type, check, what is allowed) per key --------------------------------------------------
@@ -180,6 +200,53 @@ def _time_zone(v: Any) -> bool:
     except (KeyError, ValueError, OSError):  # an unknown zone is a KeyError (ZoneInfoNotFoundError), a malformed one
         return False                         # a ValueError
     return True
+
+
+def parse_listen(v: str) -> tuple[str, int] | None:
+    """`[web] listen` as (host, port): an IP address (IPv6 in brackets) or `localhost`, a colon and a port
+    (0: any free port). None for "" (the page is off). ValueError says what is wrong."""
+    if v == "":
+        return None
+    host, sep, port = v.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError("needs a port, e.g. '127.0.0.1:8787'")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        if ipaddress.ip_address(host).version != 6:
+            raise ValueError("only IPv6 addresses go in brackets")
+    elif host != "localhost":
+        if ipaddress.ip_address(host).version != 4:  # a bare IPv6 address is ambiguous with the port's colon
+            raise ValueError("write an IPv6 address in brackets: '[::1]:8787'")
+    return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    return host == "localhost" or ipaddress.ip_address(host).is_loopback
+
+
+def _listen(v: Any) -> bool:
+    try:
+        parse_listen(v)
+        return True
+    except ValueError:
+        return False
+
+
+def _command(v: Any) -> bool:
+    try:
+        return v == "" or bool(shlex.split(v))
+    except ValueError:
+        return False
+
+
+def _http_url(v: Any) -> bool:
+    if v == "":
+        return True
+    try:
+        parts = urlsplit(v)
+        return parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        return False
 
 
 _NUM = (int, float)
@@ -226,6 +293,18 @@ RULES: dict[str, dict[str, tuple[Any, tuple[Check, str] | None]]] = {
         "reuse": (str, _one_of("prompts", "all", "none")),
     },
     "ffmpeg": {"path": (str, None), "timeout": (_NUM, _POS)},
+    "web": {
+        "listen": (str, (_listen, "'' (off) or 'HOST:PORT' with an IP address or localhost, e.g. "
+                                  "'127.0.0.1:8787' or '[::1]:8787'")),
+        "actions": (bool, None),
+    },
+    "hooks": {
+        "command": (str, (_command, "a command line (split like a shell does, run without one)")),
+        "webhook": (str, (_http_url, "'' or an http:// or https:// URL")),
+        "secret_file": (str, None),
+        "timeout": (_NUM, _POS),
+        "retries": (int, (lambda v: 0 <= v <= 20, "an integer from 0 to 20")),
+    },
     "log": {
         "level": (str, _one_of("debug", "info", "warning", "error")),
         "format": (str, _one_of("auto", "console", "json", "journal")),
@@ -245,7 +324,7 @@ PRICE_RULES: dict[str, tuple[Any, tuple[Check, str] | None]] = {
     "typical_seconds": (_NUM, _POS),
 }
 
-_TYPE_NAMES = {str: "a string", int: "an integer", dict: "a table", _NUM: "a number"}
+_TYPE_NAMES = {str: "a string", int: "an integer", dict: "a table", _NUM: "a number", bool: "true or false"}
 
 
 def _check_table(name: str, table: Mapping[str, Any], rules: Mapping[str, tuple[Any, tuple[Check, str] | None]],
@@ -256,7 +335,7 @@ def _check_table(name: str, table: Mapping[str, Any], rules: Mapping[str, tuple[
             problems.append(f"unknown key {name}.{key} (known: {', '.join(rules)})")
             continue
         typ, check = rule
-        if isinstance(v, bool) or not isinstance(v, typ):
+        if (isinstance(v, bool) and typ is not bool) or not isinstance(v, typ):
             problems.append(f"{name}.{key} must be {_TYPE_NAMES[typ]}, not {v!r}")
         elif check is not None and not check[0](v):
             problems.append(f"{name}.{key} = {v!r} is not allowed: must be {check[1]}")
@@ -346,6 +425,9 @@ def from_mapping(raw: Mapping[str, Any], source: Path | None) -> Config:
     r["image_input"] = {**DEFAULT_IMAGE_INPUT, **r.get("image_input", {})}
     if "token_file" in r:
         r["token_file"] = resolve(r["token_file"])
+    h = section("hooks")
+    if "secret_file" in h:
+        h["secret_file"] = resolve(h["secret_file"]) if h["secret_file"] else None
     f = section("ffmpeg")
     if f.get("path"):
         f["path"] = str(resolve(f["path"])) if "/" in f["path"] else f["path"]
@@ -362,6 +444,8 @@ def from_mapping(raw: Mapping[str, Any], source: Path | None) -> Config:
         log=Log(**section("log")),
         budget=Budget(**section("budget")),
         prices=prices,
+        web=Web(**section("web")),
+        hooks=Hooks(**h),
     )
     problems = _unpriced(cfg)
     if problems:

@@ -3,10 +3,14 @@
     ShdError                     anything the CLI reports as one line and a non-zero exit
     ├── ConfigError              the config file is wrong (lists every problem, names the file)
     ├── TokenMissing             no Replicate API token anywhere it is looked for
+    ├── StateDirBusy             another daemon holds the state directory
+    ├── OutputExists             `shd process --output FILE` would overwrite FILE
     ├── InputError               a source video cannot be processed (names the file and why)
     ├── MediaError               ffmpeg failed on a file we made or trusted (names the file and why)
+    ├── DiskFull                 a write failed for lack of space: the job waits, it is never failed for it
     ├── StoreError               the SQLite store refused or failed
-    │   └── IllegalTransition    a state change the state machine does not allow
+    │   ├── IllegalTransition    a state change the state machine does not allow
+    │   └── DatabaseDamaged      the database file is corrupt (says how to recover)
     └── BackendError             a remote model call failed; subclasses say what to do next
         ├── Transient            worth retrying after a backoff (5xx, network, "please retry" model errors)
         │   └── RateLimited      429: retry after `retry_after` seconds and slow down
@@ -47,6 +51,22 @@ class TokenMissing(ShdError):
     exit_code = 2
 
 
+class StateDirBusy(ShdError):
+    """Raised when `shd run` finds another daemon holding the state directory's lock (names its pid)."""
+
+    exit_code = 2
+
+
+class OutputExists(ShdError):
+    """Raised when a video would be published over an existing file the user named (`--output FILE`)."""
+
+    exit_code = 2
+
+    def __init__(self, path: Path | str, advice: str):
+        self.path = str(path)
+        super().__init__(f"{self.path}: already exists; {advice}")
+
+
 class InputError(ShdError):
     """Raised when a source video cannot be processed: missing, empty, not a video, truncated, no video stream."""
 
@@ -69,6 +89,17 @@ class MediaError(ShdError):
         super().__init__(f"{self.path}: {reason}")
 
 
+class DiskFull(ShdError):
+    """Raised when a write fails for lack of space (ENOSPC/EDQUOT, ffmpeg's exit status for them, SQLITE_FULL):
+    the job is deferred and tried again later, never failed or moved aside for it."""
+
+    exit_code = 7
+
+    def __init__(self, path: Path | str, detail: str = ""):
+        self.path = str(path)
+        super().__init__(f"{self.path}: no space left on device" + (f" ({detail})" if detail else ""))
+
+
 class StoreError(ShdError):
     """Raised when the SQLite store refuses an operation or cannot be opened."""
 
@@ -81,6 +112,17 @@ class IllegalTransition(StoreError):
     def __init__(self, what: str, current: str, target: str):
         self.what, self.current, self.target = what, current, target
         super().__init__(f"{what}: illegal transition {current} -> {target}")
+
+
+class DatabaseDamaged(StoreError):
+    """Raised when SQLite finds the database file corrupt; the message says how to move it aside or recover it."""
+
+    def __init__(self, path: Path | str, detail: str):
+        self.path = str(path)
+        super().__init__(
+            f"{path}: the database is damaged ({detail}); stop shd and move it aside (mv {path} {path}.damaged; "
+            f"mv {path}-wal {path}.damaged-wal if it exists; rm -f {path}-shm): shd then starts afresh, the outbox "
+            f"untouched; to keep what it held, recover it first: sqlite3 {path}.damaged .recover | sqlite3 {path}")
 
 
 class BackendError(ShdError):

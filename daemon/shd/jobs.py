@@ -3,64 +3,120 @@
 Claiming is crash-safe and never takes a file twice: the job row is written first (origin = the inbox path), then
 the file is renamed atomically into the job's folder, then the row records the new place. A restart that finds a
 job whose file is still in the inbox finishes the move (`finish_claims`); a file that is no longer in the inbox is
-never looked at again.
+never looked at again. If the new place cannot be recorded (a full or damaged database), the file is moved back:
+shd never holds a file it has no record of.
+
+Only regular files are claimed, and a link is never followed: an entry that is not a regular file when the claim
+looks at it (`os.lstat`) raises NotAFile and stays where it is; across file systems the copy opens the source with
+O_NOFOLLOW and checks what it opened. An entry swapped for a link at the instant of the claim is moved as the link
+itself and its job fails with "symbolic link, not followed" (then it goes to failed/, still a link).
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 from pathlib import Path
 
-from shd import logs
+from shd import logs, names
+from shd.stability import why_not_regular
 from shd.backends.base import Remote
 from shd.config import Config
-from shd.errors import BackendError, StoreError
+from shd.errors import BackendError, ShdError, StoreError
 from shd.states import FrameState, JobState, retry_state
 from shd.store import Job, Store
 
 
+ERROR_SUFFIX = ".error.txt"
+
+
+class NotAFile(Exception):
+    """Raised when an inbox entry is not a regular file (a link, folder, FIFO, socket, device); `reason` says what."""
+
+    def __init__(self, path: Path, reason: str):
+        self.path, self.reason = path, reason
+        super().__init__(f"{path}: {reason}")
+
+
+def _check_entry(path: Path) -> None:
+    """NotAFile unless `path` itself (not what a link points to) is a regular file; FileNotFoundError if gone."""
+    reason = why_not_regular(os.lstat(path).st_mode)
+    if reason is not None:
+        raise NotAFile(path, reason)
+
+
 def _move(src: Path, dest: Path) -> None:
-    """Atomic rename; across filesystems, copy to a temp name beside `dest`, fsync, rename, then unlink `src`."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    """Atomic rename (a link is moved as the link); across file systems, copy the regular file `src` (never what a
+    link points to: NotAFile) to a temp name beside `dest`, fsync, rename, then unlink `src`."""
+    dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
         os.rename(src, dest)
+        return
     except OSError as e:
         if e.errno != 18:  # EXDEV
             raise
-        tmp = dest.with_name(f".{dest.name}.part")
-        shutil.copyfile(src, tmp)
-        with tmp.open("rb") as fh:
-            os.fsync(fh.fileno())
+    try:
+        fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as e:
+        if e.errno == 40:  # ELOOP: src is a symbolic link
+            raise NotAFile(src, "symbolic link, not followed") from None
+        raise
+    tmp = dest.with_name(f".shd-{secrets.token_hex(6)}.part")  # short: fits whatever the name's length
+    try:
+        with os.fdopen(fd, "rb") as fin:
+            reason = why_not_regular(os.fstat(fin.fileno()).st_mode)
+            if reason is not None:
+                raise NotAFile(src, reason)
+            with open(tmp, "xb") as fout:
+                shutil.copyfileobj(fin, fout, 1 << 20)
+                fout.flush()
+                os.fsync(fout.fileno())
         os.replace(tmp, dest)
-        src.unlink()
+    finally:
+        tmp.unlink(missing_ok=True)
+    src.unlink()
 
 
 def claim(cfg: Config, store: Store, path: Path, job_id: str) -> Job:
-    """Make a job of an inbox file and move the file into the job's folder (raises OSError if it vanished)."""
+    """Make a job of an inbox file and move the file into the job's folder. NotAFile (nothing recorded) for an
+    entry that is not a regular file; OSError if it vanished."""
+    _check_entry(path)
     # A claim whose move failed earlier (disk full, say) left its job waiting for the file: finish that one
     # rather than make a second job of the same file.
     waiting = [j for j in store.jobs(("queued",))
-               if j.mode == "daemon" and not j.source_path and j.origin_path == str(path)]
+               if j.mode == "daemon" and not j.source_path and j.origin_path == names.storable(str(path))]
     if waiting:
         job_id = waiting[0].id
     else:
-        store.create_job(job_id, source_name=path.name, origin_path=path, source_path=None,
-                         work_dir=cfg.paths.jobs_dir / job_id, mode="daemon", fps=cfg.pipeline.fps)
+        store.create_job(job_id, source_name=names.storable(path.name), origin_path=Path(names.storable(str(path))),
+                         source_path=None, work_dir=cfg.paths.jobs_dir / job_id, mode="daemon",
+                         fps=cfg.pipeline.fps)
     try:
-        return _finish_claim(store, store.job(job_id))
+        return _finish_claim(store, store.job(job_id), path)
     except FileNotFoundError:
         store.transition_job(job_id, JobState.FAILED, error=f"{path}: vanished before it could be claimed")
         raise
+    except NotAFile as e:
+        store.transition_job(job_id, JobState.FAILED, error=f"{path}: {e.reason}")
+        raise
 
 
-def _finish_claim(store: Store, job: Job) -> Job:
-    origin = Path(job.origin_path)
-    dest = Path(job.work_dir) / origin.name  # the user's own name, so every error names their file
-    if not dest.exists():
+def _finish_claim(store: Store, job: Job, origin: Path | None = None) -> Job:
+    origin = origin or Path(job.origin_path)
+    dest = Path(job.work_dir) / job.source_name  # the user's own name, so every error names their file
+    if not os.path.lexists(dest):
         _move(origin, dest)
-    store.update_job(job.id, source_path=dest)
-    return store.job(job.id)
+    try:
+        store.update_job(job.id, source_path=dest)
+    except ShdError:
+        _move(dest, origin)  # unrecorded, it must not stay ours: back to the inbox, to be claimed again
+        raise
+    job = store.job(job.id)
+    reason = why_not_regular(os.lstat(dest).st_mode)
+    if reason is not None:  # swapped for a link (or such) between our look and the rename: never read it
+        return store.transition_job(job.id, JobState.FAILED, error=f"{origin}: {reason}")
+    return job
 
 
 def finish_claims(store: Store) -> list[str]:
@@ -75,24 +131,33 @@ def finish_claims(store: Store) -> list[str]:
         except FileNotFoundError:
             store.transition_job(job.id, JobState.FAILED, error=f"{job.origin_path}: vanished while being claimed")
             lost.append(job.id)
+        except NotAFile as e:
+            store.transition_job(job.id, JobState.FAILED, error=f"{job.origin_path}: {e.reason}")
     return lost
 
 
+def error_note(source: Path) -> Path:
+    """Where the reason a file failed is written: `<name>.error.txt` beside it, the name shortened if need be."""
+    return source.with_name(names.sidecar(source.name, ERROR_SUFFIX))
+
+
 def move_aside(cfg: Config, store: Store, job: Job) -> Path | None:
-    """A failed daemon job's source goes to state_dir/failed/<name>, with <name>.error.txt holding the reason."""
+    """A failed daemon job's source goes to state_dir/failed/<name>, with <name>.error.txt holding the reason
+    (a link stays a link)."""
     if job.mode != "daemon" or not job.source_path:
         return None
     src = Path(job.source_path)
     failed = cfg.paths.failed_dir
-    failed.mkdir(parents=True, exist_ok=True)
+    failed.mkdir(mode=0o700, parents=True, exist_ok=True)
     dest = failed / job.source_name
-    if dest.exists() and dest != src:
-        dest = failed / f"{Path(job.source_name).stem}.{job.id}{Path(job.source_name).suffix}"
-    if src.exists():
-        _move(src, dest)
+    if os.path.lexists(dest) and dest != src:
+        suffix = Path(job.source_name).suffix
+        dest = failed / names.fit(f"{Path(job.source_name).stem}.{job.id}", suffix)
+    if os.path.lexists(src):
+        os.rename(src, dest)  # the job folder and failed/ are both in the state directory
     store.update_job(job.id, source_path=dest)
-    note = dest.with_name(dest.name + ".error.txt")
-    note.write_text(f"{job.error or 'failed'}\njob: {job.id}\nsource: {job.origin_path}\n", encoding="utf-8")
+    error_note(dest).write_text(f"{job.error or 'failed'}\njob: {job.id}\nsource: {job.origin_path}\n",
+                                encoding="utf-8")
     return dest
 
 
@@ -107,8 +172,8 @@ def retry(cfg: Config, store: Store, ref: str) -> Job:
         if job.state in (JobState.FAILED, JobState.CANCELED):
             if job.mode == "daemon" and job.source_path and Path(job.source_path).parent == cfg.paths.failed_dir:
                 back = Path(job.work_dir) / job.source_name
-                _move(Path(job.source_path), back)
-                Path(job.source_path + ".error.txt").unlink(missing_ok=True)
+                os.rename(job.source_path, back)
+                error_note(Path(job.source_path)).unlink(missing_ok=True)
                 store.update_job(job.id, source_path=back)
             store.transition_job(job.id, JobState.QUEUED)
     return store.job(job.id)

@@ -1,7 +1,10 @@
 """Everything shd asks of ffmpeg: probe a source, extract its frames, stitch painted frames back into a video.
 
 Commands are data: the pure ``plan_*`` functions return argv lists (built with ffmpeg-python), ``parse_probe`` turns
-``ffmpeg -i`` stderr into a `Probe`, and one runner (`run`, or the streaming loop in `extract`) executes them.
+``ffmpeg -i`` stderr into a `Probe`, and one runner (`run`, or the streaming loop in `extract`) executes them, as
+children (`shd.children`: no credentials in their environment, stopped with shd). A failed write for lack of space
+raises DiskFull, never an error about the input (`shd.diskfull`). `verify` checks a stitched file decodes to the
+end and lasts as long as it should before anyone publishes it.
 Only the ``ffmpeg`` binary is needed (no ffprobe); `find_ffmpeg` falls back to the one imageio-ffmpeg ships.
 
 Timing facts, measured with ffmpeg 9.0 (``-vf fps=F``, default ``round=near``):
@@ -33,7 +36,8 @@ from typing import Any, NotRequired, TypedDict, Unpack
 
 import ffmpeg as ffmpeg_python
 
-from shd.errors import InputError, MediaError
+from shd import children, diskfull
+from shd.errors import DiskFull, InputError, MediaError, ShdError
 
 FRAME_PATTERN = "%06d.png"
 GLOBAL_ARGS = ["-hide_banner", "-nostdin", "-loglevel", "error", "-y"]
@@ -98,24 +102,37 @@ def _fmt(x: float) -> str:
 # ---------------------------------------------------------------------------------------------------- running
 
 
-def run(argv: list[str], *, timeout: float, path_for_errors: Path,
-        check: bool = False) -> subprocess.CompletedProcess[Any]:
-    """Run one command with no stdin; return it with ``stdout`` as bytes and ``stderr`` as text.
+def run(argv: list[str], *, timeout: float, path_for_errors: Path, check: bool = False,
+        folder: Path | None = None) -> subprocess.CompletedProcess[Any]:
+    """Run one command (see `shd.children`) and return it with ``stdout`` as bytes and ``stderr`` as text.
 
     Past `timeout` seconds the process is killed and MediaError(path_for_errors, ...) raised; a binary that cannot be
-    started raises MediaError too. A non-zero exit raises MediaError(path_for_errors, last error line) only if `check`.
+    started raises MediaError too. With `check`, a non-zero exit raises DiskFull when the command ran out of space
+    writing into `folder` (also where it is recorded while it runs), else MediaError(path_for_errors, last error
+    line).
     """
     try:
-        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
-    except subprocess.TimeoutExpired:  # subprocess.run has killed and reaped it
-        raise MediaError(path_for_errors, f"ffmpeg timed out after {_fmt(timeout)} s") from None
+        with children.running(argv, folder=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+            try:
+                out, err_bytes = proc.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                raise MediaError(path_for_errors, f"ffmpeg timed out after {_fmt(timeout)} s") from None
     except OSError as e:
-        raise MediaError(path_for_errors, f"cannot run {argv[0]}: {e.strerror or e}") from None
-    err = done.stderr.decode("utf-8", errors="replace")
-    result = subprocess.CompletedProcess(argv, done.returncode, done.stdout, err)
-    if check and done.returncode != 0:
-        raise MediaError(path_for_errors, last_error_line(err) or f"ffmpeg exited with {done.returncode}")
-    return result
+        raise _not_started(e, argv[0], path_for_errors) from None
+    err = err_bytes.decode("utf-8", errors="replace")
+    if check and proc.returncode != 0:
+        reason = last_error_line(err) or f"ffmpeg exited with {proc.returncode}"
+        if folder is not None and diskfull.ffmpeg_ran_out(proc.returncode, folder):
+            raise DiskFull(folder, reason)
+        raise MediaError(path_for_errors, reason)
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+def _not_started(e: OSError, binary: str, path_for_errors: Path) -> ShdError:
+    """Why a command could not be started (or recorded, see shd.children): DiskFull, or MediaError."""
+    if diskfull.is_full(e):
+        return DiskFull(Path(e.filename) if e.filename else path_for_errors, "cannot record ffmpeg's pid")
+    return MediaError(path_for_errors, f"cannot run {binary}: {e.strerror or e}")
 
 
 _NOISE = ("conversion failed", "at least one output file must be specified", "error opening input file",
@@ -278,12 +295,6 @@ def _frame(out_dir: Path, index: int) -> Path:
     return out_dir / f"{index:06d}.png"
 
 
-def _kill(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait()
-
-
 def extract(
     ffmpeg: str,
     src: Path,
@@ -299,8 +310,10 @@ def extract(
     frame count.
 
     InputError(src, ...) for a bad source (as `probe`, plus ffmpeg's last error line on a non-zero exit, a file that
-    ends early, or zero frames). MediaError(src, ...) after `timeout` seconds or when `should_stop()` turns true
+    ends early, or zero frames); DiskFull(out_dir, ...) when ffmpeg ran out of space (checked first: a full disk is
+    never the input's fault). MediaError(src, ...) after `timeout` seconds or when `should_stop()` turns true
     ("interrupted"); ffmpeg is then killed and reaped. An exception from `on_frame` kills ffmpeg and propagates.
+    ffmpeg is recorded in `out_dir` while it runs (`shd.children`).
     """
     _check_source(src)
     out_dir = Path(out_dir)
@@ -313,29 +326,26 @@ def extract(
     count = 0
     with tempfile.TemporaryFile() as errf:
         try:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errf)
+            with children.running(argv, folder=out_dir, stdout=subprocess.DEVNULL, stderr=errf) as proc:
+                while True:
+                    rc = proc.poll()
+                    while _frame(out_dir, count).exists():
+                        on_frame(count, _frame(out_dir, count))
+                        count += 1
+                    if rc is not None:
+                        break
+                    if should_stop():
+                        raise MediaError(src, "interrupted")
+                    if time.monotonic() > deadline:
+                        raise MediaError(src, f"ffmpeg timed out after {_fmt(timeout)} s extracting frames")
+                    time.sleep(POLL_S)
         except OSError as e:
-            raise MediaError(src, f"cannot run {ffmpeg}: {e.strerror or e}") from None
-        try:
-            while True:
-                rc = proc.poll()
-                while _frame(out_dir, count).exists():
-                    on_frame(count, _frame(out_dir, count))
-                    count += 1
-                if rc is not None:
-                    break
-                if should_stop():
-                    _kill(proc)
-                    raise MediaError(src, "interrupted")
-                if time.monotonic() > deadline:
-                    _kill(proc)
-                    raise MediaError(src, f"ffmpeg timed out after {_fmt(timeout)} s extracting frames")
-                time.sleep(POLL_S)
-        finally:
-            _kill(proc)
+            raise _not_started(e, ffmpeg, src) from None
         errf.seek(0)
         stderr = errf.read().decode("utf-8", errors="replace")
     if rc != 0:
+        if diskfull.ffmpeg_ran_out(rc, out_dir):
+            raise DiskFull(out_dir, last_error_line(stderr))
         probe(ffmpeg, src)  # its InputError says best what is wrong with the file (extract logs errors only)
         raise InputError(src, f"cannot be decoded ({last_error_line(stderr) or f'ffmpeg exited with {rc}'})")
     if ": partial file" in stderr:
@@ -450,14 +460,38 @@ def _needs_normalizing(frames: Path, out: Path) -> bool:
 
 def stitch(ffmpeg: str, frames: Path, *, timeout: float, **opts: Unpack[StitchOptions]) -> None:
     """Run `plan_stitch` (see it for the contract), first fitting the frames into a temporary directory next to `out`
-    when they differ in size or pixel format. Any failure raises MediaError(out, reason); `timeout` covers each
-    ffmpeg run."""
+    when they differ in size or pixel format. Any failure raises MediaError(out, reason), or DiskFull when ffmpeg
+    ran out of space; `timeout` covers each ffmpeg run. ffmpeg is recorded in `out`'s folder while it runs."""
     frames, out = Path(frames), Path(opts["out"])
+    where: dict[str, Any] = {"timeout": timeout, "path_for_errors": out, "check": True, "folder": out.parent}
     if not _needs_normalizing(frames, out):
-        run(plan_stitch(ffmpeg, frames, **opts), timeout=timeout, path_for_errors=out, check=True)
+        run(plan_stitch(ffmpeg, frames, **opts), **where)
         return
     with tempfile.TemporaryDirectory(prefix=".shd-fit-", dir=out.parent) as tmp:
-        fit = opts.get("fit", "pad")
-        run(plan_normalize(ffmpeg, frames, Path(tmp), size=opts["size"], fit=fit), timeout=timeout,
-            path_for_errors=out, check=True)
-        run(plan_stitch(ffmpeg, Path(tmp), **opts), timeout=timeout, path_for_errors=out, check=True)
+        run(plan_normalize(ffmpeg, frames, Path(tmp), size=opts["size"], fit=opts.get("fit", "pad")), **where)
+        run(plan_stitch(ffmpeg, Path(tmp), **opts), **where)
+
+
+# ---------------------------------------------------------------------------------------------------- verifying
+
+
+def plan_verify(ffmpeg: str, video: Path) -> list[str]:
+    """Decode every stream of `video` to the end and throw the pictures away, stopping at the first error
+    (``-xerror``); ffmpeg says nothing at ``-v error`` unless something is wrong."""
+    return [ffmpeg, "-hide_banner", "-nostdin", "-v", "error", "-xerror", "-i", str(video), "-map", "0",
+            "-f", "null", "-"]
+
+
+def verify(ffmpeg: str, video: Path, *, duration: float, tolerance: float, timeout: float) -> None:
+    """MediaError(video, why) unless `video` decodes to the end without a complaint, has a video stream, and lasts
+    `duration` seconds within `tolerance`. For a file shd made, before it is published."""
+    done = run(plan_verify(ffmpeg, video), timeout=timeout, path_for_errors=video)
+    if done.returncode != 0 or done.stderr.strip():
+        why = last_error_line(done.stderr) or f"ffmpeg exited with {done.returncode}"
+        raise MediaError(video, f"the stitched video does not decode ({why})")
+    try:
+        got = probe(ffmpeg, video, timeout=timeout).duration
+    except InputError as e:
+        raise MediaError(video, f"the stitched video cannot be read back ({e.reason})") from None
+    if abs(got - duration) > tolerance:
+        raise MediaError(video, f"the stitched video lasts {got:.2f} s, not {duration:.2f} s")

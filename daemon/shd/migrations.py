@@ -90,7 +90,15 @@ def m001_initial(db: Database) -> None:
 
 
 @migrations()
-def m002_cost_and_reuse(db: Database) -> None:
+def m002_job_exit_code_and_overwrite(db: Database) -> None:
+    # The exit code a failed job calls for, so that a `shd process` following a job worked by the daemon exits
+    # as it would have; and `shd process --overwrite`, which the daemon must honour when it publishes such a job.
+    db.execute("ALTER TABLE jobs ADD COLUMN exit_code INTEGER")
+    db.execute("ALTER TABLE jobs ADD COLUMN overwrite INTEGER NOT NULL DEFAULT 0")
+
+
+@migrations()
+def m003_cost_and_reuse(db: Database) -> None:
     """The bill: each prediction's cost, content keys for reusing paid results, and a job's estimate and hold."""
     for column in (
         "cost_usd REAL",        # dollars: predict_time x the price in force when it finished; NULL: not billed
@@ -113,6 +121,9 @@ def m002_cost_and_reuse(db: Database) -> None:
     db.execute("UPDATE predictions SET cost_usd = predict_time * CASE"
                " WHEN model LIKE 'methexis-inc/img2prompt:%' THEN 0.000225"
                " WHEN model LIKE 'stability-ai/sdxl:%' THEN 0.000975 END WHERE predict_time IS NOT NULL")
+
+
+COSTS = 3  # the schema version from which the ledger has costs (m003): `shd status` may read an older database
 
 
 def apply(db: Database) -> int:

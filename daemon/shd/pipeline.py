@@ -1,6 +1,5 @@
 """One job's steps, through store, media and the scheduler: probe and estimate, extract (streaming frames to the
-scheduler), wait for every frame to be painted or failed, fill the gaps by policy, stitch, and publish the output
-atomically.
+scheduler), wait for every frame to be painted or failed, fill the gaps by policy, stitch, verify, and publish.
 
 Size guard (`pipeline.max_frames`): a source whose header promises more frames is refused before extraction; one
 that decodes into more than its header promised is refused as soon as extraction passes the limit, and its frames
@@ -8,23 +7,29 @@ past the promise wait for the count before anything is paid for them. Either way
 the header promised, and a refused file is moved aside with its frame count and estimate.
 
 `run_job()` is idempotent and resumable: called again after a crash at any point it carries on from the state the
-store recorded (already-recorded frames are not extracted twice; a half-written output is never published).
+store recorded (already-recorded frames are not extracted twice). It first stops any ffmpeg an earlier, killed
+run left working in the job folder (`children.stop_leftovers`), and every run extracts and stitches under names of
+its own. The stitched video is checked (it decodes to the end, it lasts as long as the source) and only then
+staged as `<job folder>/publish/video.mp4`; a staged video is never stitched again, and `publish.publish` gives it
+its outbox name (crash-safe through `publish/journal`).
+A full disk defers the job (`deferred`: tried again later), whichever write ran out of space.
 No SQL and no ffmpeg argv here: those live in store.py and media.py.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from shd import estimate, logs, media, pricing
+from shd import children, diskfull, estimate, logs, media, perms, pricing, publish
 from shd.config import Config
-from shd.errors import InputError, MediaError, ShdError, StoreError
+from shd.errors import DiskFull, InputError, MediaError, OutputExists, ShdError, StoreError
 from shd.fill import FillRefused, plan_fill
 from shd.scheduler import Engine, Task
 from shd.states import STAGE_FOR, FrameState, JobState, Stage
@@ -41,20 +46,7 @@ class JobInterrupted(Exception):
     """Raised when the engine stops while a job is being worked on; its state stays resumable."""
 
 
-def output_path_for(cfg: Config, job: Job) -> Path:
-    """Where a job's video is published: --output if given, else outbox/<source stem>.mp4 (never overwriting
-    another job's output: a clash gets the job id appended)."""
-    if job.output_target:
-        return Path(job.output_target)
-    stem = Path(job.source_name).stem
-    out = cfg.paths.outbox / f"{stem}.mp4"
-    if out.exists():
-        out = cfg.paths.outbox / f"{stem}.{job.id}.mp4"
-    return out
-
-
-def _out_of_space(reason: str) -> bool:
-    return "No space left" in reason or "Disk quota exceeded" in reason
+VIDEO_SUFFIX = ".mp4"  # of a video published to the outbox
 
 
 class JobRunner:
@@ -67,8 +59,7 @@ class JobRunner:
         self.engine = engine
         self.ffmpeg = ffmpeg
         self.on_finished = on_finished
-        self.deferred: dict[str, str] = {}  # job id -> why its last run stopped short (disk full, database error)
-        self.exit_codes: dict[str, int] = {}  # job id -> the CLI exit code its failure calls for (3: bad input...)
+        self.deferred: dict[str, ShdError] = {}  # job id -> why its last run stopped short (disk full, database...)
         # `shd process`: told the estimate before anything is paid, and given the job back once it is held by a
         # budget cap (and nothing of it is in flight) instead of waiting for the cap to lift.
         self.on_estimate: Callable[[Job, pricing.Estimate], None] | None = None
@@ -79,6 +70,9 @@ class JobRunner:
         log = logs.get(job=job_id, source=job.source_name)
         self.deferred.pop(job_id, None)
         try:
+            if Path(job.work_dir).is_dir():
+                for pid in children.stop_leftovers(Path(job.work_dir)):
+                    log.warning("leftover_ffmpeg_stopped", pid=pid)
             if job.state == JobState.QUEUED:
                 job = self.store.transition_job(job_id, JobState.EXTRACTING)
                 log.info("job_started")
@@ -89,18 +83,19 @@ class JobRunner:
                 self._wait_for_frames(job, log)
                 job = self.store.transition_job(job_id, JobState.STITCHING)
             if job.state == JobState.STITCHING:
-                out = self._stitch(job, log)
+                out = self._publish(job, self._stitch(job, log))
                 job = self.store.transition_job(job_id, JobState.DONE, output=str(out))
+                shutil.rmtree(Path(job.work_dir) / "publish", ignore_errors=True)
                 log.info("job_done", output=str(out))
         except JobInterrupted:
             log.info("job_interrupted", state=self.store.job(job_id).state)
             return self.store.job(job_id)
+        except DiskFull as e:
+            return self._defer(job_id, e, log)
         except MediaError as e:
             if self.engine.stopping:  # ffmpeg was stopped because the daemon is: resume at the next start
                 log.info("job_interrupted", state=self.store.job(job_id).state)
                 return self.store.job(job_id)
-            if _out_of_space(e.reason):
-                return self._defer(job_id, str(e), log)
             job = self._fail(job_id, str(e), log, e.exit_code)
         except InputError as e:
             job = self._fail(job_id, str(e), log, e.exit_code)
@@ -108,7 +103,11 @@ class JobRunner:
             job = self._fail(job_id, f"{job.source_name}: {e}", log)
         except (StoreError, OSError) as e:
             # Disk full, database locked or broken: not the video's fault. Loud, and tried again later.
-            return self._defer(job_id, f"{type(e).__name__}: {e}", log)
+            if isinstance(e, StoreError):
+                return self._defer(job_id, e, log)
+            if diskfull.is_full(e):
+                return self._defer(job_id, DiskFull(e.filename or job.work_dir), log)
+            return self._defer(job_id, ShdError(f"{type(e).__name__}: {e}"), log)
         except ShdError as e:
             if self.engine.stopping:
                 return self.store.job(job_id)
@@ -117,19 +116,18 @@ class JobRunner:
             self.on_finished(job)
         return job
 
-    def _defer(self, job_id: str, reason: str, log: Any) -> Job:
-        log.error("job_deferred_will_retry", reason=reason)
-        self.deferred[job_id] = reason
+    def _defer(self, job_id: str, why: ShdError, log: Any) -> Job:
+        log.error("job_deferred_will_retry", reason=str(why))
+        self.deferred[job_id] = why
         return self.store.job(job_id)
 
     def _fail(self, job_id: str, reason: str, log: Any, exit_code: int = 1) -> Job:
         log.error("job_failed", reason=reason)
-        self.exit_codes[job_id] = exit_code
         self.engine.drop_job(job_id)
         job = self.store.job(job_id)
         if job.state in (JobState.FAILED, JobState.CANCELED, JobState.DONE):
             return job
-        return self.store.transition_job(job_id, JobState.FAILED, error=reason)
+        return self.store.transition_job(job_id, JobState.FAILED, error=reason, exit_code=exit_code)
 
     # --- extracting ---------------------------------------------------------------------------------------------
     def _extract(self, job: Job, log: Any) -> None:
@@ -147,10 +145,10 @@ class JobRunner:
         frames_dir.mkdir(parents=True, exist_ok=True)
         # Frames recorded by an interrupted run are kept (their prompts may be paid for); resume their work now.
         self._enqueue_unfinished(job.id, below=promised)
-        # A scratch folder of this process's own: an ffmpeg orphaned by a SIGKILLed daemon cannot write into it.
+        # A scratch folder of this run's own (an earlier run's ffmpeg was stopped above; its folder goes).
         for old in work.glob("extract.*"):
             shutil.rmtree(old, ignore_errors=True)
-        scratch = work / f"extract.{os.getpid()}"
+        scratch = work / f"extract.{secrets.token_hex(4)}"
         scratch.mkdir(parents=True)
 
         def on_frame(index: int, path: Path) -> None:
@@ -168,9 +166,11 @@ class JobRunner:
             if self.store.add_frame(job.id, index, ts, final) and index < promised:
                 self.engine.enqueue(Task(job.id, index, Stage.PROMPT))
 
-        count = media.extract(self.ffmpeg, src, scratch, job.fps, on_frame, timeout=self.cfg.ffmpeg.timeout,
-                              should_stop=lambda: self.engine.stopping or self._gone(job.id))
-        shutil.rmtree(scratch, ignore_errors=True)
+        try:
+            count = media.extract(self.ffmpeg, src, scratch, job.fps, on_frame, timeout=self.cfg.ffmpeg.timeout,
+                                  should_stop=lambda: self.engine.stopping or self._gone(job.id))
+        finally:  # also when the input turns out truncated or bad: no scratch folder is left behind
+            shutil.rmtree(scratch, ignore_errors=True)
         self.store.update_job(job.id, frames_total=count)
         log.info("extracted", frames=count)
         if count != promised:
@@ -232,46 +232,73 @@ class JobRunner:
                 if not self.engine.stopping:  # checked under the lock: a stop cannot slip in before the wait
                     self.engine.frame_done.wait(timeout=WAKE_EVERY)
 
-    # --- stitching ----------------------------------------------------------------------------------------------
+    # --- stitching and publishing --------------------------------------------------------------------------------
     def _stitch(self, job: Job, log: Any) -> Path:
+        """The job's verified video, staged in its folder (made now unless an earlier run staged it already)."""
+        work = Path(job.work_dir)
+        staged = work / "publish" / "video"
+        if staged.exists():
+            return staged
         frames = self.store.frames(job.id)
         if not frames:
             raise MediaError(job.source_name, "no frames to stitch")
         slots = plan_fill([f.state == FrameState.GENERATED for f in frames], self.cfg.pipeline.on_frame_failure)
-        work = Path(job.work_dir)
-        seq = work / "stitch"
-        shutil.rmtree(seq, ignore_errors=True)
+        for old in work.glob("stitch.*"):
+            shutil.rmtree(old, ignore_errors=True)
+        run_dir = work / f"stitch.{secrets.token_hex(4)}"  # this run's own names: nothing else writes here
+        seq = run_dir / "frames"
         seq.mkdir(parents=True)
-        fills: dict[int, str] = {}
-        for slot in slots:
-            src_frame = frames[slot.from_index]
-            painted = src_frame.image_path if slot.kind == "generated" else None
-            picture = Path(painted or src_frame.path)
-            if slot.filled:
-                fills[slot.index] = (f"held frame {slot.from_index}" if slot.kind == "generated"
-                                     else "source frame")
-            self._place(picture, seq / f"{slot.index:06d}.png")
-        if fills:
-            self.store.set_filled(job.id, fills)
-            log.warning("frames_filled", count=len(fills), policy=self.cfg.pipeline.on_frame_failure)
-        out = output_path_for(self.cfg, job)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.{job.id}.tmp")
-        probe_w, probe_h = job.width or 2, job.height or 2
-        audio = (Path(job.source_path or job.origin_path)
-                 if self.cfg.pipeline.audio == "auto" and job.has_audio else None)
         try:
-            media.stitch(self.ffmpeg, seq, fps=job.fps, duration=job.duration or len(frames) / job.fps,
-                         size=media.output_size(probe_w, probe_h), out=tmp, audio_src=audio,
+            fills: dict[int, str] = {}
+            for slot in slots:
+                src_frame = frames[slot.from_index]
+                painted = src_frame.image_path if slot.kind == "generated" else None
+                picture = Path(painted or src_frame.path)
+                if slot.filled:
+                    fills[slot.index] = (f"held frame {slot.from_index}" if slot.kind == "generated"
+                                         else "source frame")
+                self._place(picture, seq / f"{slot.index:06d}.png")
+            if fills:
+                self.store.set_filled(job.id, fills)
+                log.warning("frames_filled", count=len(fills), policy=self.cfg.pipeline.on_frame_failure)
+            out = run_dir / "video.mp4"
+            duration = job.duration or len(frames) / job.fps
+            audio = (Path(job.source_path or job.origin_path)
+                     if self.cfg.pipeline.audio == "auto" and job.has_audio else None)
+            media.stitch(self.ffmpeg, seq, fps=job.fps, duration=duration,
+                         size=media.output_size(job.width or 2, job.height or 2), out=out, audio_src=audio,
                          fit=self.cfg.pipeline.fit, out_fps=self.cfg.pipeline.output_fps,
                          crf=self.cfg.pipeline.crf, timeout=self.cfg.ffmpeg.timeout)
-            with tmp.open("rb") as fh:
+            media.verify(self.ffmpeg, out, duration=duration, tolerance=2 / self.cfg.pipeline.output_fps + 0.05,
+                         timeout=self.cfg.ffmpeg.timeout)
+            with out.open("rb") as fh:
                 os.fsync(fh.fileno())
-            os.replace(tmp, out)
+            staged.parent.mkdir(exist_ok=True)
+            os.replace(out, staged)
         finally:
-            tmp.unlink(missing_ok=True)
-        shutil.rmtree(seq, ignore_errors=True)
-        return out
+            shutil.rmtree(run_dir, ignore_errors=True)
+        log.info("stitched", frames=len(slots))
+        return staged
+
+    def _publish(self, job: Job, staged: Path) -> Path:
+        """Give the staged video its name: `--output FILE`, else the first free `<stem>[-N].mp4` in the outbox."""
+        bases: Iterable[Path]
+        if job.output_target:
+            target = Path(job.output_target)
+            suffix = target.suffix
+            folder, bases = target.parent, [target.with_name(target.name[:len(target.name) - len(suffix)])]
+        else:
+            suffix = VIDEO_SUFFIX
+            folder = self.cfg.paths.outbox
+            bases = publish.candidates(folder, Path(job.source_name).stem, [suffix])
+        perms.make_folder(folder)
+        try:
+            done = publish.publish({suffix: staged}, bases, video=suffix, journal=staged.with_name("journal"),
+                                   overwrite=bool(job.overwrite), mode=perms.output_mode())
+        except FileExistsError:
+            raise OutputExists(job.output_target or folder, f"the finished video is kept in {staged}: move that "
+                               f"file away, then `shd retry {job.id}` publishes it") from None
+        return done[suffix]
 
     def _place(self, picture: Path, dest: Path) -> None:
         if picture.suffix.lower() == ".png":
@@ -281,7 +308,8 @@ class JobRunner:
                 shutil.copyfile(picture, dest)
             return
         # JPEG/WebP output: convert so the image sequence is uniform PNG.
-        media.run(media.plan_png(self.ffmpeg, picture, dest), timeout=60, path_for_errors=picture, check=True)
+        media.run(media.plan_png(self.ffmpeg, picture, dest), timeout=60, path_for_errors=picture, check=True,
+                  folder=dest.parent)
 
 
 def start_job_thread(runner: JobRunner, job_id: str, done: threading.Event | None = None) -> threading.Thread:
@@ -290,6 +318,8 @@ def start_job_thread(runner: JobRunner, job_id: str, done: threading.Event | Non
     def target() -> None:
         try:
             runner.run_job(job_id)
+        except ShdError as e:  # e.g. the database failed while a failure was being recorded: said, not a crash
+            logs.get(job=job_id).error("job_stopped", error=str(e))
         except Exception:  # noqa: BLE001 - a job thread must never take the daemon down
             logs.get(job=job_id).exception("job_thread_crashed")
         finally:

@@ -1,12 +1,18 @@
 """`shd run`: the daemon's main loop.
 
+First it takes the state directory's lock (lock.py): another daemon there makes it exit 2, naming that daemon's
+pid; a `shd process` there makes it wait until that one is done (logged, and in STATUS=). Then it checks the whole
+database (a damaged one stops it with exit 5 before anything is claimed) and builds the app.
 The main thread owns the loop: it takes stable files from the watcher, claims them as jobs, keeps up to
 `pipeline.max_jobs` job threads going (oldest first, resumed jobs included), and talks to systemd. Signal handlers
 only set flags and wake the loop (they never touch the store):
   SIGTERM / SIGINT   stop taking work, send STOPPING=1, let workers finish their current write, exit promptly;
                      every remote prediction is already recorded, so the next start resumes it.
   SIGHUP             reload the config: live settings apply at once; a bad new config is refused, the old kept.
-WATCHDOG=1 is sent only while the observer and the dispatcher are alive and the loop itself is turning.
+WATCHDOG=1 is sent only while the loop itself turns, the inbox observer's threads are alive, and the scheduler's
+dispatcher has turned within its own deadline (Engine.healthy); a long ffmpeg or prediction is bounded by its own
+timeout instead. A database found damaged while running (`store.damaged`) ends the loop: exit 5, with the remedy.
+On shutdown every ffmpeg child is stopped (children.py) before the process exits.
 """
 
 from __future__ import annotations
@@ -18,18 +24,23 @@ from pathlib import Path
 from types import FrameType
 
 from shd import app as app_mod
-from shd import config, jobs, logs
+from shd import children, config, hooks, jobs, logs, perms
 from shd.config import Config
-from shd.errors import ConfigError, ShdError, StoreError
+from shd.errors import ConfigError, DiskFull, ShdError, StateDirBusy, StoreError
+from shd.live import AppView
+from shd.lock import StateLock
 from shd.notify import Notifier
 from shd.pipeline import start_job_thread
 from shd.states import UNFINISHED_JOBS, JobState
 from shd.store import Job
 from shd.watcher import InboxWatcher
+from shd.web import server as web
 
 STOP_GRACE = 2.0     # seconds workers get to finish their current database write on shutdown
 STATUS_EVERY = 5.0   # seconds between STATUS= updates
 DEFER_RETRY = 30.0   # seconds before a job stopped by a disk-full or database error is tried again
+LOCK_WAIT = 0.5      # seconds between tries at a state directory a `shd process` holds
+START_EXTENSION = 30.0  # seconds asked of systemd at a time while waiting for the lock (EXTEND_TIMEOUT_USEC)
 
 
 class Daemon:
@@ -40,10 +51,14 @@ class Daemon:
         self.log = logs.get()
         self._stop = threading.Event()
         self._reload = threading.Event()
-        self.app = app_mod.build(cfg, on_finished=self._on_finished)
+        self.lock = StateLock(cfg.paths.state_dir)
+        self.app: app_mod.App  # built once the state directory is ours (see run)
         self.threads: dict[str, threading.Thread] = {}
         self._cooldown: dict[str, float] = {}  # job id -> when a deferred job may be tried again
         self.watcher: InboxWatcher | None = None
+        self.hooks = hooks.from_config(cfg.hooks, paused=lambda: self.app.engine.paused,
+                                       secrets=(config.read_token(cfg),))
+        self.web: web.WebServer | None = None
 
     # --- signals: flags only ------------------------------------------------------------------------------------
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
@@ -53,6 +68,27 @@ class Daemon:
             self._stop.set()
         if self.watcher is not None:
             self.watcher.wakeup.set()
+
+    # --- the state directory ------------------------------------------------------------------------------------
+    def take_state_dir(self) -> bool:
+        """Take the state directory's lock, waiting while a `shd process` holds it. StateDirBusy if a daemon holds
+        it; False if told to stop while waiting."""
+        waiting_for = None
+        while not self.lock.acquire("daemon"):
+            holder = self.lock.holder()
+            if holder is not None and holder.kind == "daemon":
+                raise StateDirBusy(f"{self.lock.path}: another shd daemon (pid {holder.pid}) runs on "
+                                   f"{self.cfg.paths.state_dir}; stop it first, or give this one another state_dir")
+            if holder is not None and holder.pid != waiting_for:
+                waiting_for = holder.pid
+                self.log.warning("waiting_for_state_dir", holder=holder.kind, holder_pid=holder.pid,
+                                 lock=str(self.lock.path))
+                self.notifier.status(f"waiting for shd {holder.kind} (pid {holder.pid}) to finish with "
+                                     f"{self.cfg.paths.state_dir}")
+            self.notifier.extend_timeout(START_EXTENSION)
+            if self._stop.wait(LOCK_WAIT):
+                return False
+        return True
 
     def install_signals(self) -> None:
         for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -66,17 +102,24 @@ class Daemon:
                 self.log.warning("moved_aside", job=job.id, to=str(dest), reason=job.error)
             except (OSError, ShdError) as e:
                 self.log.error("move_aside_failed", job=job.id, error=str(e))
+        self.hooks.job_finished(self.app.store, job.id)
 
     def _claim(self, path: Path) -> None:
+        assert self.watcher is not None
         try:
             job = jobs.claim(self.cfg, self.app.store, path, app_mod.new_job_id())
             self.log.info("claimed", job=job.id, source=path.name)
+            if job.state == JobState.FAILED:  # the file was swapped for a link as it was claimed
+                self._on_finished(job)
         except FileNotFoundError:
             self.log.info("vanished_before_claim", path=str(path))
-        except (OSError, StoreError) as e:
+        except jobs.NotAFile as e:
+            self.log.warning("inbox_entry_skipped", path=str(path), reason=e.reason)
+        except (OSError, StoreError, DiskFull) as e:
+            if self.app.store.damaged:
+                raise self.app.store.damaged from None
             # Disk full, database trouble: loud, and the file stays in the inbox to be tried again.
             self.log.error("claim_failed_will_retry", path=str(path), error=str(e))
-            assert self.watcher is not None
             self.watcher.candidate(path)
 
     def _schedule(self) -> None:
@@ -108,10 +151,11 @@ class Daemon:
             done += p["generated"]
             failed += p["failed"]
             total += max(j.frames_total or 0, p["extracted"])
-        paused = f"; PAUSED: {self.app.engine.paused}" if self.app.engine.paused else ""
+        reason = self.app.engine.paused
+        paused = f"; PAUSED: {reason}" if reason else ""
         held = [j.held for j in active if j.held]
-        if held:
-            paused += f"; HELD ({len(held)} job(s)): {held[0]}"
+        if held:  # by a budget cap: the daily or monthly one is the pause, a job's own is said here
+            paused += f"; HELD: {len(held)} job(s)" + ("" if reason in held else f": {held[0]}")
         return f"{len(active)} job(s) active, {done}/{total} frames painted, {failed} failed{paused}"
 
     def healthy(self) -> bool:
@@ -126,9 +170,11 @@ class Daemon:
             self.log.error("reload_refused_keeping_old_config", error=str(e))
             self.notifier.ready(self.summary())
             return
-        if new.paths != self.cfg.paths or new.watch != self.cfg.watch:
-            self.log.warning("reload_paths_need_restart", detail="[paths] and [watch] apply at the next start")
-            new = config.replace(new, paths=self.cfg.paths, watch=self.cfg.watch)
+        kept = {"paths": self.cfg.paths, "watch": self.cfg.watch, "web": self.cfg.web, "hooks": self.cfg.hooks}
+        if any(getattr(new, name) != value for name, value in kept.items()):
+            self.log.warning("reload_paths_need_restart",
+                             detail="[paths], [watch], [web] and [hooks] apply at the next start")
+            new = config.replace(new, **kept)
         self.cfg = new
         self.app.cfg = new
         self.app.runner.cfg = new
@@ -141,58 +187,77 @@ class Daemon:
 
     # --- the loop -----------------------------------------------------------------------------------------------
     def run(self) -> int:
+        config.read_token(self.cfg)  # a missing token is said at once, not after waiting for the state directory
+        try:
+            if not self.take_state_dir():
+                return 0
+            self.app = app_mod.build(self.cfg, on_finished=self._on_finished, check_store=True)
+            try:
+                self._loop()
+            finally:
+                self.shutdown()
+        finally:
+            self.lock.release()
+        return 0
+
+    def _loop(self) -> None:
         cfg = self.cfg
         # The inbox is created only where its parent exists: a missing mount stays an error (the watcher names
         # it) rather than a fresh empty folder on the root filesystem.
         if cfg.paths.inbox.parent.is_dir():
-            cfg.paths.inbox.mkdir(exist_ok=True)
-        for d in (cfg.paths.outbox, cfg.paths.state_dir):
-            d.mkdir(parents=True, exist_ok=True)
+            perms.make_folder(cfg.paths.inbox)
+        perms.make_folder(cfg.paths.outbox)
         for job_id in jobs.finish_claims(self.app.store):
             self.log.error("claimed_file_vanished", job=job_id)
         self.watcher = InboxWatcher(cfg.paths.inbox, stable_seconds=cfg.watch.stable_seconds,
                                     polling=cfg.watch.observer == "polling", poll_interval=cfg.watch.poll_interval)
         self.watcher.start()
+        self.hooks.start()
+        try:
+            self.web = web.start(cfg, AppView(self.app), self.app.ffmpeg)
+        except ShdError as e:  # the page is a window on the work, not the work: the videos go on without it
+            self.log.error("web_not_started", error=str(e))
         resumed = [j.id for j in self.app.store.jobs(tuple(UNFINISHED_JOBS))]
         self.log.info("started", inbox=str(cfg.paths.inbox), resumed=len(resumed), observer=cfg.watch.observer)
         self._schedule()
         self.notifier.ready(self.summary())
         ping = self.notifier.watchdog_interval()
         next_ping = next_status = next_rescan = 0.0
-        try:
-            while not self._stop.is_set():
-                now = time.monotonic()
-                try:
-                    if self._reload.is_set():
-                        self._reload.clear()
-                        self.reload()
-                    if not self.watcher.is_alive():
-                        self.log.error("observer_died_restarting")
-                        self.watcher.restart()
-                    if now >= next_rescan:
-                        self.watcher.rescan()
-                        next_rescan = now + self.cfg.watch.rescan_interval
-                    for path in self.watcher.poll():
-                        self._claim(path)
-                    self._schedule()
-                    if now >= next_status:
-                        self.notifier.status(self.summary())
-                        next_status = now + STATUS_EVERY
-                except (StoreError, OSError) as e:
-                    # The database or the disk is in trouble: say so loudly, keep the loop (and the watchdog
-                    # pings, which stop only if the watcher or the scheduler die) going, and try again.
-                    self.log.error("main_loop_error_will_retry", error=f"{type(e).__name__}: {e}")
-                    self._stop.wait(1.0)
-                if ping and now >= next_ping and self.healthy():
-                    self.notifier.watchdog()
-                    next_ping = now + ping
-                wait = self.watcher.next_check_in()
-                timeout = min(1.0, wait if wait is not None else 1.0)
-                self.watcher.wakeup.wait(max(0.01, timeout))
-                self.watcher.wakeup.clear()
-        finally:
-            self.shutdown()
-        return 0
+        while not self._stop.is_set():
+            now = time.monotonic()
+            try:
+                if self._reload.is_set():
+                    self._reload.clear()
+                    self.reload()
+                if not self.watcher.is_alive():
+                    self.log.error("observer_died_restarting")
+                    self.watcher.restart()
+                if now >= next_rescan:
+                    self.watcher.rescan()
+                    next_rescan = now + self.cfg.watch.rescan_interval
+                for path in self.watcher.poll():
+                    self._claim(path)
+                self._schedule()
+                self.hooks.observe_pause()
+                if now >= next_status:
+                    self.notifier.status(self.summary())
+                    next_status = now + STATUS_EVERY
+            except (StoreError, DiskFull, OSError) as e:
+                if self.app.store.damaged:
+                    raise self.app.store.damaged from None
+                # The database or the disk is in trouble: say so loudly, keep the loop (and the watchdog
+                # pings) going, and try again.
+                self.log.error("main_loop_error_will_retry", error=f"{type(e).__name__}: {e}")
+                self._stop.wait(1.0)
+            if self.app.store.damaged:  # found by a job or a worker: nothing more can be recorded safely
+                raise self.app.store.damaged
+            if ping and now >= next_ping and self.healthy():
+                self.notifier.watchdog()
+                next_ping = now + ping
+            wait = self.watcher.next_check_in()
+            timeout = min(1.0, wait if wait is not None else 1.0)
+            self.watcher.wakeup.wait(max(0.01, timeout))
+            self.watcher.wakeup.clear()
 
     def shutdown(self) -> None:
         self.notifier.stopping("stopping: every remote prediction is recorded and resumes at the next start")
@@ -200,11 +265,18 @@ class Daemon:
         self.app.engine.stop()
         if self.watcher is not None:
             self.watcher.stop()
+        if self.web is not None:
+            self.web.stop()
+        self.hooks.stop()
+        stopped = children.stop_all(for_good=True)  # job threads see their ffmpeg end and stop
         deadline = time.monotonic() + STOP_GRACE
         for t in self.threads.values():
             t.join(max(0.0, deadline - time.monotonic()))
-        self.app.store.close()  # waits for the write in progress, if any
-        self.log.info("stopped")
+        try:
+            self.app.store.close()  # waits for the write in progress, if any
+        except StoreError as e:
+            self.log.error("store_close_failed", error=str(e))
+        self.log.info("stopped", ffmpeg_stopped=stopped)
 
 
 def run(cfg: Config, config_arg: str | None) -> int:

@@ -21,16 +21,35 @@ than at the next periodic check.
 
 from __future__ import annotations
 
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 Signature = tuple[int, int, int]
 """(size, mtime_ns, inode) of a file, as ``os.stat`` gives them."""
 
-__all__ = ["EMPTY_FACTOR", "Signature", "StabilityGate"]
+__all__ = ["EMPTY_FACTOR", "Signature", "StabilityGate", "why_not_regular"]
 
 EMPTY_FACTOR = 4
 """An empty file must hold still this many times longer than a file with data before it is ready."""
+
+
+def why_not_regular(mode: int) -> str | None:
+    """Why an inbox entry with this `st_mode` (from `os.lstat`: a link is not followed) never becomes a job, or
+    None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISLNK(mode):
+        return "symbolic link, not followed"
+    if stat.S_ISDIR(mode):
+        return "a folder (not watched)"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO, not a regular file"
+    if stat.S_ISSOCK(mode):
+        return "a socket, not a regular file"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device, not a regular file"
+    return "not a regular file"
 
 
 @dataclass

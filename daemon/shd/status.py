@@ -1,6 +1,7 @@
 """`shd status`: jobs and their progress, as a table for people and as JSON for scripts (the contract's schema).
 
-Reads through a read-only connection: it never writes and never blocks the daemon. Spend comes from the ledger:
+Reads through a read-only connection: it never writes and never blocks the daemon. The table shows control
+characters in names and reasons as escapes (`\\n`), so every job stays on one line. Spend comes from the ledger:
 each finished prediction's cost; today and this month are counted in `budget.timezone` (UTC unless configured).
 """
 
@@ -11,6 +12,7 @@ import time
 from typing import Any
 
 from shd import budget, pricing
+from shd.names import printable
 from shd.states import JobState
 from shd.store import Job, Store
 
@@ -101,7 +103,7 @@ def as_table(store: Store, job_ref: str | None = None, *, zone: str = "UTC") -> 
         fr = d["frames"]
         lines = [
             f"job      {d['id']}",
-            f"source   {d['source']}",
+            f"source   {printable(d['source'])}",
             f"state    {d['state']}" + (f" (held: {d['held']})" if d["held"] else ""),
             f"frames   {fr['generated']}/{fr['total']} generated, {fr['prompted']} prompted, "
             f"{fr['extracted']} extracted, {fr['failed']} failed, {d['filled']} filled",
@@ -110,11 +112,11 @@ def as_table(store: Store, job_ref: str | None = None, *, zone: str = "UTC") -> 
             f"paid     {d['predictions']['by_status']}  predict_time {d['predictions']['predict_time']}s",
         ]
         if d["output"]:
-            lines.append(f"output   {d['output']}")
+            lines.append(f"output   {printable(d['output'])}")
         if d["error"]:
-            lines.append(f"error    {d['error']}")
+            lines.append(f"error    {printable(d['error'])}")
         for f in d["failed_frames"]:
-            lines.append(f"  frame {f['frame']} @{f['time']}s: {f['error']}"
+            lines.append(f"  frame {f['frame']} @{f['time']}s: {printable(f['error'] or '')}"
                          + (f" (filled: {f['filled_with']})" if f["filled_with"] else ""))
         return "\n".join(lines)
     rows = [("ID", "SOURCE", "STATE", "EXTR", "PROMPT", "GEN", "FAIL", "TOTAL", "ELAPSED", "ETA", "COST", "REUSED")]
@@ -122,9 +124,9 @@ def as_table(store: Store, job_ref: str | None = None, *, zone: str = "UTC") -> 
     for j in store.jobs():
         d = job_summary(store, j)
         fr, c = d["frames"], d["cost"]
-        rows.append((d["id"], d["source"][:32], d["state"] + (" (held)" if d["held"] else ""), str(fr["extracted"]),
-                     str(fr["prompted"]), str(fr["generated"]), str(fr["failed"]), str(fr["total"]),
-                     _dur(d["elapsed"]), _dur(d["eta"]), pricing.usd(c["usd"]), str(c["reused"])))
+        rows.append((d["id"], printable(d["source"])[:32], d["state"] + (" (held)" if d["held"] else ""),
+                     str(fr["extracted"]), str(fr["prompted"]), str(fr["generated"]), str(fr["failed"]),
+                     str(fr["total"]), _dur(d["elapsed"]), _dur(d["eta"]), pricing.usd(c["usd"]), str(c["reused"])))
         if d["held"]:
             held.append(f"held {d['id']}: {d['held']}")
     if len(rows) == 1:

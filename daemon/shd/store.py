@@ -10,11 +10,15 @@ Contract:
 - Every state change is checked by `shd.states` inside its transaction and logged in `events`; an illegal one
   raises IllegalTransition and writes nothing.
 - `Store.open_readonly()` is for `shd status`: it never writes and never blocks the daemon (WAL readers don't).
+- No sqlite3 exception leaves this module: a full disk raises DiskFull, a corrupt file DatabaseDamaged (and sets
+  `damaged`, for the daemon to stop on), anything else StoreError; each names the database file.
+- The database file is created 0600, in a 0700 folder.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -26,8 +30,8 @@ from typing import Any, TypeVar
 
 from sqlite_utils import Database
 
-from shd import migrations, states
-from shd.errors import StoreError
+from shd import diskfull, migrations, states
+from shd.errors import DatabaseDamaged, DiskFull, ShdError, StoreError
 from shd.states import FrameState, JobState, Stage
 
 # Prediction ledger statuses: 'creating' is written before the create request is sent; the rest mirror Replicate's,
@@ -35,6 +39,9 @@ from shd.states import FrameState, JobState, Stage
 # (the create was turned away, e.g. 429 or 401, so nothing was created or billed; not counted against retry budgets)
 # and 'reused' (no call at all: the result of the paid prediction `reused_from` was used; see scheduler/reuse.py).
 LIVE_PREDICTION = ("creating", "starting", "processing")
+
+# SQLite's primary result codes (the low byte of sqlite3.Error.sqlite_errorcode).
+SQLITE_IOERR, SQLITE_CORRUPT, SQLITE_FULL, SQLITE_NOTADB = 10, 11, 13, 26
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,9 @@ class Job:
     updated_at: float
     started_at: float | None
     finished_at: float | None
+    # Added by migration m002 (defaults: `shd status` may read a database the daemon has not migrated yet).
+    exit_code: int | None = None  # the CLI exit code a failed job calls for (3: bad input, 4: ffmpeg...)
+    overwrite: int = 0            # `shd process --overwrite`: the output may replace an existing file
     estimate_usd: float | None = None
     estimate_seconds: float | None = None
     held: str | None = None
@@ -125,23 +135,54 @@ class Store:
         self._lock = threading.RLock()
         self._depth = 0
         self._durable = True
+        self.damaged: DatabaseDamaged | None = None  # set once SQLite has found the file corrupt
+        self.schema = migrations.LATEST  # a read-only store may be older (the daemon migrates it at its next start)
+
+    def _error(self, e: sqlite3.Error, what: str = "") -> ShdError:
+        """The ShdError that says what an sqlite3 exception means for shd (see the module docstring)."""
+        code = (getattr(e, "sqlite_errorcode", None) or 0) & 0xFF
+        if code == SQLITE_FULL or (code == SQLITE_IOERR and diskfull.nearly_full(self.path.parent)):
+            return DiskFull(self.path, "the database cannot grow")
+        if code in (SQLITE_CORRUPT, SQLITE_NOTADB) or type(e) is sqlite3.DatabaseError:
+            self.damaged = DatabaseDamaged(self.path, str(e))
+            return self.damaged
+        return StoreError(f"{self.path}: {what}{e}")
 
     # --- opening ------------------------------------------------------------------------------------------------
     @classmethod
-    def open(cls, path: Path) -> Store:
-        """Open (creating if needed) the database at `path` and migrate it to the latest schema."""
+    def open(cls, path: Path, *, check: bool = False) -> Store:
+        """Open (creating if needed) the database at `path` and migrate it to the latest schema. `check`: first run
+        SQLite's quick_check over the whole file, so that a damaged database stops shd before it touches anything."""
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))  # sqlite3 would create it world-readable
+        except OSError as e:
+            if diskfull.is_full(e):
+                raise DiskFull(path, "cannot create the database") from None
+            raise StoreError(f"{path}: cannot create the database: {e.strerror or e}") from None
+        conn: sqlite3.Connection | None = None
+        store: Store | None = None
+        try:
             conn = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
+            store = cls(conn, path)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
-            store = cls(conn, path)
+            if check:
+                problems = [row[0] for row in conn.execute("PRAGMA quick_check(3)")]
+                if problems != ["ok"]:
+                    raise DatabaseDamaged(path, "; ".join(problems))
             with store._lock:
                 migrations.apply(store.db)
             return store
-        except (sqlite3.Error, OSError) as e:
-            raise StoreError(f"{path}: cannot open the database: {e}") from None
+        except (sqlite3.Error, ShdError) as e:
+            if conn is not None:
+                conn.close()
+            if isinstance(e, ShdError):
+                raise
+            if store is None:
+                raise StoreError(f"{path}: cannot open the database: {e}") from None
+            raise store._error(e, "cannot open the database: ") from None
 
     @classmethod
     def open_readonly(cls, path: Path) -> Store:
@@ -150,17 +191,27 @@ class Store:
             raise StoreError(f"{path}: no database yet (has shd run with this config?)")
         try:
             conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0, check_same_thread=False)
+        except sqlite3.Error as e:
+            raise StoreError(f"{path}: cannot read the database: {e}") from None
+        store = cls(conn, path, readonly=True)
+        try:
             conn.execute("PRAGMA query_only=ON")
             version = conn.execute("PRAGMA user_version").fetchone()[0]
         except sqlite3.Error as e:
-            raise StoreError(f"{path}: cannot read the database: {e}") from None
+            conn.close()
+            raise store._error(e, "cannot read the database: ") from None
         if version > migrations.LATEST:
+            conn.close()
             raise StoreError(f"{path}: schema version {version} is newer than this shd understands")
-        return cls(conn, path, readonly=True)
+        store.schema = version
+        return store
 
     def close(self) -> None:
         with self._lock:
-            self._conn.close()
+            try:
+                self._conn.close()
+            except sqlite3.Error as e:
+                raise self._error(e) from None
 
     @contextmanager
     def tx(self, *, durable: bool = True) -> Iterator[Database]:
@@ -182,26 +233,40 @@ class Store:
                 self._conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as e:
                 self._restore_sync(durable)
-                raise StoreError(f"{self.path}: {e}") from None
+                raise self._error(e) from None
             self._depth, self._durable = 1, durable
             try:
                 yield self.db
+            except sqlite3.Error as e:
+                self._rollback()
+                raise self._error(e) from None
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                self._rollback()
                 raise
             else:
                 try:
                     self._conn.execute("COMMIT")
                 except sqlite3.Error as e:
-                    self._conn.execute("ROLLBACK")
-                    raise StoreError(f"{self.path}: commit failed: {e}") from None
+                    self._rollback()
+                    raise self._error(e, "commit failed: ") from None
             finally:
                 self._depth = 0
                 self._restore_sync(durable)
 
+    def _rollback(self) -> None:
+        """Roll back the open transaction, if SQLite has not already (it does after some errors, e.g. a full disk)."""
+        if self._conn.in_transaction:
+            try:
+                self._conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # nothing was committed; the error that brought us here is the one to report
+
     def _restore_sync(self, durable: bool) -> None:
         if not durable:
-            self._conn.execute("PRAGMA synchronous=FULL")
+            try:
+                self._conn.execute("PRAGMA synchronous=FULL")
+            except sqlite3.Error as e:
+                raise self._error(e) from None
 
     def _one(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> dict[str, Any] | None:
         rows = self._all(sql, params)
@@ -211,9 +276,12 @@ class Store:
         # The raw cursor, not db.query(): this runs several times per frame and sqlite-utils' parsing of the
         # statement costs more than the query itself.
         with self._lock:
-            cur = self._conn.execute(sql, params)
-            cols = [d[0] for d in cur.description]
-            return [dict(zip(cols, r)) for r in cur.fetchall()]
+            try:
+                cur = self._conn.execute(sql, params)
+                cols = [d[0] for d in cur.description]
+                return [dict(zip(cols, r)) for r in cur.fetchall()]
+            except sqlite3.Error as e:
+                raise self._error(e) from None
 
     def _event(self, job_id: str, kind: str, old: str | None, new: str, *, frame: int | None = None,
                prediction: int | None = None, detail: str | None = None) -> None:
@@ -225,14 +293,15 @@ class Store:
 
     # --- jobs ---------------------------------------------------------------------------------------------------
     def create_job(self, job_id: str, *, source_name: str, origin_path: Path, source_path: Path | None,
-                   work_dir: Path, mode: str, fps: float, output_target: Path | None = None) -> Job:
+                   work_dir: Path, mode: str, fps: float, output_target: Path | None = None,
+                   overwrite: bool = False) -> Job:
         now = time.time()
         with self.tx() as db:
             db.execute(
-                "INSERT INTO jobs (id, source_name, origin_path, source_path, work_dir, mode, output_target, state,"
-                " fps, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
+                "INSERT INTO jobs (id, source_name, origin_path, source_path, work_dir, mode, output_target,"
+                " overwrite, state, fps, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
                 (job_id, source_name, str(origin_path), str(source_path) if source_path else None, str(work_dir),
-                 mode, str(output_target) if output_target else None, fps, now, now),
+                 mode, str(output_target) if output_target else None, int(overwrite), fps, now, now),
             )
             self._event(job_id, "job", None, JobState.QUEUED, detail=source_name)
         return self.job(job_id)
@@ -274,8 +343,10 @@ class Store:
                         "now": time.time(), "id": job_id})
 
     def transition_job(self, job_id: str, target: JobState, *, error: str | None = None,
-                       output: str | None = None, expect: tuple[JobState, ...] | None = None) -> Job:
-        """Move a job to `target` (checked by shd.states); `expect` additionally requires a current state."""
+                       output: str | None = None, expect: tuple[JobState, ...] | None = None,
+                       exit_code: int | None = None) -> Job:
+        """Move a job to `target` (checked by shd.states); `expect` additionally requires a current state.
+        `exit_code`: for a failure, the exit code `shd process` reports for it (cleared by any other move)."""
         with self.tx() as db:
             job = self.job(job_id)
             if expect is not None and job.state not in expect:
@@ -288,8 +359,8 @@ class Store:
                 now if target == JobState.EXTRACTING else None)
             db.execute(
                 "UPDATE jobs SET state = ?, error = ?, output = COALESCE(?, output), updated_at = ?,"
-                " started_at = ?, finished_at = ? WHERE id = ?",
-                (target, error, output, now, started, finished, job_id),
+                " started_at = ?, finished_at = ?, exit_code = ? WHERE id = ?",
+                (target, error, output, now, started, finished, exit_code, job_id),
             )
             self._event(job_id, "job", job.state, target, detail=error)
         return self.job(job_id)
@@ -363,10 +434,13 @@ class Store:
                 self._event(job_id, "frame", current, target, frame=idx, detail=values.get("error"))
 
     def set_filled(self, job_id: str, fills: Mapping[int, str]) -> None:
-        """Record how each failed frame's output slot was filled (hold/source), for status."""
+        """Record how each failed frame's output slot was filled (hold/source), for status (and the row's
+        updated_at, so the web page, which asks for rows changed since its last look, sees it)."""
         with self.tx() as db:
+            now = time.time()
             for idx, how in fills.items():
-                db.execute("UPDATE frames SET filled_with = ? WHERE job_id = ? AND idx = ?", (how, job_id, idx))
+                db.execute("UPDATE frames SET filled_with = ?, updated_at = ? WHERE job_id = ? AND idx = ?",
+                           (how, now, job_id, idx))
 
     def frame_counts(self, job_id: str) -> dict[str, int]:
         rows = self._all("SELECT state, COUNT(*) AS n FROM frames WHERE job_id = ? GROUP BY state", (job_id,))
@@ -510,12 +584,16 @@ class Store:
     # --- spend --------------------------------------------------------------------------------------------------
     def spent_since(self, since: float) -> float:
         """Dollars of the predictions that finished at or after `since` (epoch seconds), all jobs."""
+        if self.schema < migrations.COSTS:
+            return 0.0
         row = self._one("SELECT SUM(cost_usd) AS usd FROM predictions WHERE completed_at >= ?", (since,))
         return float((row or {}).get("usd") or 0.0)
 
     def job_cost(self, job_id: str) -> dict[str, Any]:
         """What a job's predictions cost: dollars, predict seconds, paid predictions, reused results and what
         reusing saved."""
+        if self.schema < migrations.COSTS:
+            return {"usd": 0.0, "predict_seconds": 0.0, "predictions": 0, "reused": 0, "saved_usd": 0.0}
         row = self._one(
             "SELECT COALESCE(SUM(cost_usd), 0) AS usd, COALESCE(SUM(predict_time), 0) AS predict_seconds,"
             " SUM(status NOT IN ('refused', 'reused')) AS predictions, SUM(status = 'reused') AS reused,"
@@ -548,3 +626,41 @@ class Store:
                          " GROUP BY status", (job_id,))
         return {"by_status": {r["status"]: r["n"] for r in rows},
                 "predict_time": round(sum(r["t"] or 0.0 for r in rows), 3)}
+
+    # --- read-only queries for the web page and /metrics --------------------------------------------------------
+    def finished_jobs(self, limit: int) -> list[Job]:
+        """The `limit` most recently finished jobs (done, failed, canceled), newest first."""
+        rows = self._all("SELECT * FROM jobs WHERE state IN ('done', 'failed', 'canceled')"
+                         " ORDER BY finished_at DESC, created_at DESC LIMIT ?", (limit,))
+        return [_row(Job, r) for r in rows]
+
+    def frames_changed(self, job_id: str, since: float) -> list[Frame]:
+        """A job's frames whose row changed after `since` (a time.time() value), in frame order."""
+        rows = self._all("SELECT * FROM frames WHERE job_id = ? AND updated_at > ? ORDER BY idx", (job_id, since))
+        return [_row(Frame, r) for r in rows]
+
+    def count_by_state(self, table: str) -> dict[str, int]:
+        """How many rows of `table` ('jobs' or 'frames', every job's) are in each state."""
+        if table not in ("jobs", "frames"):
+            raise StoreError(f"count_by_state: no table {table!r}")
+        return {r["state"]: r["n"] for r in self._all(f"SELECT state, COUNT(*) AS n FROM {table} GROUP BY state")}
+
+    def ledger_by_model(self) -> list[dict[str, Any]]:
+        """The whole ledger counted by model and status: rows of `model`, `status`, `n`."""
+        return self._all("SELECT model, status, COUNT(*) AS n FROM predictions GROUP BY model, status"
+                         " ORDER BY model, status")
+
+    def predict_time_histogram(self, bounds: tuple[float, ...]) -> dict[str, dict[str, Any]]:
+        """Per model, over predictions that reported a predict_time: cumulative counts at or below each of
+        `bounds` ("buckets"), the count and the sum."""
+        cols = "".join(f", SUM(predict_time <= {float(b)!r}) AS b{i}" for i, b in enumerate(bounds))
+        rows = self._all(f"SELECT model, COUNT(*) AS n, SUM(predict_time) AS total{cols} FROM predictions"
+                         " WHERE predict_time IS NOT NULL GROUP BY model ORDER BY model")
+        return {r["model"]: {"buckets": [int(r[f"b{i}"]) for i in range(len(bounds))], "count": int(r["n"]),
+                             "sum": float(r["total"])} for r in rows}
+
+    def throttled_creates(self) -> int:
+        """Creates the server turned away with a 429 (ledger rows 'refused' with a rate-limit error; nothing was
+        created or billed). The error text is the one shd.backends.replicate gives RateLimited."""
+        row = self._one("SELECT COUNT(*) AS n FROM predictions WHERE status = 'refused' AND error LIKE '%(429)%'")
+        return int(row["n"]) if row else 0

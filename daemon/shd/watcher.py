@@ -14,6 +14,9 @@ watchdog only *wakes us up*; whether a file is complete is decided in the main t
   restart, and periodically by the caller.
 * inotify sees nothing written by other hosts on NFS/SMB (#409, #504): `polling=True` selects `PollingObserver`.
 * The watch is non-recursive: one inotify watch, subfolders are not ours.
+* The inbox is not a way to read other files: entries are looked at with `os.lstat`, so a symbolic link is never
+  followed, and only regular files become candidates. A link, folder, FIFO, socket or device is left where it is,
+  with one `inbox_entry_skipped` log line saying what it is (once per entry, however often the inbox is rescanned).
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from shd.errors import ConfigError, ShdError
-from shd.stability import Signature, StabilityGate
+from shd.stability import Signature, StabilityGate, why_not_regular
 
 try:  # Linux; elsewhere the platform's default observer stands in
     from watchdog.observers.inotify import InotifyObserver as _NativeObserver
@@ -104,21 +107,22 @@ class _InboxHandler(FileSystemEventHandler):
                 log.exception("watcher.handler_failed", fs_event=repr(event))
 
 
-def _signature(path: Path) -> Signature | None:
-    """(size, mtime_ns, inode) of a regular file (symlinks followed), or None if gone or not a regular file."""
+def _look(path: Path) -> tuple[Signature | None, os.stat_result | None]:
+    """(size, mtime_ns, inode) of `path` if it is a regular file (a link is not followed), and its lstat (None if
+    it is gone)."""
     try:
-        st = os.stat(path)
+        st = os.lstat(path)
     except OSError:
-        return None
+        return None, None
     if not stat.S_ISREG(st.st_mode):
-        return None
-    return (st.st_size, st.st_mtime_ns, st.st_ino)
+        return None, st
+    return (st.st_size, st.st_mtime_ns, st.st_ino), st
 
 
 def _readable(path: Path) -> bool:
     try:
-        with open(path, "rb"):
-            return True
+        os.close(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK))
+        return True
     except OSError:
         return False
 
@@ -150,6 +154,7 @@ class InboxWatcher:
         self._events: queue.SimpleQueue[tuple[str, Path]] = queue.SimpleQueue()
         self._observer: BaseObserver | None = None
         self._unreadable: dict[Path, Signature | None] = {}
+        self._skipped: dict[Path, tuple[str, int]] = {}  # entries that are not regular files, logged once each
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -226,7 +231,7 @@ class InboxWatcher:
 
         The safety net for missed events (inotify overflow, polling gaps, downtime). Idempotent: existing
         candidates keep their clock. A missing inbox yields [] and a warning (the mount may be gone: never treat
-        that as "files deleted").
+        that as "files deleted"). Entries that are not regular files are skipped (see the module docstring).
         """
         found: list[Path] = []
         try:
@@ -234,20 +239,34 @@ class InboxWatcher:
         except OSError as exc:
             log.warning("watcher.rescan_failed", inbox=str(self.inbox), error=str(exc))
             return found
+        seen = set()
         for entry in entries:
             if is_ignored(entry.name):
                 continue
+            path = Path(os.path.abspath(entry.path))
+            seen.add(path)
             try:
-                if not entry.is_file():  # follows symlinks, like the stat in poll()
-                    continue
+                st = entry.stat(follow_symlinks=False)
             except OSError:
                 continue
-            path = Path(os.path.abspath(entry.path))
+            if not stat.S_ISREG(st.st_mode):
+                self._skip(path, st)
+                continue
             self.gate.candidate(path)
             found.append(path)
+        for path in set(self._skipped) - seen:
+            del self._skipped[path]
+        log.debug("watcher.rescanned", candidates=len(found))
         if found:
             self.wakeup.set()
         return sorted(found)
+
+    def _skip(self, path: Path, st: os.stat_result) -> None:
+        """Say once that `path` is not a regular file and will not become a job (again if it changes)."""
+        reason = why_not_regular(st.st_mode) or "not a regular file"
+        if self._skipped.get(path) != (reason, st.st_ino):
+            self._skipped[path] = (reason, st.st_ino)
+            log.warning("inbox_entry_skipped", path=str(path), reason=reason)
 
     def candidate(self, path: Path) -> None:
         """Track `path` again (e.g. after a failed claim); it is returned by `poll()` once stable."""
@@ -279,7 +298,10 @@ class InboxWatcher:
             else:
                 self.gate.candidate(path)
         for path in self.gate.pending():
-            self.gate.observe(path, _signature(path), now)
+            sig, st = _look(path)
+            if sig is None and st is not None:
+                self._skip(path, st)
+            self.gate.observe(path, sig, now)
         for path in list(self._unreadable):
             if path not in self.gate:
                 del self._unreadable[path]
@@ -289,9 +311,9 @@ class InboxWatcher:
                 self._unreadable.pop(path, None)
                 ready.append(path)
                 continue
-            sig = _signature(path)
+            sig, _ = _look(path)
             if sig is None:
-                continue  # vanished between the stat and the open
+                continue  # vanished (or swapped) between the stat and the open
             if self._unreadable.get(path) != sig:
                 log.warning("watcher.unreadable", path=str(path))
                 self._unreadable[path] = sig

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from tests.videos import ffmpeg_exe
+
 T = TypeVar("T")
 
 
@@ -33,8 +35,9 @@ def wait_for(what: str, check: Callable[[], T], timeout: float = 60.0, every: fl
 class Daemon:
     """One `shd run` process with its own notify socket; logs collected from stderr."""
 
-    def __init__(self, cfg: Path, env: dict[str, str], cwd: Path, *, watchdog_usec: int | None = None):
-        self.cfg, self.cwd = cfg, cwd
+    def __init__(self, cfg: Path, env: dict[str, str], cwd: Path, *, watchdog_usec: int | None = None,
+                 umask: int = -1):
+        self.cfg, self.cwd, self.umask = cfg, cwd, umask
         self.sock_path = cwd / f"notify-{time.monotonic_ns()}.sock"
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(str(self.sock_path))
@@ -50,7 +53,7 @@ class Daemon:
     def start(self) -> Daemon:
         self.proc = subprocess.Popen([sys.executable, "-m", "shd", "run", "--config", str(self.cfg)], env=self.env,
                                      cwd=self.cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
+                                     stderr=subprocess.PIPE, text=True, umask=self.umask)
         threading.Thread(target=self._read_socket, daemon=True).start()
         threading.Thread(target=self._read_stderr, args=(self.proc,), daemon=True).start()
         return self
@@ -164,6 +167,41 @@ def status_json(cfg: Path, env: dict[str, str], cwd: Path) -> list[dict[str, Any
             return []
         raise AssertionError(r.stderr)
     return list(json.loads(r.stdout)["jobs"])
+
+
+def ffmpegs_mentioning(text: str) -> list[int]:
+    """Pids of the running ffmpeg processes (zombies excepted) whose command line contains `text`, e.g. a test's
+    tmp_path: the ffmpeg runs of a daemon started there."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
+        except OSError:
+            continue
+        if b"ffmpeg" in Path(os.fsdecode(argv[0])).name.encode() and state != "Z" and any(
+                text.encode() in arg for arg in argv):
+            pids.append(int(entry.name))
+    return pids
+
+
+def kill_ffmpegs_mentioning(text: str) -> None:
+    """SIGKILL what `ffmpegs_mentioning(text)` finds (test clean-up: nothing a test started outlives it)."""
+    for pid in ffmpegs_mentioning(text):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def slow_ffmpeg(folder: Path, readrate: float = 1.0) -> str:
+    """An ffmpeg that reads its input at `readrate` x real time, so extraction and stitching take seconds."""
+    script = folder / "slow-ffmpeg"
+    script.write_text(f'#!/bin/sh\nexec "{ffmpeg_exe()}" -readrate {readrate} "$@"\n')
+    script.chmod(0o755)
+    return str(script)
 
 
 def copy_slowly(src: Path, dest: Path, chunks: int, pause: float, between: Callable[[], None] | None = None) -> None:

@@ -151,31 +151,39 @@ def test_the_daemon_holds_at_the_daily_cap_says_why_and_resumes_after_a_raise_an
     with Daemon(cfg, shd_env, tmp_path) as d:
         d.ready()
         assert d.wait_log("budget_reached")["reason"] == why
-        d.wait_message(f"HELD (1 job(s)): {why}")
+        d.wait_message(f"PAUSED: {why}; HELD: 1 job(s)")
         s = wait_for("the job held, nothing in flight", lambda: (s := status(cfg, shd_env, tmp_path))
                      and s["jobs"][0]["held"] and s["jobs"][0]["cost"]["predictions"] == 3 and s)
         assert billed.count_creates() == 3 and s["spend"]["today_usd"] == pytest.approx(0.03)  # <= the cap
         assert s["jobs"][0]["state"] in ("extracting", "running") and s["jobs"][0]["frames"]["failed"] == 0
         assert f"held {s['jobs'][0]['id']}: {why}" in run_shd("status", "--config", str(cfg), env=shd_env,
                                                                cwd=tmp_path).stdout
+        # `shd process` hands its video to the daemon, which holds it too: it says so and ends.
+        other = make_video(tmp_path / "other.mp4", seconds=1.0, size=(64, 48), audio=False)
+        follower = run_shd("process", str(other), "--config", str(cfg), env=shd_env, cwd=tmp_path)
+        assert follower.returncode == 8, follower.stderr
+        assert "shd: estimate: about $0.02" in follower.stderr and f"shd: held: {why}" in follower.stderr
+        assert billed.count_creates() == 3
 
         make_config({**overrides, "budget": {"daily_usd": 1.0}})
         d.signal(signal.SIGHUP)
-        (job,) = wait_for("the job done", lambda: [j for j in status_json(cfg, shd_env, tmp_path)
-                                                   if j["state"] == "done"])
-        assert d.wait_log("budget_resumed")["job"] == job["id"]
+        job, second = wait_for("both jobs done", lambda: (jobs := status_json(cfg, shd_env, tmp_path))
+                               and all(j["state"] == "done" for j in jobs) and jobs)
+        assert d.wait_log("budget_resumed")["job"] in (job["id"], second["id"])
     assert job["held"] is None and job["cost"]["predictions"] == 6 and job["cost"]["usd"] == pytest.approx(0.06)
-    assert billed.count_creates(IMG2PROMPT) == 3 and billed.count_creates(SDXL) == 3
+    # Each paid once: other.mp4's one frame is clip.mp4's first (the same test pattern), so its prompt was reused.
+    assert billed.count_creates(IMG2PROMPT) == 3 and billed.count_creates(SDXL) == 4
+    assert second["cost"]["reused"] == 1
 
 
-def test_shd_process_at_a_cap_ends_with_exit_7_saying_why(
+def test_shd_process_at_a_cap_ends_with_exit_8_saying_why(
         tmp_path: Path, standin: StandIn, shd_env: dict[str, str], make_config) -> None:
     """A job estimated over budget.per_job_usd is held before its first paid call; `shd process` says so and
     ends, the job kept (not failed) for `shd run`."""
     src = make_video(tmp_path / "clip.mp4", seconds=1.0, size=(64, 48), audio=False)
     cfg = make_config({"pipeline": {"audio": "none"}, "budget": {"per_job_usd": 0.01}})
     r = run_shd("process", str(src), "--config", str(cfg), env=shd_env, cwd=tmp_path)
-    assert r.returncode == 7, r.stderr
+    assert r.returncode == 8, r.stderr
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("shd: held: job estimated at $0.024 for 1 frames, over budget.per_job_usd $0.01")
     assert "`shd run` resumes it" in last and r.stdout == ""

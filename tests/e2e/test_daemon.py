@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 
 from shd.store import Store
 from tests.conftest import run_shd
-from tests.e2e.harness import Daemon, copy_slowly, status_json, wait_for
+from tests.e2e.harness import Daemon, copy_slowly, slow_ffmpeg, status_json, wait_for
 from tests.standin import StandIn
 from tests.videos import ffmpeg_exe, has_audio, make_truncated, make_video, probe_duration
 
@@ -84,21 +85,28 @@ def test_bad_files_are_moved_aside_with_reasons_and_the_daemon_keeps_going(
     (staging / "notes.mp4").write_text("not a video at all\n" * 20)
     (staging / "empty.mov").write_bytes(b"")
     make_truncated(good, staging / "cut.mp4")
+    # Its index first (faststart), then cut: ffmpeg opens it, and extraction fails only half-way.
+    fast = tmp_path / "fast.mp4"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(good), "-c", "copy", "-movflags", "+faststart",
+                    str(fast)], check=True)
+    make_truncated(fast, staging / "cut-late.mp4", fraction=0.6)
     with Daemon(cfg, shd_env, tmp_path) as d:
         d.ready()
         for f in staging.iterdir():
             os.rename(f, inbox / f.name)
-        jobs = wait_for("all four jobs finished", lambda: done_jobs(cfg, shd_env, tmp_path, 4), timeout=90)
+        jobs = wait_for("all five jobs finished", lambda: done_jobs(cfg, shd_env, tmp_path, 5), timeout=90)
         by_name = {j["source"]: j for j in jobs}
         assert by_name["good.mp4"]["state"] == "done"
         failed = tmp_path / "state" / "failed"
-        for name in ("notes.mp4", "empty.mov", "cut.mp4"):
+        for name in ("notes.mp4", "empty.mov", "cut.mp4", "cut-late.mp4"):
             assert by_name[name]["state"] == "failed" and name in by_name[name]["error"]
             assert (failed / name).is_file(), name
             reason = (failed / f"{name}.error.txt").read_text()
             assert by_name[name]["error"] in reason
         assert "empty" in by_name["empty.mov"]["error"]
         assert list(inbox.iterdir()) == []
+        # No extraction scratch folder is left behind by a file that turned out bad half-way (cut-late.mp4).
+        assert list((tmp_path / "state" / "jobs").glob("*/extract.*")) == []
         assert d.alive
 
 
@@ -176,14 +184,6 @@ def assert_one_prediction_per_frame_and_stage(standin: StandIn, frames: int) -> 
     images = Counter(p.input["prompt"] for p in standin.predictions(model="stability-ai/sdxl"))
     assert len(prompts) == frames and max(prompts.values()) == 1, prompts
     assert len(images) == frames and max(images.values()) == 1, images
-
-
-def slow_ffmpeg(tmp_path: Path, readrate: float = 1.0) -> str:
-    """An ffmpeg that reads its input at `readrate` x real time, so extraction and stitching take seconds."""
-    script = tmp_path / "slow-ffmpeg"
-    script.write_text(f'#!/bin/sh\nexec "{ffmpeg_exe()}" -readrate {readrate} "$@"\n')
-    script.chmod(0o755)
-    return str(script)
 
 
 @pytest.mark.parametrize("kill_at", ["extracting", "first_create", "image_running", "frame_generated", "stitching"])

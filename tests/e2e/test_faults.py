@@ -127,10 +127,10 @@ def test_a_job_stopped_by_a_disk_error_is_deferred_not_failed_and_finishes_later
     app = app_mod.build(cfg)
     try:
         src = make_video(tmp_path / "clip.mp4", seconds=2.0)
-        job = app_mod.create_process_job(app, src, blocker / "out.mp4")
+        job = app_mod.create_process_job(app.cfg, app.store, src, blocker / "out.mp4")
         job = app.runner.run_job(job.id)
         assert job.state == "stitching" and job.error is None
-        assert "FileExistsError" in app.runner.deferred[job.id]  # mkdir of the output folder failed
+        assert "FileExistsError" in str(app.runner.deferred[job.id])  # mkdir of the output folder failed
         blocker.unlink()
         t0 = time.monotonic()
         job = app.runner.run_job(job.id)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from shd import media
-from shd.errors import InputError, MediaError
+from shd.errors import DiskFull, InputError, MediaError
 from tests.videos import (
     ffmpeg_exe,
     frame_rgb,
@@ -318,3 +318,53 @@ def test_stitch_failure_is_a_media_error_naming_the_output(vids, tmp_path):
     assert e.value.path == str(out)
     with pytest.raises(MediaError):
         media.stitch(FF, tmp_path / "empty", fps=1, duration=1.0, size=(40, 30), out=out, audio_src=None, timeout=60)
+
+
+def _fill(folder: Path, leave: int) -> None:
+    """Fill the file system holding `folder`, but for about `leave` bytes."""
+    reserve = folder / "reserve"
+    reserve.write_bytes(b"\0" * leave)
+    with open(folder / "ballast", "wb", buffering=0) as fh:
+        try:
+            while True:
+                fh.write(b"\0" * 4096)
+                fh.flush()
+        except OSError:
+            pass
+    reserve.unlink()
+
+
+def test_extract_into_a_full_disk_is_disk_full_not_a_bad_input(vids, tmp_path, tmpfs):
+    """The reproduced case: frames filling the job folder once made the source "cannot be decoded"."""
+    full = tmpfs(tmp_path / "full", "1m")
+    _fill(full, leave=64 * 1024)  # room for ffmpeg's pid file and a frame or two, not for 15 frames
+    with pytest.raises(DiskFull) as e:
+        media.extract(FF, vids["3s"], full / "frames", 5, lambda i, path: None, timeout=30)
+    assert e.value.path == str(full / "frames") and "no space left on device" in str(e.value)
+
+
+def test_stitch_onto_a_full_disk_is_disk_full(tmp_path, tmpfs):
+    make_png(tmp_path / "f" / "000000.png", (255, 0, 0), (320, 240))
+    full = tmpfs(tmp_path / "full", "1m")
+    _fill(full, leave=4096)  # room for the pid file only
+    with pytest.raises(DiskFull):
+        media.stitch(FF, tmp_path / "f", fps=1, duration=5.0, size=(320, 240), out=full / "out.mp4",
+                     audio_src=None, timeout=60)
+
+
+def test_verify_accepts_a_whole_video_and_refuses_a_cut_or_wrong_one(vids, tmp_path):
+    media.verify(FF, vids["3s"], duration=3.0, tolerance=0.1, timeout=60)
+    with pytest.raises(MediaError, match="lasts 3.00 s, not 5.00 s"):
+        media.verify(FF, vids["3s"], duration=5.0, tolerance=0.1, timeout=60)
+    for name in ("truncated", "truncated_faststart"):
+        with pytest.raises(MediaError) as e:
+            media.verify(FF, vids[name], duration=3.0, tolerance=0.1, timeout=60)
+        assert e.value.path == str(vids[name])
+    # Bytes damaged in the middle of the picture data: the file opens, but does not decode to the end.
+    damaged = tmp_path / "damaged.mp4"
+    data = bytearray(vids["3s_silent"].read_bytes())
+    mdat = data.index(b"mdat")
+    data[mdat + 2000:mdat + 6000] = bytes(4000)
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(MediaError, match="does not decode"):
+        media.verify(FF, damaged, duration=3.0, tolerance=0.1, timeout=60)

@@ -1,13 +1,15 @@
 """The SQLite store on a real database file: transitions, the prediction ledger, migrations, read-only access."""
 
+import os
 import sqlite3
+import stat
 import threading
 from pathlib import Path
 
 import pytest
 
 from shd import migrations
-from shd.errors import IllegalTransition, StoreError
+from shd.errors import DatabaseDamaged, DiskFull, IllegalTransition, StoreError
 from shd.states import FrameState as F
 from shd.states import JobState as J
 from shd.states import Stage
@@ -131,7 +133,7 @@ def test_a_remote_id_is_recorded_once(store: Store, tmp_path: Path) -> None:
     a = store.begin_prediction("j1", 0, Stage.PROMPT, model="m:v", input={}, reason="first")
     b = store.begin_prediction("j1", 1, Stage.PROMPT, model="m:v", input={}, reason="first")
     store.update_prediction(a.id, status="starting", remote_id="same")
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(StoreError, match="UNIQUE constraint failed"):  # no sqlite3 exception leaves the store
         store.update_prediction(b.id, status="starting", remote_id="same")
 
 
@@ -170,3 +172,61 @@ def test_find_job_by_unique_prefix(store: Store, tmp_path: Path) -> None:
         store.find_job("j")
     with pytest.raises(StoreError, match="no job matches"):
         store.find_job("zz")
+
+
+def _corrupt_middle_pages(db: Path) -> None:
+    data = bytearray(db.read_bytes())
+    page = int.from_bytes(data[16:18], "big")
+    for n in range(1, len(data) // page - 1):
+        data[n * page:(n + 1) * page] = bytes((i * 37 + n) % 251 for i in range(page))
+    db.write_bytes(bytes(data))
+
+
+def test_a_damaged_database_is_a_database_damaged_error_saying_what_to_do(tmp_path: Path) -> None:
+    db = tmp_path / "state" / "shd.db"
+    s = Store.open(db)
+    for i in range(40):
+        s.create_job(f"j{i}", source_name="a.mp4" * 20, origin_path=tmp_path / "a.mp4", source_path=None,
+                     work_dir=tmp_path / "w", mode="daemon", fps=1.0)
+    s.close()
+    _corrupt_middle_pages(db)
+    with pytest.raises(DatabaseDamaged) as e:
+        Store.open(db, check=True)
+    assert str(e.value).startswith(f"{db}: the database is damaged") and ".recover" in str(e.value)
+    reader = Store.open_readonly(db)
+    with pytest.raises(DatabaseDamaged):  # not sqlite3.DatabaseError
+        reader.jobs()
+    assert isinstance(reader.damaged, DatabaseDamaged)
+
+
+def test_a_full_disk_is_disk_full_the_transaction_is_undone_and_the_store_works_once_there_is_room(
+        tmp_path: Path, tmpfs) -> None:
+    state = tmpfs(tmp_path / "state", "2m")
+    s = Store.open(state / "shd.db")
+    ballast = state / "ballast"
+    with ballast.open("wb") as fh:
+        try:
+            while True:
+                fh.write(b"\0" * 65536)
+                fh.flush()
+        except OSError:
+            pass
+    with pytest.raises(DiskFull, match="no space left on device"):
+        for i in range(1000):
+            s.create_job(f"j{i}", source_name="x" * 200, origin_path=tmp_path / ("x" * 200), source_path=None,
+                         work_dir=tmp_path / "w", mode="daemon", fps=1.0)
+    ballast.unlink()
+    s.create_job("after", source_name="a.mp4", origin_path=tmp_path / "a.mp4", source_path=None,
+                 work_dir=tmp_path / "w", mode="daemon", fps=1.0)
+    assert s.job("after").state == J.QUEUED
+
+
+def test_the_database_is_created_private_whatever_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0)
+    try:
+        s = Store.open(tmp_path / "state" / "shd.db")
+        s.close()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "state").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "state" / "shd.db").stat().st_mode) == 0o600

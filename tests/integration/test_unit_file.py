@@ -118,3 +118,12 @@ def test_every_directive_is_explained() -> None:
             unexplained.append(stripped)
         previous = stripped
     assert unexplained == []
+
+
+def test_what_does_not_fix_itself_is_not_restarted_for_ever() -> None:
+    """A missing token file fails the unit at systemd's step CREDENTIALS (exit status 243) before shd runs; like a
+    bad config (2) or a damaged database (5) it is not restarted, and any other start that keeps failing is given
+    up after a few tries (seen under a real systemd: scripts/systemd-check.sh)."""
+    d = directives(UNIT.read_text())
+    assert set(d["RestartPreventExitStatus"][0].split()) >= {"2", "5", "243"}
+    assert int(d["StartLimitBurst"][0]) <= 10 and int(d["StartLimitIntervalSec"][0]) >= 60

@@ -118,3 +118,32 @@ def test_a_configured_model_without_a_price_is_refused(tmp_path: Path) -> None:
     p.write_text(p.read_text() + '[prices."someone/painter:0123456789abcdef"]\nper_output = 0.003\n')
     assert pricing.price_for(config.load(p).prices, "someone/painter:0123456789abcdef") == pricing.Price(
         per_output=0.003)
+
+
+def test_web_and_hooks_keys_are_checked_like_the_others(tmp_path: Path) -> None:
+    p = write(tmp_path, """
+[web]
+listen = "8787"
+actions = "yes"
+port = 1
+[hooks]
+command = "notify 'unterminated"
+webhook = "file:///etc/passwd"
+timeout = 0
+retries = 99
+""")
+    with pytest.raises(ConfigError) as e:
+        config.load(p)
+    msg = str(e.value)
+    for part in ("web.listen = '8787' is not allowed", "web.actions must be true or false",
+                 "unknown key web.port", "hooks.command", "hooks.webhook = 'file:///etc/passwd' is not allowed",
+                 "hooks.timeout = 0 is not allowed", "hooks.retries = 99 is not allowed"):
+        assert part in msg
+    assert len(e.value.problems) == 7
+    cfg = config.load(write(tmp_path, '[web]\nlisten = ""\nactions = true\n[hooks]\nsecret_file = "s"\n'
+                                      'command = "notify-send shd"\n'))
+    assert cfg.web.listen == "" and cfg.web.actions is True
+    assert cfg.hooks.secret_file == tmp_path / "s" and cfg.hooks.command == "notify-send shd"
+    defaults = config.load(REPO / "config" / "shd.toml")
+    assert defaults.web == config.Web() and defaults.hooks == config.Hooks()
+    assert defaults.web.listen == "127.0.0.1:8787" and defaults.web.actions is False

@@ -61,6 +61,7 @@ class BudgetGate:
             (p.job_id, p.frame_idx, p.stage): (p.job_id, self.expected(p.model)) for p in store.predictions(live=True)}
         self._held: set[TaskKey] = set()
         self._job_holds: dict[str, str] = {}               # job id -> why it is held (as recorded in the store)
+        self._pause: budget.Hold | None = None             # the daily or monthly cap that holds every job
         self._said: set[tuple[str, str, object]] = set()   # (what, cap, period or job) logged once
 
     def expected(self, ref: str) -> float:
@@ -69,6 +70,12 @@ class BudgetGate:
         if ref not in self._typical:
             self._typical[ref] = pricing.typical(self.store.recent_predict_times(ref), price.typical_seconds)[0]
         return pricing.cost(price, self._typical[ref], 1 if price.per_output else 0)
+
+    @property
+    def paused(self) -> str | None:
+        """Why no job may start a prediction now (the daily or monthly cap was reached), or None."""
+        pause = self._pause
+        return pause.why if pause is not None and (pause.until is None or self.wall() < pause.until) else None
 
     # --- the check ----------------------------------------------------------------------------------------------
     def admit(self, job: Job, task: TaskKey, ref: str) -> None:
@@ -86,6 +93,7 @@ class BudgetGate:
                     raise Held(hold, min(HOLD_RECHECK, max(0.5, until)))
                 self._warn(b.caps, ask, job.id)
             self._held.discard(task)
+            self._pause = None
             self._reserved[task] = (job.id, next_usd)
             if self._job_holds.pop(job.id, None) is not None or job.held:
                 self.store.set_held(job.id, None)
@@ -108,6 +116,8 @@ class BudgetGate:
 
     def _hold(self, job: Job, task: TaskKey, hold: budget.Hold, ask: budget.Ask) -> None:
         self._held.add(task)
+        if hold.cap != "per_job":
+            self._pause = hold
         if self._job_holds.get(job.id) != hold.why:
             self._job_holds[job.id] = hold.why
             self.store.set_held(job.id, hold.why)

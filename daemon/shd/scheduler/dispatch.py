@@ -7,8 +7,10 @@
 - Never twice: a (job, frame, stage) that is queued, waiting for a retry, or running is not queued again.
 - A retry waits in a timer queue until it is due (or until `expedite` makes it due: the result it waits for is
   ready, the budget it waits for was raised); nothing is handed out while the gate (the auth pause) is closed.
-- Never lost: a task that raises is queued again (a database error after `STORE_RETRY` s, a bug after `CRASH_RETRY`
-  s, with its traceback logged); the worker goes on.
+- Never lost: a task that raises is queued again (a database error after `STORE_RETRY` s, a full disk after
+  `DISK_FULL_RETRY` s, a bug after `CRASH_RETRY` s, with its traceback logged); the worker goes on.
+- Watched: `healthy()` is true only while the dispatching thread goes round its loop (at least every `IDLE_WAKE` s),
+  so the daemon's watchdog ping does not vouch for a dispatcher that is alive but stuck.
 - Worker threads are started as needed (up to 2 x concurrency + 8) and reused. They are daemons: on `stop` nothing
   waits for a prediction (the ledger lets the next start resume it).
 """
@@ -22,13 +24,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from shd import logs
-from shd.errors import StoreError
+from shd import diskfull, logs
+from shd.errors import DiskFull, StoreError
 from shd.states import Stage
 
 STORE_RETRY = 10.0
+DISK_FULL_RETRY = 30.0
 CRASH_RETRY = 30.0
 IDLE_WAKE = 5.0  # every change that matters notifies; this timeout is only a safety net
+TURN_DEADLINE = 60.0  # a dispatching thread that has not gone round its loop for this long is stuck
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,7 @@ class Dispatcher:
         self._threads: list[threading.Thread] = []
         self._idle_workers = 0
         self._handoff: deque[Task] = deque()
+        self._turned = clock()  # when the dispatching thread last went round its loop
 
     # --- lifecycle ----------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -98,7 +103,8 @@ class Dispatcher:
             self._work_cv.notify_all()
 
     def healthy(self) -> bool:
-        return all(t.is_alive() for t in self._threads[:1])
+        """The dispatching thread is alive and went round its loop within TURN_DEADLINE."""
+        return all(t.is_alive() for t in self._threads[:1]) and self.clock() - self._turned < TURN_DEADLINE
 
     def set_concurrency(self, concurrency: int) -> None:
         with self._cv:
@@ -184,7 +190,7 @@ class Dispatcher:
 
     def _next_locked(self) -> Task | None:
         """The next task to hand out, taking its slot; or None after waiting for something to change."""
-        now = self.clock()
+        now = self._turned = self.clock()
         while self._delayed and self._delayed[0][0] <= now:
             self._queue_locked(self._delayed.pop(0)[2], 0.0)
         hold = self.gate.hold(now)
@@ -236,8 +242,13 @@ class Dispatcher:
             log.error("store_error_will_retry", error=str(e))
             requeue = (task, STORE_RETRY)
         except Exception as e:  # a bug must not kill the worker: logged with its traceback, the task retried later
-            log.exception("stage_crashed", error=f"{type(e).__name__}: {e}")
-            requeue = (task, CRASH_RETRY)
+            if isinstance(e, DiskFull) or diskfull.is_full(e):
+                # e.g. a painted image that cannot be written: its prediction stays recorded, nothing is lost
+                log.error("disk_full_will_retry", error=str(e), retry_in=DISK_FULL_RETRY)
+                requeue = (task, DISK_FULL_RETRY)
+            else:
+                log.exception("stage_crashed", error=f"{type(e).__name__}: {e}")
+                requeue = (task, CRASH_RETRY)
         finally:
             release()
             with self._cv:

@@ -111,8 +111,8 @@ class Engine:
     # --- the auth pause -----------------------------------------------------------------------------------------
     @property
     def paused(self) -> str | None:
-        """Why all work is paused (the credentials were refused), or None."""
-        return self.auth.paused
+        """Why all work is paused (the credentials were refused, a daily or monthly budget is spent), or None."""
+        return self.auth.paused or self.budget.paused
 
     def try_resume(self) -> bool:
         """Re-read the token and check it now; resume all work if it is accepted."""
