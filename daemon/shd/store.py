@@ -69,9 +69,10 @@ class Job:
     # Added by migration m002 (defaults: `shd status` may read a database the daemon has not migrated yet).
     exit_code: int | None = None  # the CLI exit code a failed job calls for (3: bad input, 4: ffmpeg...)
     overwrite: int = 0            # `shd process --overwrite`: the output may replace an existing file
-    estimate_usd: float | None = None
-    estimate_seconds: float | None = None
-    held: str | None = None
+    # Added by migration m003.
+    estimate_usd: float | None = None       # what the whole job is expected to cost (dollars), once probed
+    estimate_seconds: float | None = None   # and how long its predictions are expected to take
+    held: str | None = None                 # why no new prediction of it starts (a budget cap), else None
 
 
 @dataclass(frozen=True)
@@ -107,10 +108,11 @@ class Prediction:
     created_at: float
     updated_at: float
     completed_at: float | None
-    cost_usd: float | None = None
-    reuse_key: str | None = None
-    reused_from: int | None = None
-    saved_usd: float | None = None
+    # Added by migration m003.
+    cost_usd: float | None = None      # dollars, once finished (predict_time x the price then); 0 for a reuse
+    reuse_key: str | None = None       # the content key of its result (scheduler/reuse.py)
+    reused_from: int | None = None     # status 'reused': the paid prediction whose result was taken
+    saved_usd: float | None = None     # status 'reused': what that prediction cost
 
     @property
     def input(self) -> dict[str, Any]:
@@ -562,7 +564,7 @@ class Store:
         """Settle a frame's stage with the result of `source` instead of paying: a ledger row with status
         'reused' (pointing at the paid prediction, with what it cost as `saved_usd`) and the frame moved on to the
         stage's next state with `frame_values` (prompt, or image_path and seed), in one transaction."""
-        before, inflight, after = states.STAGE_STATES[stage]
+        _, inflight, after = states.STAGE_STATES[stage]
         paid_id = source.reused_from or source.id
         with self.tx(durable=False):  # lost to a power cut, it is looked up and reused again, for free
             now = time.time()
