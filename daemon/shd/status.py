@@ -13,7 +13,7 @@ from typing import Any
 
 from shd import budget, pricing
 from shd.names import printable
-from shd.states import JobState
+from shd.states import UNFINISHED_JOBS, JobState
 from shd.store import Job, Store
 
 
@@ -44,7 +44,7 @@ def job_summary(store: Store, job: Job, now: float | None = None) -> dict[str, A
         "eta": eta,
         "cost": store.job_cost(job.id),
         "estimate": None if job.estimate_usd is None else {"usd": job.estimate_usd, "seconds": job.estimate_seconds},
-        "held": job.held,
+        "held": job.held if job.state in UNFINISHED_JOBS else None,  # a finished job is not held
     }
 
 

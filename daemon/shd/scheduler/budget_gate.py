@@ -81,6 +81,7 @@ class BudgetGate:
     def admit(self, job: Job, task: TaskKey, ref: str) -> None:
         """Let one create of `ref` for `job` go ahead (counted in flight until `release`), or raise Held."""
         with self._lock:  # the settings too: a reload that lands meanwhile must not hold this task unseen
+            self._count_costs()
             b = self.settings().budget
             next_usd = self.expected(ref)
             if b.caps.any:
@@ -100,7 +101,6 @@ class BudgetGate:
                 self.log.info("budget_resumed", job=job.id)
 
     def _ask(self, job: Job, task: TaskKey, next_usd: float, now: float, tz: Any) -> budget.Ask:
-        self._count_costs()
         period = (budget.day_start(now, tz), budget.month_start(now, tz))
         if period != self._period:
             self._period = period
