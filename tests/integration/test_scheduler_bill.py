@@ -19,7 +19,7 @@ from structlog.testing import capture_logs
 
 from shd import budget, config
 from shd.backends import models
-from shd.backends.memory import ManualClock, MemoryRemote, MemoryService
+from shd.backends.memory import Clock, ManualClock, MemoryRemote, MemoryService, RealClock
 from shd.errors import Transient
 from shd.scheduler import Engine, Task
 from shd.states import JobState, Stage
@@ -77,20 +77,22 @@ class Rig(scheduler_rig.Rig):
 def make_rig(tmp_path: Path) -> Iterator[Callable[..., Rig]]:
     rigs: list[Rig] = []
 
-    def make(*, wall: Callable[[], float] | None = None, start: bool = True, **sections: dict[str, Any]) -> Rig:
+    def make(*, wall: Callable[[], float] | None = None, clock: Clock | None = None, create_wait: float = 3600,
+             **sections: dict[str, Any]) -> Rig:
+        """Predictions run on `clock` (a ManualClock unless given). By default a create waits for its prediction to
+        end (on the manual clock, at once), so none is left in flight; with `create_wait=0` they are polled, and
+        stay in flight until the clock is moved."""
         overrides = copy.deepcopy({"prices": PRICES, **sections})
         overrides["replicate"] = {**SETTINGS, **sections.get("replicate", {})}
         cfg = config.from_mapping(overrides, tmp_path / "shd.toml")
-        service = MemoryService(clock=ManualClock(), latency={"methexis-inc/img2prompt": (0.0, RUN_S),
-                                                               "stability-ai/sdxl": (0.0, RUN_S)})
+        service = MemoryService(clock=clock or ManualClock(),
+                                latency={"methexis-inc/img2prompt": (0.0, RUN_S), "stability-ai/sdxl": (0.0, RUN_S)})
         store = Store.open(cfg.paths.database)
         extra = {"wall": wall} if wall else {}
-        # A create waits for its prediction to end (on the manual clock, at once), so none is left polling.
-        remote = MemoryRemote(service, create_wait=3600)
+        remote = MemoryRemote(service, create_wait=create_wait)
         engine = Engine(cfg, store, models.backend(remote, cfg.replicate), **extra)
         rigs.append(Rig(tmp_path, service, store, engine, overrides))
-        if start:
-            engine.start()
+        engine.start()
         return rigs[-1]
 
     yield make
@@ -122,6 +124,19 @@ def test_every_finished_prediction_is_priced_in_the_ledger_and_a_failed_one_is_b
     assert rig.store.job_cost("j1") == {"usd": pytest.approx(5 * EACH), "predict_seconds": 5 * RUN_S,
                                         "predictions": 5, "reused": 0, "saved_usd": 0.0}
     assert rig.store.spent_since(0.0) == pytest.approx(5 * EACH)
+
+
+def test_a_prediction_shd_cancels_is_billed_for_the_time_it_ran(make_rig: Callable[..., Rig]) -> None:
+    """Past replicate.prediction_timeout shd cancels it, then reads it once more: its predict_time is priced."""
+    rig = make_rig(clock=RealClock(), create_wait=0, replicate={"prediction_timeout": 0.2, "max_attempts": 1})
+    rig.service.set_latency(config.IMG2PROMPT, 0.0, 60.0)
+    (frame,) = rig.finished(rig.job("slow", [GREY]))
+    assert frame.state == "failed" and frame.error == "prompt failed after 1 attempts: timed out; canceled"
+    (canceled,) = rig.ledger("slow")
+    assert canceled.status == "canceled" and canceled.error == "timed out; canceled"
+    assert canceled.predict_time is not None and 0.2 <= canceled.predict_time < 60
+    assert canceled.cost_usd == pytest.approx(canceled.predict_time * PER_SECOND)
+    assert rig.store.job_cost("slow")["usd"] == pytest.approx(canceled.cost_usd, abs=1e-6)
 
 
 def test_a_price_change_applies_to_predictions_that_finish_after_the_reload(make_rig: Callable[..., Rig]) -> None:
@@ -166,14 +181,17 @@ def test_the_daily_cap_stops_creations_holds_the_job_and_a_raise_and_reload_resu
 
 
 def test_overshoot_is_bounded_by_what_was_in_flight(make_rig: Callable[..., Rig]) -> None:
-    """Predictions that run longer than expected finish and are counted: spend <= cap + what was in flight."""
-    rig = make_rig(budget={"daily_usd": 0.09})
-    rig.service.set_latency(config.IMG2PROMPT, 0.0, 3 * RUN_S)  # each prompt costs three times its estimate
+    """Four prompts in flight at their expected $0.02 fill a $0.09 day; they run three times as long as expected,
+    finish and are counted: spend passes the cap by no more than what was in flight, and nothing more starts."""
+    rig = make_rig(create_wait=0, budget={"daily_usd": 0.09}, replicate={"concurrency": 5})  # a fifth asks
+    rig.service.set_latency(config.IMG2PROMPT, 0.0, 3 * RUN_S)
     rig.job("j1", rainbow(8))
     wait_for("the job held", lambda: rig.store.job("j1").held)
+    assert len(rig.store.predictions("j1", live=True)) == 4
+    rig.service.clock.advance(3 * RUN_S)  # they finish
     wait_for("what was in flight finished", lambda: not rig.store.predictions("j1", live=True))
-    in_flight_at_most = SETTINGS["concurrency"] * 3 * EACH
-    assert 0.09 < rig.store.spent_since(0.0) <= 0.09 + in_flight_at_most
+    assert rig.creates() == 4 and rig.store.spent_since(0.0) == pytest.approx(4 * 3 * EACH)  # 0.24
+    assert rig.store.spent_since(0.0) <= 0.09 + 4 * 3 * EACH
 
 
 def test_a_daily_hold_lifts_by_itself_when_the_day_ends(make_rig: Callable[..., Rig]) -> None:
