@@ -373,8 +373,8 @@ def test_verify_accepts_a_whole_video_and_refuses_a_cut_or_wrong_one(vids, tmp_p
         media.verify(FF, damaged, duration=3.0, tolerance=0.1, timeout=60)
 
 
-# ---------------------------------------------------------------------------------------------------- shape, transitions,
-# subtitles, the contact sheet
+# ---------------------------------------------------------------------------------------------------- the outputs
+# (non-square pixels, transitions, the subtitle track, the contact sheet, img2img's source picture)
 
 
 def test_a_source_with_non_square_pixels_is_extracted_at_the_shape_it_is_shown(tmp_path):

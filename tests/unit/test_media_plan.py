@@ -426,3 +426,9 @@ def test_plan_normalize_has_no_timing_filters():
     assert "crop=64:48" in graph and "fps=" not in graph and "tpad" not in graph
     assert _value(argv, "-fps_mode") == "passthrough"
     assert argv[-1] == "/tmp/fit/%06d.png"
+
+
+def test_every_configurable_transition_has_its_filter():
+    from shd import config
+
+    assert set(media.TRANSITION_FILTERS) == set(config.TRANSITIONS)
