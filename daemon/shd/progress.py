@@ -18,16 +18,10 @@ from typing import Any, TextIO
 
 from shd.errors import ShdError
 from shd.names import printable
+from shd.status import _dur as clock  # m:ss (h:mm:ss), as the status table writes times
 
 EVERY = 0.5  # seconds between redraws
 CLEAR = "\r\x1b[K"  # back to the start of the line, erase it
-
-
-def _clock(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    s = int(seconds)
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
 def line(summary: dict[str, Any], width: int) -> str:
@@ -36,9 +30,9 @@ def line(summary: dict[str, Any], width: int) -> str:
     parts = [f"{printable(summary['source'])}: {fr['generated']}/{fr['total']} painted", f"{fr['failed']} failed"]
     if summary["state"] not in ("running", "extracting"):
         parts.append(summary["state"])
-    parts.append(f"{_clock(summary['elapsed'])} elapsed")
+    parts.append(f"{clock(summary['elapsed'])} elapsed")
     if summary["eta"] is not None:
-        parts.append(f"ETA {_clock(summary['eta'])}")
+        parts.append(f"ETA {clock(summary['eta'])}")
     text = ", ".join(parts)
     return text if len(text) < width else text[:max(0, width - 2)] + "…"
 
