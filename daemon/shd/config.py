@@ -27,19 +27,22 @@ from shd.errors import ConfigError, TokenMissing
 IMG2PROMPT = "methexis-inc/img2prompt:50adaf2d3ad20a6f911a8a9e3ccf777b263b8596fbd2c8fc26e8888f8a0edbb5"
 SDXL = "stability-ai/sdxl:39ed52f2a78e934b3ba6e2a89f5b1c712de7dfea535525255b1aa35c5565e08b"
 
-# The first version's SDXL inputs, used unless [replicate.image_input] overrides them.
+# The first version's SDXL inputs (../shared/docs/first-version.md), used unless [replicate.image_input] overrides
+# them; all but its size (1024x768): `width` and `height` follow each source's shape (shape.painting_for) unless the
+# config gives them.
 DEFAULT_IMAGE_INPUT: dict[str, Any] = {
-    "width": 1024,
-    "height": 1024,
-    "num_outputs": 1,
-    "scheduler": "K_EULER",
-    "num_inference_steps": 50,
-    "guidance_scale": 7.5,
     "refine": "expert_ensemble_refiner",
+    "scheduler": "K_EULER",
+    "lora_scale": 0.6,
+    "num_outputs": 1,
+    "guidance_scale": 7.5,
+    "apply_watermark": False,
     "high_noise_frac": 0.8,
     "negative_prompt": "",
-    "apply_watermark": False,
+    "prompt_strength": 0.8,
+    "num_inference_steps": 25,
 }
+TRANSITIONS = ("cut", "crossfade", "motion")
 
 DEFAULT_LOCATIONS = (
     Path("shd.toml"),
@@ -110,6 +113,14 @@ class Replicate:
     backoff_max: float = 60.0
     auth_recheck: float = 30.0
     reuse: str = "prompts"
+    image_from: str = "none"
+
+
+@dataclass(frozen=True)
+class Output:
+    transition: str = "cut"
+    transition_seconds: float = 0.5
+    subtitles: bool = True
 
 
 @dataclass(frozen=True)
@@ -164,6 +175,7 @@ class Config:
     prices: Mapping[str, pricing.Price] = field(default_factory=lambda: dict(pricing.DEFAULT_PRICES))
     web: Web = Web()
     hooks: Hooks = Hooks()
+    output: Output = Output()
 
 
 # --- validation rules: (type, check, what is allowed) per key --------------------------------------------------
@@ -291,6 +303,12 @@ RULES: dict[str, dict[str, tuple[Any, tuple[Check, str] | None]]] = {
         "backoff_max": (_NUM, _POS),
         "auth_recheck": (_NUM, _POS),
         "reuse": (str, _one_of("prompts", "all", "none")),
+        "image_from": (str, _one_of("none", "source")),
+    },
+    "output": {
+        "transition": (str, _one_of(*TRANSITIONS)),
+        "transition_seconds": (_NUM, _POS),
+        "subtitles": (bool, None),
     },
     "ffmpeg": {"path": (str, None), "timeout": (_NUM, _POS)},
     "web": {
@@ -446,6 +464,7 @@ def from_mapping(raw: Mapping[str, Any], source: Path | None) -> Config:
         prices=prices,
         web=Web(**section("web")),
         hooks=Hooks(**h),
+        output=Output(**section("output")),
     )
     problems = _unpriced(cfg)
     if problems:

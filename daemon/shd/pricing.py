@@ -37,8 +37,9 @@ DEFAULT_PRICES: dict[str, Price] = {
     # predict_time: 20 s is a guess, replaced by the ledger's median once shd has run it.
     "methexis-inc/img2prompt": Price(per_second=HARDWARE["T4"], typical_seconds=20.0),
     # NOT CONFIRMED: L40S or A40 (large) per the sources; the dearer L40S, so that a budget errs on the safe side.
-    # 20 s: the fixtures' 3.8-5.5 s at 512x512 and 50 steps, times four for 1024x1024 (an inference).
-    "stability-ai/sdxl": Price(per_second=HARDWARE["L40S"], typical_seconds=20.0),
+    # 10 s (an inference): the fixtures' 3.8-5.5 s at 512x512 and 50 steps; shd's default paints about three times
+    # the pixels (about a megapixel) in half the steps (25), so about 8 s, rounded up.
+    "stability-ai/sdxl": Price(per_second=HARDWARE["L40S"], typical_seconds=10.0),
 }
 
 
@@ -145,5 +146,6 @@ def usd(amount: float) -> str:
 
 
 def duration(seconds: float) -> str:
-    s = int(round(seconds))
+    """`m:ss` (or `h:mm:ss`), whole seconds, as the status table writes times."""
+    s = int(seconds)
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"

@@ -13,8 +13,9 @@ from typing import Any
 
 from shd import budget, pricing
 from shd.names import printable
+from shd.sheet import time_label
 from shd.states import UNFINISHED_JOBS, JobState
-from shd.store import Job, Store
+from shd.store import Frame, Job, Store
 
 
 def job_summary(store: Store, job: Job, now: float | None = None) -> dict[str, Any]:
@@ -68,9 +69,22 @@ def job_detail(store: Store, job: Job) -> dict[str, Any]:
     return d
 
 
-def as_json(store: Store, job_ref: str | None = None, *, zone: str = "UTC") -> str:
+def frame_row(f: Frame) -> dict[str, Any]:
+    """One frame for `shd status JOB --frames`: its time in the source, state, prompt, seed, and why it failed and
+    what filled its slot."""
+    return {"frame": f.idx, "time": round(f.ts, 3), "state": f.state, "prompt": f.prompt, "seed": f.seed,
+            "error": f.error, "filled_with": f.filled_with}
+
+
+def as_json(store: Store, job_ref: str | None = None, *, frames: bool = False, zone: str = "UTC") -> str:
+    """The contract's JSON; for one job its detail, and with `frames` each frame (`frame_list`, see frame_row);
+    with `spend` (days and months in `zone`)."""
     if job_ref:
-        jobs = [job_detail(store, store.find_job(job_ref))]
+        job = store.find_job(job_ref)
+        detail = job_detail(store, job)
+        if frames:
+            detail["frame_list"] = [frame_row(f) for f in store.frames(job.id)]
+        jobs = [detail]
     else:
         jobs = [job_summary(store, j) for j in store.jobs()]
     return json.dumps({"jobs": jobs, "spend": spend(store, zone)}, indent=2)
@@ -95,6 +109,21 @@ def _spend_line(store: Store, zone: str) -> str:
     s = spend(store, zone)
     return (f"spend: today {pricing.usd(s['today_usd'])}, this month {pricing.usd(s['month_usd'])}, "
             f"all time {pricing.usd(s['total_usd'])} ({zone})")
+
+
+def frames_table(store: Store, job_ref: str) -> str:
+    """Each frame of one job on a line: number, time, state, then its prompt (or why it failed), whole."""
+    job = store.find_job(job_ref)
+    rows = [("FRAME", "TIME", "STATE", "PROMPT")]
+    for f in store.frames(job.id):
+        text = f.prompt or ""
+        if f.state == "failed":
+            text = f"{text}  [failed: {f.error or '?'}" + (f"; filled: {f.filled_with}]" if f.filled_with else "]")
+        rows.append((str(f.idx), time_label(f.ts), f.state, printable(text)))
+    if len(rows) == 1:
+        return f"job {job.id} has no frames yet"
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    return "\n".join("  ".join([*(c.ljust(w) for c, w in zip(r, widths)), r[3]]).rstrip() for r in rows)
 
 
 def as_table(store: Store, job_ref: str | None = None, *, zone: str = "UTC") -> str:

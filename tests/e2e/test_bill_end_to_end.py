@@ -51,12 +51,12 @@ def test_a_video_processed_again_pays_for_no_prompt_and_with_a_fixed_seed_for_no
 
     first = run_shd("process", str(src), "--config", str(seeded), env=shd_env, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
-    assert "shd: estimate: 3 frames, 6 predictions, about $0.072 and 0:30 at concurrency 4" in first.stderr
+    assert "shd: estimate: 3 frames, 6 predictions, about $0.0427 and 0:22 at concurrency 4" in first.stderr
     assert billed.count_creates(IMG2PROMPT) == 3 and billed.count_creates(SDXL) == 3
     (job,) = status(seeded, shd_env, tmp_path)["jobs"]
     assert job["cost"] == {"usd": pytest.approx(one_run), "predict_seconds": 3 * (PROMPT_S + IMAGE_S),
                            "predictions": 6, "reused": 0, "saved_usd": 0.0}
-    assert job["estimate"] == {"usd": pytest.approx(0.072), "seconds": 30.0} and job["held"] is None
+    assert job["estimate"] == {"usd": pytest.approx(0.04275), "seconds": 22.5} and job["held"] is None
 
     again = run_shd("process", str(src), "--config", str(seeded), env=shd_env, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
@@ -107,7 +107,7 @@ def test_a_file_whose_header_claims_ten_hours_is_refused_before_any_create(
     big = make_ten_hour_still(tmp_path / "inbox" / "tiny.mp4")
     assert big.stat().st_size < 2000
     reason = ("36000 frames at fps=1 (by its header) is over pipeline.max_frames = 3600: refused "
-              "(estimated $864.00 for 72000 predictions)")
+              "(estimated $513.00 for 72000 predictions)")
     with Daemon(cfg, shd_env, tmp_path) as d:
         d.ready()
         note = tmp_path / "state" / "failed" / "tiny.mp4.error.txt"
@@ -185,7 +185,7 @@ def test_shd_process_at_a_cap_ends_with_exit_8_saying_why(
     r = run_shd("process", str(src), "--config", str(cfg), env=shd_env, cwd=tmp_path)
     assert r.returncode == 8, r.stderr
     last = r.stderr.strip().splitlines()[-1]
-    assert last.startswith("shd: held: job estimated at $0.024 for 1 frames, over budget.per_job_usd $0.01")
+    assert last.startswith("shd: held: job estimated at $0.0143 for 1 frames, over budget.per_job_usd $0.01")
     assert "`shd run` resumes it" in last and r.stdout == ""
     assert standin.count_creates() == 0
     (job,) = status(cfg, shd_env, tmp_path)["jobs"]

@@ -88,12 +88,12 @@ def test_the_typical_predict_time_is_the_ledgers_median_else_the_default() -> No
 
 
 def test_a_minute_of_video_with_the_defaults() -> None:
-    """The README's figure: 60 frames at fps 1, a prompt and a painting each, 20 s each at T4 and L40S prices."""
+    """The README's figure: 60 frames at fps 1, a prompt (20 s at T4) and a painting (10 s at L40S) each."""
     est = pricing.estimate(60, [("prompt", "methexis-inc/img2prompt:x", 1), ("image", "stability-ai/sdxl:y", 1)],
                            pricing.DEFAULT_PRICES, {}, concurrency=8)
-    assert est.predictions == 120 and est.usd == pytest.approx(60 * 20 * (0.000225 + 0.000975)) == 1.44
-    assert est.seconds == 60 * 40 / 8
-    assert est.summary() == "60 frames, 120 predictions, about $1.44 and 5:00 at concurrency 8"
+    assert est.predictions == 120 and est.usd == pytest.approx(60 * (20 * 0.000225 + 10 * 0.000975)) == 0.855
+    assert est.seconds == 60 * 30 / 8
+    assert est.summary() == "60 frames, 120 predictions, about $0.855 and 3:45 at concurrency 8"
 
 
 def test_dollars_read_as_people_write_them() -> None:

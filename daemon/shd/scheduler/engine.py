@@ -28,7 +28,7 @@ from shd.scheduler.paid_call import PaidCalls
 from shd.scheduler.pause import AuthPause
 from shd.scheduler.reuse import Reuse
 from shd.scheduler.runner import StageRunner
-from shd.scheduler.stages import ImageStage, PromptStage
+from shd.scheduler.stages import FitPicture, ImageStage, PromptStage
 from shd.states import Stage
 from shd.store import Store
 
@@ -38,7 +38,7 @@ class Engine:
 
     def __init__(self, cfg: Config, store: Store, backend: Backend, *,
                  token_provider: Callable[[], str] | None = None, clock: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], float] = time.time):
+                 wall: Callable[[], float] = time.time, fit_picture: FitPicture | None = None):
         self.cfg = cfg
         self.store = store
         self.frame_done = threading.Condition()   # notified whenever a frame becomes generated or failed
@@ -54,7 +54,7 @@ class Engine:
         calls = PaidCalls(store, backend.remote, self.limit, settings=settings, stop=self._stop, clock=clock,
                           on_cost=self.budget.spent)
         stages = {Stage.PROMPT: PromptStage(store, backend.prompter, settings),
-                  Stage.IMAGE: ImageStage(store, backend.painter, settings)}
+                  Stage.IMAGE: ImageStage(store, backend.painter, settings, fit_picture)}
         self.runner = StageRunner(store, backend.remote, stages, calls, limit=self.limit, pause=self.auth,
                                   enqueue=self.dispatch.enqueue, frame_done=self.frame_done, settings=settings,
                                   budget=self.budget, reuse=Reuse(store, self.dispatch.expedite))

@@ -76,7 +76,7 @@ class StageRunner:
                         self._fail_frame(task, why, log)
                         return None
                 seed = stage.seed_for(frame, task)
-                lookup = stage.lookup(frame, seed)
+                lookup = stage.lookup(job, frame, seed)
                 if lookup.active:
                     got = self.reuse.find_or_claim(lookup, task.key, stage.available)
                     if isinstance(got, Found):
@@ -86,7 +86,7 @@ class StageRunner:
                         return task, REUSE_WAIT
                     owned = lookup
                 self.budget.admit(job, task.key, stage.ref)
-                pred, status = self.calls.create(task, stage.ref, stage.input_for(frame, seed), seed=seed,
+                pred, status = self.calls.create(task, stage.ref, stage.input_for(job, frame, seed), seed=seed,
                                                  frame_state=FrameState(frame.state), reuse_key=lookup.key,
                                                  defer_success=stage.settles_with_result, log=log)
             assert pred is not None  # resumed from the ledger, or just created

@@ -7,7 +7,10 @@ create; poll; then `keep` the result.
 
 - `PromptStage`: the frame's picture -> img2prompt -> the prompt, stored with the frame; queues the image stage.
 - `ImageStage`: the prompt and the frame's seed -> SDXL -> the painted image, downloaded at once and written
-  atomically into the job's `generated/` folder; the frame is done.
+  atomically into the job's `generated/` folder; the frame is done. It paints at the size that follows the source's
+  shape (`shape.painting_for`) and, with `replicate.image_from = "source"`, over the source frame (img2img), fitted
+  to that size first (`img2img/NNNNNN-WxH.png` in the job folder, made once by the `FitPicture` given) and uploaded
+  with each create; a create resumed from the ledger uploads nothing (its recorded input is polled or looked up).
 """
 
 from __future__ import annotations
@@ -20,13 +23,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from shd import shape
 from shd.backends.base import ImageToPrompt, PromptToImage, Status
 from shd.config import Config
-from shd.errors import BackendError, Rejected, Transient
+from shd.errors import BackendError, MediaError, Rejected, Transient
 from shd.scheduler.dispatch import Task
 from shd.scheduler.reuse import Lookup, content_key, file_digest, lookup_for
 from shd.states import FrameState, Stage
 from shd.store import Frame, Job, Prediction, Store
+
+# (source frame, destination PNG, size, fit): writes the frame fitted to size as the destination, or raises
+# MediaError (DiskFull when the disk is full). app.py gives media.fit_picture with the configured ffmpeg.
+FitPicture = Callable[[Path, Path, tuple[int, int], str], None]
 
 
 class PaidStage(ABC):
@@ -48,11 +56,11 @@ class PaidStage(ABC):
         return None
 
     @abstractmethod
-    def lookup(self, frame: Frame, seed: int | None) -> Lookup:
+    def lookup(self, job: Job, frame: Frame, seed: int | None) -> Lookup:
         """What the result is found again by (scheduler/reuse.py): its content key, under `replicate.reuse`."""
 
     @abstractmethod
-    def input_for(self, frame: Frame, seed: int | None) -> dict[str, Any]:
+    def input_for(self, job: Job, frame: Frame, seed: int | None) -> dict[str, Any]:
         """The prediction input (may upload the frame)."""
 
     @abstractmethod
@@ -82,15 +90,11 @@ class PromptStage(PaidStage):
     def ref(self) -> str:
         return self.prompter.ref
 
-    def lookup(self, frame: Frame, seed: int | None) -> Lookup:
-        try:
-            digest = file_digest(Path(frame.path).read_bytes())
-        except OSError as e:
-            raise Rejected(f"{frame.path}: cannot read frame: {e.strerror}") from None
-        key = content_key(self.ref, self.prompter.input_with(digest))
+    def lookup(self, job: Job, frame: Frame, seed: int | None) -> Lookup:
+        key = content_key(self.ref, self.prompter.input_with(picture_digest(Path(frame.path))))
         return lookup_for(self.settings().replicate.reuse, key, painting=False, seed=None, seed_fixed=False)
 
-    def input_for(self, frame: Frame, seed: int | None) -> dict[str, Any]:
+    def input_for(self, job: Job, frame: Frame, seed: int | None) -> dict[str, Any]:
         return self.prompter.input_for(Path(frame.path))
 
     def available(self, source: Prediction) -> bool:
@@ -123,10 +127,12 @@ class ImageStage(PaidStage):
     stage = Stage.IMAGE
     finishes_frame = True
 
-    def __init__(self, store: Store, painter: PromptToImage, settings: Callable[[], Config]):
+    def __init__(self, store: Store, painter: PromptToImage, settings: Callable[[], Config],
+                 fit_picture: FitPicture | None = None):
         self.store = store
         self.painter = painter
         self.settings = settings
+        self.fit_picture = fit_picture  # None: img2img sends the source frame as extracted
         self._rng = random.Random()
 
     @property
@@ -136,14 +142,40 @@ class ImageStage(PaidStage):
     def seed_for(self, frame: Frame, task: Task) -> int | None:
         return choose_seed(frame.seed, task, self.settings().replicate.seed, self._rng)
 
-    def lookup(self, frame: Frame, seed: int | None) -> Lookup:
-        r = self.settings().replicate
-        key = content_key(self.ref, {k: v for k, v in self.input_for(frame, seed).items() if k != "seed"})
-        return lookup_for(r.reuse, key, painting=True, seed=seed, seed_fixed=r.seed is not None)
+    def _painting(self, job: Job, frame: Frame) -> tuple[tuple[int, int] | None, Path | None]:
+        """The painting's size (the source's shape) and the picture it is painted over (img2img), if any."""
+        cfg = self.settings()
+        size = shape.painting_for(cfg.replicate.image_input, (job.width, job.height)) if job.width and job.height \
+            else None
+        image = self._source_picture(job, frame, size) if cfg.replicate.image_from == "source" else None
+        return size, image
 
-    def input_for(self, frame: Frame, seed: int | None) -> dict[str, Any]:
+    def lookup(self, job: Job, frame: Frame, seed: int | None) -> Lookup:
         assert frame.prompt is not None and seed is not None  # the frame is prompted: the state machine says so
-        return self.painter.input_for(frame.prompt, seed)
+        r = self.settings().replicate
+        size, image = self._painting(job, frame)
+        inp = {k: v for k, v in self.painter.input_for(frame.prompt, seed, size=size).items() if k != "seed"}
+        if image is not None:
+            inp["image"] = picture_digest(image)
+        return lookup_for(r.reuse, content_key(self.ref, inp), painting=True, seed=seed, seed_fixed=r.seed is not None)
+
+    def input_for(self, job: Job, frame: Frame, seed: int | None) -> dict[str, Any]:
+        assert frame.prompt is not None and seed is not None  # the frame is prompted: the state machine says so
+        size, image = self._painting(job, frame)
+        return self.painter.input_for(frame.prompt, seed, size=size, image=image)
+
+    def _source_picture(self, job: Job, frame: Frame, size: tuple[int, int] | None) -> Path:
+        """The frame as SDXL paints over it: fitted to the painting's size (made once per size), or as extracted."""
+        if size is None or self.fit_picture is None:
+            return Path(frame.path)
+        dest = Path(job.work_dir) / "img2img" / f"{frame.idx:06d}-{size[0]}x{size[1]}.png"
+        if not dest.exists():
+            dest.parent.mkdir(exist_ok=True)
+            try:
+                self.fit_picture(Path(frame.path), dest, size, self.settings().pipeline.fit)
+            except MediaError as e:
+                raise Rejected(f"cannot prepare the source frame for img2img: {e}") from None
+        return dest
 
     def available(self, source: Prediction) -> bool:
         path = self.store.frame(source.job_id, source.frame_idx).image_path
@@ -176,6 +208,14 @@ class ImageStage(PaidStage):
                                     expect=FrameState.GENERATING, durable=False)
         log.info("frame_generated", path=str(out))
         return []
+
+
+def picture_digest(path: Path) -> str:
+    """A picture input as a content key has it (reuse.py): the digest of its bytes. Rejected if it cannot be read."""
+    try:
+        return file_digest(path.read_bytes())
+    except OSError as e:
+        raise Rejected(f"{path}: cannot read frame: {e.strerror}") from None
 
 
 def choose_seed(recorded: int | None, task: Task, base: int | None, rng: random.Random) -> int:
