@@ -200,6 +200,16 @@ def frame_rgb(path: Path, t: float, xy: tuple[int, int] | None = None) -> tuple[
     return data[i], data[i + 1], data[i + 2]
 
 
+def frames_rgb(path: Path, xy: tuple[int, int] | None = None) -> list[tuple[int, int, int]]:
+    """The RGB pixel at `xy` (default: the centre) of every frame `path` decodes into, in order (a picture: one)."""
+    w, h = video_size(path)
+    data = _ffmpeg("-i", str(path), "-map", "0:v:0", "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt",
+                   "rgb24", "pipe:1", stdout=True)
+    x, y = xy if xy is not None else (w // 2, h // 2)
+    at = (y * w + x) * 3
+    return [(data[i + at], data[i + at + 1], data[i + at + 2]) for i in range(0, len(data) - w * h * 3 + 1, w * h * 3)]
+
+
 def stream_descriptions(path: Path, kind: str) -> list[str]:
     """Each `kind` ("Video", "Audio", "Subtitle") stream's description line with its indented metadata lines."""
     found: list[str] = []

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from shd import children, config, logs, media, names
+from shd import children, config, inbetweens, logs, media, names
 from shd.backends import models
 from shd.backends.base import Backend
 from shd.backends.replicate import ReplicateRemote
@@ -61,7 +61,9 @@ def build(cfg: Config, *, on_finished: Callable[[Job], None] | None = None, back
     store = Store.open(cfg.paths.database, check=check_store)
     engine = Engine(cfg, store, backend, token_provider=token_provider,
                     fit_picture=lambda src, dest, size, fit: media.fit_picture(
-                        ffmpeg, src, dest, size=size, fit=fit, timeout=engine.cfg.ffmpeg.timeout))
+                        ffmpeg, src, dest, size=size, fit=fit, timeout=engine.cfg.ffmpeg.timeout),
+                    to_png=lambda src, dest: media.to_png(ffmpeg, src, dest, timeout=engine.cfg.ffmpeg.timeout),
+                    count_frames=lambda clip: inbetweens.count_frames(ffmpeg, clip, timeout=engine.cfg.ffmpeg.timeout))
     runner = JobRunner(cfg, store, engine, ffmpeg, on_finished=on_finished)
     engine.start()
     return App(cfg, store, backend, engine, runner, ffmpeg)

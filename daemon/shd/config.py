@@ -17,6 +17,7 @@ import shlex
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from math import ceil
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,6 +27,7 @@ from shd.errors import ConfigError, TokenMissing
 
 IMG2PROMPT = "methexis-inc/img2prompt:50adaf2d3ad20a6f911a8a9e3ccf777b263b8596fbd2c8fc26e8888f8a0edbb5"
 SDXL = "stability-ai/sdxl:39ed52f2a78e934b3ba6e2a89f5b1c712de7dfea535525255b1aa35c5565e08b"
+FILM = "google-research/frame-interpolation:4f88a16a13673a8b589c18866e540556170a5bcb2ccdc12de556e800e9456d3d"
 
 # The first version's SDXL inputs (../shared/docs/first-version.md), used unless [replicate.image_input] overrides
 # them; all but its size (1024x768): `width` and `height` follow each source's shape (shape.painting_for) unless the
@@ -42,7 +44,7 @@ DEFAULT_IMAGE_INPUT: dict[str, Any] = {
     "prompt_strength": 0.8,
     "num_inference_steps": 25,
 }
-TRANSITIONS = ("cut", "crossfade", "motion")
+TRANSITIONS = ("cut", "crossfade", "motion", "film")
 
 DEFAULT_LOCATIONS = (
     Path("shd.toml"),
@@ -97,6 +99,7 @@ class Replicate:
     concurrency: int = 8
     prompt_model: str = IMG2PROMPT
     image_model: str = SDXL
+    film_model: str = FILM
     image_input: Mapping[str, Any] = field(default_factory=lambda: dict(DEFAULT_IMAGE_INPUT))
     prompt_input: Mapping[str, Any] = field(default_factory=dict)
     token_file: Path | None = None
@@ -121,6 +124,12 @@ class Output:
     transition: str = "cut"
     transition_seconds: float = 0.5
     subtitles: bool = True
+    times_to_interpolate: int = 4
+
+    @property
+    def film(self) -> bool:
+        """Each gap between consecutive paintings is interpolated by FILM (a paid prediction per pair)."""
+        return self.transition == "film"
 
 
 @dataclass(frozen=True)
@@ -287,6 +296,7 @@ RULES: dict[str, dict[str, tuple[Any, tuple[Check, str] | None]]] = {
         "concurrency": (int, (lambda v: 1 <= v <= 256, "an integer from 1 to 256")),
         "prompt_model": (str, (_model_ref, "a model ref 'owner/name:version'")),
         "image_model": (str, (_model_ref, "a model ref 'owner/name:version'")),
+        "film_model": (str, (_model_ref, "a model ref 'owner/name:version'")),
         "image_input": (dict, None),
         "prompt_input": (dict, None),
         "token_file": (str, None),
@@ -309,6 +319,7 @@ RULES: dict[str, dict[str, tuple[Any, tuple[Check, str] | None]]] = {
         "transition": (str, _one_of(*TRANSITIONS)),
         "transition_seconds": (_NUM, _POS),
         "subtitles": (bool, None),
+        "times_to_interpolate": (int, (lambda v: 1 <= v <= 8, "an integer from 1 to 8 (FILM's own limits)")),
     },
     "ffmpeg": {"path": (str, None), "timeout": (_NUM, _POS)},
     "web": {
@@ -387,10 +398,23 @@ def _validate(raw: Mapping[str, Any]) -> list[str]:
 
 def _unpriced(cfg: Config) -> list[str]:
     """A configured model without a price cannot be counted against a budget: say which, and how to add one."""
+    r = cfg.replicate
+    paid = [("prompt_model", r.prompt_model), ("image_model", r.image_model)]
+    if cfg.output.film:
+        paid.append(("film_model", r.film_model))
     return [f"replicate.{key} {ref!r} has no price: add [prices.\"{ref.partition(':')[0]}\"] per_second = ... "
             f"(dollars per second of predict_time; see the README, \"What it costs\")"
-            for key, ref in (("prompt_model", cfg.replicate.prompt_model), ("image_model", cfg.replicate.image_model))
-            if pricing.price_for(cfg.prices, ref) is None]
+            for key, ref in paid if pricing.price_for(cfg.prices, ref) is None]
+
+
+def _unseen(cfg: Config) -> list[str]:
+    """FILM's in-betweens that the output's frame rate could not show would be paid for and dropped."""
+    k, fps, out = cfg.output.times_to_interpolate, cfg.pipeline.fps, cfg.pipeline.output_fps
+    if not cfg.output.film or 2 ** k * fps <= out:
+        return []
+    return [f"output.times_to_interpolate = {k} makes {2 ** k:g} pictures per painting ({2 ** k * fps:g} a second at "
+            f"pipeline.fps = {fps:g}), more than pipeline.output_fps = {out} can show: those past it would be paid "
+            f"for and dropped. Lower times_to_interpolate, or raise output_fps to at least {ceil(2 ** k * fps)}"]
 
 
 def find_config(explicit: str | os.PathLike[str] | None = None) -> Path | None:
@@ -466,7 +490,7 @@ def from_mapping(raw: Mapping[str, Any], source: Path | None) -> Config:
         hooks=Hooks(**h),
         output=Output(**section("output")),
     )
-    problems = _unpriced(cfg)
+    problems = _unpriced(cfg) + _unseen(cfg)
     if problems:
         raise ConfigError(source or "<defaults>", problems)
     return cfg

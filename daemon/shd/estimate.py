@@ -13,24 +13,33 @@ from shd.config import Config
 from shd.store import Store
 
 
-def paid_stages(cfg: Config) -> list[tuple[str, str, int]]:
-    """Each paid stage a frame goes through: (name, model ref, predictions per frame). A new stage is one line."""
+def paid_stages(cfg: Config, frames: int) -> list[tuple[str, str, int]]:
+    """Each paid stage of a video of `frames` frames: (name, model ref, predictions). A new stage is one line."""
     r = cfg.replicate
-    return [("prompt", r.prompt_model, 1), ("image", r.image_model, 1)]
+    stages = [("prompt", r.prompt_model, frames), ("image", r.image_model, frames)]
+    if cfg.output.film:  # one prediction per pair of consecutive paintings
+        stages.append(("film", r.film_model, max(0, frames - 1)))
+    return stages
 
 
-def typical_times(cfg: Config, store: Store | None) -> dict[str, tuple[float, str]]:
-    """Each paid model's typical predict_time and where it comes from (the ledger, else the configured default)."""
-    times = {}
-    for _, ref, _ in paid_stages(cfg):
-        price = pricing.price_for(cfg.prices, ref) or pricing.Price()
-        recent = store.recent_predict_times(ref) if store is not None else []
-        times[ref] = pricing.typical(recent, price.typical_seconds)
-    return times
+def typical(cfg: Config, ref: str, store: Store | None) -> tuple[float, str]:
+    """A typical predict_time of one prediction of `ref` as configured now, and where it comes from: the median of
+    its recent succeeded predictions in the ledger, else its price's `typical_seconds`. FILM's network runs
+    2^k - 1 times per pair (k = output.times_to_interpolate): its median counts the predictions made with the same
+    k, and its `typical_seconds` is per in-between."""
+    price = pricing.price_for(cfg.prices, ref) or pricing.Price()
+    if cfg.output.film and ref == cfg.replicate.film_model:
+        k = cfg.output.times_to_interpolate
+        same = {"times_to_interpolate": k}
+        recent = store.recent_predict_times(ref, same=same) if store is not None else []
+        return pricing.typical(recent, price.typical_seconds * (2 ** k - 1))
+    return pricing.typical(store.recent_predict_times(ref) if store is not None else [], price.typical_seconds)
 
 
 def for_frames(cfg: Config, frames: int, store: Store | None) -> pricing.Estimate:
-    return pricing.estimate(frames, paid_stages(cfg), cfg.prices, typical_times(cfg, store), cfg.replicate.concurrency)
+    stages = paid_stages(cfg, frames)
+    times = {ref: typical(cfg, ref, store) for _, ref, _ in stages}
+    return pricing.estimate(frames, stages, cfg.prices, times, cfg.replicate.concurrency)
 
 
 def for_video(cfg: Config, ffmpeg: str, src: Path, store: Store | None) -> tuple[media.Probe, pricing.Estimate]:

@@ -162,11 +162,13 @@ def move_aside(cfg: Config, store: Store, job: Job) -> Path | None:
 
 
 def retry(cfg: Config, store: Store, ref: str) -> Job:
-    """`shd retry JOB`: failed frames start again, and a failed or canceled job goes back to the queue."""
+    """`shd retry JOB`: failed frames (and failed FILM pairs) start again, and a failed or canceled job goes back to
+    the queue."""
     job = store.find_job(ref)
     if job.state == JobState.DONE:
         raise StoreError(f"job {job.id} is done; nothing to retry")
     with store.tx():
+        store.retry_pairs(job.id)
         for f in store.frames(job.id, (FrameState.FAILED,)):
             store.transition_frame(job.id, f.idx, retry_state(f.prompt is not None))
         if job.state in (JobState.FAILED, JobState.CANCELED):

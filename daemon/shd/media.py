@@ -30,7 +30,7 @@ import struct
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NotRequired, TypedDict, Unpack
@@ -48,7 +48,9 @@ TRANSITION_FILTERS: dict[str, tuple[str, dict[str, object]]] = {
     "cut": ("fps", {}),
     "crossfade": ("framerate", {"interp_start": 0, "interp_end": 255, "scene": 100}),  # scene=100: never a "cut"
     "motion": ("minterpolate", {"mi_mode": "mci", "mc_mode": "aobmc", "me_mode": "bidir", "scd": "none"}),
+    "film": ("fps", {}),  # the pictures between the paintings are made first (inbetweens.py) and listed with them
 }
+BLENDED = ("crossfade", "motion")  # the transitions whose filter makes the change, over `transition_seconds`
 SUBTITLE_TITLE = "Prompts"
 SUBTITLE_LANGUAGE = "eng"
 POLL_S = 0.02
@@ -491,28 +493,43 @@ def _count_frames(frames: Path, out: Path) -> tuple[int, bool]:
 
 
 def stitch(ffmpeg: str, frames: Path, *, fps: float, timeout: float, transition_seconds: float = 0.5,
-           **opts: Unpack[EncodeOptions]) -> None:
-    """Stitch ``frames/000000.png``... as frame i shown from i/`fps` s (`timeline.held`; with a transition other
-    than "cut", each change takes `transition_seconds`, `timeline.with_transitions`) by `plan_stitch` (see it for
-    the rest), in a temporary folder next to `out` for the concat script and, when the frames differ in size or
-    pixel format, the frames fitted first. Any failure raises MediaError(out, reason), or DiskFull when ffmpeg ran
-    out of space; `timeout` covers each ffmpeg run. ffmpeg is recorded in `out`'s folder while it runs."""
+           between: Sequence[Sequence[Path]] | None = None, **opts: Unpack[EncodeOptions]) -> None:
+    """Stitch ``frames/000000.png``... as frame i shown from i/`fps` s (`timeline.held`; with a transition of
+    `BLENDED`, each change takes `transition_seconds`, `timeline.with_transitions`; with `between`, the pictures
+    `between[i]` follow frame i evenly across its gap, `timeline.spread`) by `plan_stitch` (see it for the rest), in
+    a temporary folder next to `out` for the concat script and, when the pictures differ in size or pixel format,
+    the pictures fitted first. Any failure raises MediaError(out, reason), or DiskFull when ffmpeg ran out of
+    space; `timeout` covers each ffmpeg run. ffmpeg is recorded in `out`'s folder while it runs."""
     frames, out = Path(frames).absolute(), Path(opts["out"])
     where: dict[str, Any] = {"timeout": timeout, "path_for_errors": out, "check": True, "folder": out.parent}
     count, mixed = _count_frames(frames, out)
     with tempfile.TemporaryDirectory(prefix=".shd-stitch-", dir=out.parent) as tmp:
+        gaps = [list(between[i]) if between is not None and i < len(between) else [] for i in range(count)]
+        if between is not None:  # the frames and the pictures between them, as one sequence in the order it plays
+            seq = Path(tmp).absolute() / "seq"
+            _link_all([p for i in range(count) for p in (_frame(frames, i), *gaps[i])], seq)
+            frames = seq
+            count, mixed = _count_frames(frames, out)
         if mixed:
             fitted = Path(tmp).absolute() / "fit"
             fitted.mkdir()
             run(plan_normalize(ffmpeg, frames, fitted, size=opts["size"], fit=opts.get("fit", "pad")), **where)
             frames = fitted
-        shown = timeline.held([_frame(frames, i) for i in range(count)], fps)
-        if opts.get("transition", "cut") != "cut":
+        times = timeline.spread([len(g) for g in gaps], fps)
+        shown = [timeline.Shown(_frame(frames, n), t) for n, t in enumerate(times)]
+        if opts.get("transition", "cut") in BLENDED:
             shown = timeline.with_transitions(shown, transition_seconds)
         script = Path(tmp) / "timeline.ffconcat"
         script.write_text(timeline.ffconcat(shown, end=opts["duration"], out_fps=opts.get("out_fps", 30)),
                           encoding="utf-8", errors="surrogateescape")
         run(plan_stitch(ffmpeg, script, **opts), **where)
+
+
+def _link_all(pictures: Sequence[Path], folder: Path) -> None:
+    """`pictures` as ``folder/000000.png``, ``000001.png``... in order."""
+    folder.mkdir()
+    for n, picture in enumerate(pictures):
+        link_or_copy(picture, _frame(folder, n))
 
 
 def plan_fit_picture(ffmpeg: str, picture: Path, dest: Path, *, size: tuple[int, int], fit: str) -> list[str]:
@@ -522,14 +539,30 @@ def plan_fit_picture(ffmpeg: str, picture: Path, dest: Path, *, size: tuple[int,
 
 
 def fit_picture(ffmpeg: str, picture: Path, dest: Path, *, size: tuple[int, int], fit: str, timeout: float) -> None:
-    """Write `picture` fitted to `size` as the PNG `dest`, complete or not at all: made in a folder of its own next
-    to `dest` (where ffmpeg is recorded while it runs), then renamed. MediaError(picture, ...) if ffmpeg fails,
-    DiskFull if it ran out of space."""
-    with tempfile.TemporaryDirectory(prefix=".shd-fit-", dir=dest.parent) as tmp:
+    """Write `picture` fitted to `size` as the PNG `dest`, complete or not at all (`_make_picture`)."""
+    _make_picture(lambda made: plan_fit_picture(ffmpeg, picture, made, size=size, fit=fit), picture, dest, timeout)
+
+
+def to_png(ffmpeg: str, picture: Path, dest: Path, *, timeout: float) -> None:
+    """Write `picture` (a JPEG or WebP painting) as the PNG `dest`, complete or not at all (`_make_picture`)."""
+    _make_picture(lambda made: plan_png(ffmpeg, picture, made), picture, dest, timeout)
+
+
+def _make_picture(plan: Callable[[Path], list[str]], picture: Path, dest: Path, timeout: float) -> None:
+    """Run `plan(made)` in a folder of its own next to `dest` (where ffmpeg is recorded while it runs), then rename
+    what it made to `dest`. MediaError(picture, ...) if ffmpeg fails, DiskFull if it ran out of space."""
+    with tempfile.TemporaryDirectory(prefix=".shd-picture-", dir=dest.parent) as tmp:
         made = Path(tmp) / "picture.png"
-        run(plan_fit_picture(ffmpeg, picture, made, size=size, fit=fit), timeout=timeout, path_for_errors=picture,
-            check=True, folder=Path(tmp))
+        run(plan(made), timeout=timeout, path_for_errors=picture, check=True, folder=Path(tmp))
         os.replace(made, dest)
+
+
+def link_or_copy(src: Path, dest: Path) -> None:
+    """`src` also as `dest`: a hard link, or a copy where the two are on different file systems."""
+    try:
+        os.link(src, dest)
+    except OSError:
+        shutil.copyfile(src, dest)
 
 
 # ---------------------------------------------------------------------------------------------------- verifying

@@ -123,6 +123,25 @@ def m003_cost_and_reuse(db: Database) -> None:
                " WHEN model LIKE 'stability-ai/sdxl:%' THEN 0.000975 END WHERE predict_time IS NOT NULL")
 
 
+@migrations()
+def m004_pairs(db: Database) -> None:
+    """FILM transitions (output.transition = "film"): one row per gap between consecutive paintings, made once both
+    are painted; its prediction is in the ledger with stage 'film' and frame_idx = the gap's first frame."""
+    db.execute(
+        """
+        CREATE TABLE pairs (
+            job_id TEXT NOT NULL REFERENCES jobs(id),
+            idx INTEGER NOT NULL,           -- the gap from frame idx to frame idx + 1
+            state TEXT NOT NULL,            -- painted, interpolating, interpolated, failed (states.PairState)
+            clip_path TEXT,                 -- what FILM returned (an .mp4, or one .png for times_to_interpolate 1)
+            error TEXT,
+            filled_with TEXT,               -- what the video shows in this gap instead of FILM's frames, and why
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (job_id, idx)
+        )"""
+    )
+
+
 COSTS = 3  # the schema version from which the ledger has costs (m003): `shd status` may read an older database
 
 
@@ -134,4 +153,5 @@ def apply(db: Database) -> int:
     return version
 
 
+PAIRS = 4  # the schema version from which the store has FILM's pairs (m004)
 LATEST = len(migrations._migrations)

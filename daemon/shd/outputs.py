@@ -10,7 +10,6 @@ anything again. `publish.publish` then gives the set one stem in the outbox, the
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,13 +26,15 @@ SIDECARS = {".prompts.csv": "prompts.csv", ".srt": "prompts.srt", ".vtt": "promp
 
 @dataclass(frozen=True)
 class Video:
-    """What the video is made of: slot i shows `pictures/NNNNNN.png` from frame i's time, `duration` s in all."""
+    """What the video is made of: slot i shows `pictures/NNNNNN.png` from frame i's time, `duration` s in all;
+    with FILM, `between[i]` are the pictures that lead from slot i's to slot i + 1's, across that gap."""
 
     pictures: Path
     fps: float
     duration: float
     size: tuple[int, int]
     audio: Path | None
+    between: Sequence[Sequence[Path]] | None = None
 
 
 def beside(video: Path) -> list[Path]:
@@ -65,7 +66,7 @@ def make(ffmpeg: str, cfg: Config, run_dir: Path, publish_dir: Path, frames: Seq
     media.stitch(ffmpeg, video.pictures, fps=video.fps, duration=video.duration, size=video.size, out=out,
                  audio_src=video.audio, fit=cfg.pipeline.fit, out_fps=cfg.pipeline.output_fps,
                  crf=cfg.pipeline.crf, transition=cfg.output.transition,
-                 transition_seconds=cfg.output.transition_seconds,
+                 transition_seconds=cfg.output.transition_seconds, between=video.between,
                  subtitles=run_dir / "prompts.srt" if cfg.output.subtitles and cues else None,
                  timeout=cfg.ffmpeg.timeout)
     media.verify(ffmpeg, out, duration=video.duration, tolerance=2 / cfg.pipeline.output_fps + 0.05,
@@ -91,18 +92,11 @@ def _contact_sheet(ffmpeg: str, cfg: Config, run_dir: Path, frames: Sequence[Fra
     sources, paintings, labels = folders
     for k, i in enumerate(chosen):
         name = f"{k:06d}.png"
-        _link(Path(frames[i].path), sources / name)
-        _link(video.pictures / f"{i:06d}.png", paintings / name)
+        media.link_or_copy(Path(frames[i].path), sources / name)
+        media.link_or_copy(video.pictures / f"{i:06d}.png", paintings / name)
         (labels / name).write_bytes(sheet.label(sheet.time_label(frames[i].ts), lay.cell[0], filled=slots[i].filled))
     argv = sheet.plan(ffmpeg, sources, paintings, labels, run_dir / "sheet.png", lay, media.GLOBAL_ARGS)
     media.run(argv, timeout=cfg.ffmpeg.timeout, path_for_errors=run_dir / "sheet.png", check=True, folder=run_dir)
-
-
-def _link(src: Path, dest: Path) -> None:
-    try:
-        os.link(src, dest)
-    except OSError:
-        shutil.copyfile(src, dest)
 
 
 def _stage(src: Path, dest: Path) -> None:

@@ -27,12 +27,12 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from shd import children, diskfull, estimate, logs, media, outputs, perms, pricing, publish
+from shd import children, diskfull, estimate, gaps, inbetweens, logs, media, outputs, perms, png, pricing, publish
 from shd.config import Config
 from shd.errors import DiskFull, InputError, MediaError, OutputExists, ShdError, StoreError
-from shd.fill import FillRefused, plan_fill
+from shd.fill import FillRefused, Slot, plan_fill
 from shd.scheduler import Engine, Task
-from shd.states import STAGE_FOR, FrameState, JobState, Stage
+from shd.states import FINISHED_PAIRS, STAGE_FOR, FrameState, JobState, PairState, Stage
 from shd.store import Job, Store
 
 
@@ -200,15 +200,25 @@ class JobRunner:
         return self.store.job(job_id).state in (JobState.CANCELED, JobState.FAILED)
 
     def _enqueue_unfinished(self, job_id: str, below: int | None = None) -> None:
-        """Offer the engine every unfinished frame (of those before `below`, when given)."""
-        for f in self.store.frames(job_id):
+        """Offer the engine every unfinished frame (of those before `below`, when given) and, with FILM, every pair
+        whose paintings exist and that is not interpolated or failed yet (recording the ones a restart or a reload
+        left unrecorded)."""
+        frames = self.store.frames(job_id)
+        for f in frames:
             stage = STAGE_FOR[FrameState(f.state)]
             if stage is not None and (below is None or f.idx < below):
                 self.engine.enqueue(Task(job_id, f.idx, stage))
+        if self.cfg.output.film:
+            self.store.add_pairs(job_id, gaps.ready([f.state == FrameState.GENERATED for f in frames]))
+            for p in self.store.pairs(job_id):
+                if p.state not in FINISHED_PAIRS:
+                    self.engine.enqueue(Task(job_id, p.idx, Stage.FILM))
 
     # --- waiting for the paid stages ----------------------------------------------------------------------------
     def _wait_for_frames(self, job: Job, log: Any) -> None:
+        """Until every frame is painted or failed and, with FILM, every pair of paintings interpolated or failed."""
         next_offer = 0.0
+        pairs_offered = False
         while True:
             if self.engine.stopping:
                 raise JobInterrupted
@@ -221,7 +231,15 @@ class JobRunner:
             counts = self.store.frame_counts(job.id)
             total = sum(counts.values())
             unfinished = total - counts.get(FrameState.GENERATED, 0) - counts.get(FrameState.FAILED, 0)
+            if self.cfg.output.film:
+                pairs = self.store.pair_counts(job.id)
+                unfinished += pairs.get(PairState.PAINTED, 0) + pairs.get(PairState.INTERPOLATING, 0)
             if unfinished <= 0:
+                if self.cfg.output.film and not pairs_offered:
+                    # Once: record the pairs a reload to FILM (or anything else) left unrecorded, and wait for them.
+                    self._enqueue_unfinished(job.id)
+                    pairs_offered = True
+                    continue
                 return
             # Frames reset by `shd retry` while the job runs are unfinished but unknown to the engine: offer the
             # unfinished frames again (the engine ignores ones it has) when it holds fewer of this job's tasks than
@@ -267,13 +285,45 @@ class JobRunner:
                 frames = self.store.frames(job.id)  # with how each slot was filled, for prompts.csv
             audio = (Path(job.source_path or job.origin_path)
                      if self.cfg.pipeline.audio == "auto" and job.has_audio else None)
+            between = self._between(job, slots, seq, run_dir / "between", log) if self.cfg.output.film else None
             video = outputs.Video(seq, job.fps, job.duration or len(frames) / job.fps,
-                                  media.output_size(job.width or 2, job.height or 2), audio)
+                                  media.output_size(job.width or 2, job.height or 2), audio, between)
             done = outputs.make(self.ffmpeg, self.cfg, run_dir, work / "publish", frames, slots, video)
         finally:
             shutil.rmtree(run_dir, ignore_errors=True)
         log.info("stitched", frames=len(slots), transition=self.cfg.output.transition)
         return done
+
+    def _between(self, job: Job, slots: list[Slot], seq: Path, folder: Path, log: Any) -> list[list[Path]]:
+        """With FILM, the pictures between each slot's picture (in `seq`) and the next's (gaps.py): FILM's, from
+        its pair's clip, or a crossfade made here, recorded on the pair with the reason (shown in status)."""
+        pairs = {p.idx: p for p in self.store.pairs(job.id)}
+        plan = gaps.plan(slots, {i for i, p in pairs.items() if p.state == PairState.INTERPOLATED},
+                         {i: p.error for i, p in pairs.items()})
+        count = 2 ** self.cfg.output.times_to_interpolate - 1
+        timeout = self.cfg.ffmpeg.timeout
+        between: list[list[Path]] = []
+        fills: dict[int, tuple[str, str]] = {}
+        for gap in plan:
+            where = folder / f"{gap.index:06d}"
+            why = gap.why or ""
+            if gap.film:
+                try:
+                    clip = Path(str(pairs[gap.index].clip_path))
+                    between.append(inbetweens.between(self.ffmpeg, clip, where, timeout=timeout))
+                    continue
+                except MediaError as e:
+                    why = f"its clip cannot be read ({e.reason})"
+            fills[gap.index] = (gaps.CROSSFADE, why)
+            first, second = seq / f"{gap.index:06d}.png", seq / f"{gap.index + 1:06d}.png"
+            with first.open("rb") as fh:
+                size = png.size(fh.read(24)) or media.output_size(job.width or 2, job.height or 2)
+            between.append(inbetweens.blend(self.ffmpeg, first, second, where, count=count, size=size,
+                                            fit=self.cfg.pipeline.fit, timeout=timeout) if gap.blend else [])
+        if fills:
+            self.store.set_pair_fills(job.id, fills)
+            log.warning("pairs_crossfaded", count=len(fills), first=min(fills), reason=fills[min(fills)][1])
+        return between
 
     def _publish(self, job: Job, staged: tuple[Path, dict[str, Path]]) -> Path:
         """Give the staged video and its sidecars their names: `--output FILE` (the sidecars beside it, same stem),
@@ -300,14 +350,9 @@ class JobRunner:
 
     def _place(self, picture: Path, dest: Path) -> None:
         if picture.suffix.lower() == ".png":
-            try:
-                os.link(picture, dest)
-            except OSError:
-                shutil.copyfile(picture, dest)
-            return
-        # JPEG/WebP output: convert so the image sequence is uniform PNG.
-        media.run(media.plan_png(self.ffmpeg, picture, dest), timeout=60, path_for_errors=picture, check=True,
-                  folder=dest.parent)
+            media.link_or_copy(picture, dest)
+        else:  # JPEG/WebP output: convert so the image sequence is uniform PNG.
+            media.to_png(self.ffmpeg, picture, dest, timeout=60)
 
 
 def start_job_thread(runner: JobRunner, job_id: str, done: threading.Event | None = None) -> threading.Thread:

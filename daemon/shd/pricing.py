@@ -40,6 +40,10 @@ DEFAULT_PRICES: dict[str, Price] = {
     # 10 s (an inference): the fixtures' 3.8-5.5 s at 512x512 and 50 steps; shd's default paints about three times
     # the pixels (about a megapixel) in half the steps (25), so about 8 s, rounded up.
     "stability-ai/sdxl": Price(per_second=HARDWARE["L40S"], typical_seconds=10.0),
+    # NOT CONFIRMED: no public source gives the pinned FILM version's hardware (replicate-api.md §7); priced as an
+    # A100 80GB, dearer than the T4, A40 and L40S its neighbours run on, so that a budget errs on the safe side.
+    # typical_seconds is per in-between (the network runs 2^k - 1 times per pair, first-version.md): 1 s, a guess.
+    "google-research/frame-interpolation": Price(per_second=HARDWARE["A100 80GB"], typical_seconds=1.0),
 }
 
 
@@ -126,14 +130,14 @@ class Estimate:
 
 def estimate(frames: int, stages: Iterable[tuple[str, str, int]], prices: Mapping[str, Price],
              times: Mapping[str, tuple[float, str]], concurrency: int) -> Estimate:
-    """The estimate for `frames` frames. `stages`: (name, model ref, predictions per frame); `times`: each model's
-    typical predict_time and its source (see `typical`), else its price's default. A model with no price costs $0
-    here (config.py refuses a configured model without one)."""
+    """The estimate for `frames` frames. `stages`: (name, model ref, predictions for the whole video); `times`:
+    each model's typical predict_time and its source (see `typical`), else its price's default. A model with no
+    price costs $0 here (config.py refuses a configured model without one)."""
     lines = []
-    for name, ref, per_frame in stages:
+    for name, ref, count in stages:
         price = price_for(prices, ref) or Price()
         seconds, source = times.get(ref, (price.typical_seconds, "configured default"))
-        lines.append(Line(name, ref, frames * per_frame, seconds, source, price))
+        lines.append(Line(name, ref, count, seconds, source, price))
     return Estimate(frames, tuple(lines), concurrency)
 
 

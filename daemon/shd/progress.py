@@ -1,7 +1,8 @@
 """`shd process` on a terminal: one live line of progress instead of log lines.
 
-* `line(summary, width)` (pure): "clip.mp4: 12/40 painted, 1 failed, 0:32 elapsed, ETA 1:10", from a job as
-  `shd status --json` has it, cut to the terminal's width (a wrapped line could not be redrawn in place).
+* `line(summary, width)` (pure): "clip.mp4: 12/40 painted, 1 failed, 0:32 elapsed, ETA 1:10" (with FILM, "9/39
+  interpolated" after the failed), from a job as `shd status --json` has it, cut to the terminal's width (a wrapped
+  line could not be redrawn in place).
 * `LiveLine`: owns the terminal's stderr while the line is shown: `show()` redraws the line in place; `write()`
   (what the log and `shd: ...` messages are written to) prints whole lines above it and redraws it; `close()` leaves
   the last state on its own line.
@@ -28,6 +29,8 @@ def line(summary: dict[str, Any], width: int) -> str:
     """The progress line of a job summary (status.job_summary), at most `width` - 1 characters."""
     fr = summary["frames"]
     parts = [f"{printable(summary['source'])}: {fr['generated']}/{fr['total']} painted", f"{fr['failed']} failed"]
+    if summary.get("pairs"):
+        parts.append(f"{summary['pairs']['interpolated']}/{summary['pairs']['total']} interpolated")
     if summary["state"] not in ("running", "extracting"):
         parts.append(summary["state"])
     parts.append(f"{clock(summary['elapsed'])} elapsed")

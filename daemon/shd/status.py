@@ -14,7 +14,7 @@ from typing import Any
 from shd import budget, pricing
 from shd.names import printable
 from shd.sheet import time_label
-from shd.states import UNFINISHED_JOBS, JobState
+from shd.states import UNFINISHED_JOBS, JobState, PairState
 from shd.store import Frame, Job, Store
 
 
@@ -43,10 +43,22 @@ def job_summary(store: Store, job: Job, now: float | None = None) -> dict[str, A
         "error": job.error,
         "elapsed": elapsed,
         "eta": eta,
+        "pairs": pair_summary(store, job.id, total),
         "cost": store.job_cost(job.id),
         "estimate": None if job.estimate_usd is None else {"usd": job.estimate_usd, "seconds": job.estimate_seconds},
         "held": job.held if job.state in UNFINISHED_JOBS else None,  # a finished job is not held
     }
+
+
+def pair_summary(store: Store, job_id: str, frames: int) -> dict[str, int] | None:
+    """With FILM, the job's gaps between consecutive paintings: how many there are, how many FILM interpolated or
+    failed, and how many show a crossfade instead (failed, or a frame was not painted); None for a job without
+    pairs (another transition, or none of its paintings has a painted neighbour yet)."""
+    counts = store.pair_counts(job_id)
+    if not counts:
+        return None
+    return {"total": max(0, frames - 1), "interpolated": counts.get(PairState.INTERPOLATED, 0),
+            "failed": counts.get(PairState.FAILED, 0), "crossfaded": counts["crossfaded"]}
 
 
 def spend(store: Store, zone: str = "UTC", now: float | None = None) -> dict[str, float]:
@@ -64,6 +76,10 @@ def job_detail(store: Store, job: Job) -> dict[str, Any]:
     d["failed_frames"] = [
         {"frame": f.idx, "time": round(f.ts, 3), "error": f.error, "filled_with": f.filled_with}
         for f in store.frames(job.id, ("failed",))
+    ]
+    d["failed_pairs"] = [
+        {"pair": p.idx, "frames": [p.idx, p.idx + 1], "state": p.state, "error": p.error, "filled_with": p.filled_with}
+        for p in store.pairs(job.id) if p.state == PairState.FAILED or p.filled_with
     ]
     d["predictions"] = store.paid(job.id)
     return d
@@ -105,6 +121,11 @@ def _cost(d: dict[str, Any]) -> str:
     return text
 
 
+def _pairs(p: dict[str, int]) -> str:
+    """FILM's pairs in words: interpolated of all, failed, crossfaded."""
+    return f"{p['interpolated']}/{p['total']} interpolated, {p['failed']} failed, {p['crossfaded']} crossfaded"
+
+
 def _spend_line(store: Store, zone: str) -> str:
     s = spend(store, zone)
     return (f"spend: today {pricing.usd(s['today_usd'])}, this month {pricing.usd(s['month_usd'])}, "
@@ -136,6 +157,7 @@ def as_table(store: Store, job_ref: str | None = None, *, zone: str = "UTC") -> 
             f"state    {d['state']}" + (f" (held: {d['held']})" if d["held"] else ""),
             f"frames   {fr['generated']}/{fr['total']} generated, {fr['prompted']} prompted, "
             f"{fr['extracted']} extracted, {fr['failed']} failed, {d['filled']} filled",
+            *([f"pairs    {_pairs(d['pairs'])}"] if d["pairs"] else []),
             f"elapsed  {_dur(d['elapsed'])}   eta {_dur(d['eta'])}",
             f"cost     {_cost(d)}",
             f"paid     {d['predictions']['by_status']}  predict_time {d['predictions']['predict_time']}s",
@@ -147,15 +169,20 @@ def as_table(store: Store, job_ref: str | None = None, *, zone: str = "UTC") -> 
         for f in d["failed_frames"]:
             lines.append(f"  frame {f['frame']} @{f['time']}s: {printable(f['error'] or '')}"
                          + (f" (filled: {f['filled_with']})" if f["filled_with"] else ""))
+        for p in d["failed_pairs"]:
+            lines.append(f"  pair {p['frames'][0]}-{p['frames'][1]}: {printable(p['error'] or '')}"
+                         + (f" (filled: {p['filled_with']})" if p["filled_with"] else ""))
         return "\n".join(lines)
-    rows = [("ID", "SOURCE", "STATE", "EXTR", "PROMPT", "GEN", "FAIL", "TOTAL", "ELAPSED", "ETA", "COST", "REUSED")]
+    rows = [("ID", "SOURCE", "STATE", "EXTR", "PROMPT", "GEN", "FAIL", "TOTAL", "PAIRS", "ELAPSED", "ETA", "COST",
+             "REUSED")]
     held = []
     for j in store.jobs():
         d = job_summary(store, j)
         fr, c = d["frames"], d["cost"]
         rows.append((d["id"], printable(d["source"])[:32], d["state"] + (" (held)" if d["held"] else ""),
                      str(fr["extracted"]), str(fr["prompted"]), str(fr["generated"]), str(fr["failed"]),
-                     str(fr["total"]), _dur(d["elapsed"]), _dur(d["eta"]), pricing.usd(c["usd"]), str(c["reused"])))
+                     str(fr["total"]), f"{d['pairs']['interpolated']}/{d['pairs']['total']}" if d["pairs"] else "-",
+                     _dur(d["elapsed"]), _dur(d["eta"]), pricing.usd(c["usd"]), str(c["reused"])))
         if d["held"]:
             held.append(f"held {d['id']}: {d['held']}")
     if len(rows) == 1:

@@ -22,7 +22,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -32,13 +32,16 @@ from sqlite_utils import Database
 
 from shd import diskfull, migrations, states
 from shd.errors import DatabaseDamaged, DiskFull, ShdError, StoreError
-from shd.states import FrameState, JobState, Stage
+from shd.states import FrameState, JobState, PairState, Stage
 
 # Prediction ledger statuses: 'creating' is written before the create request is sent; the rest mirror Replicate's,
 # plus 'lost' (the server no longer knows the id, or its output expired before we downloaded it), 'refused'
 # (the create was turned away, e.g. 429 or 401, so nothing was created or billed; not counted against retry budgets)
 # and 'reused' (no call at all: the result of the paid prediction `reused_from` was used; see scheduler/reuse.py).
 LIVE_PREDICTION = ("creating", "starting", "processing")
+
+# What each paid stage moves through its states (states.STAGE_STATES): (table, what its rows are called).
+SUBJECTS = {Stage.PROMPT: ("frames", "frame"), Stage.IMAGE: ("frames", "frame"), Stage.FILM: ("pairs", "pair")}
 
 # SQLite's primary result codes (the low byte of sqlite3.Error.sqlite_errorcode).
 SQLITE_IOERR, SQLITE_CORRUPT, SQLITE_FULL, SQLITE_NOTADB = 10, 11, 13, 26
@@ -85,6 +88,19 @@ class Frame:
     prompt: str | None
     image_path: str | None
     seed: int | None
+    error: str | None
+    filled_with: str | None
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class Pair:
+    """The gap from frame `idx` to frame `idx` + 1, interpolated by FILM (migration m004)."""
+
+    job_id: str
+    idx: int
+    state: str
+    clip_path: str | None
     error: str | None
     filled_with: str | None
     updated_at: float
@@ -397,6 +413,10 @@ class Store:
             raise StoreError(f"job {job_id} has no frame {idx}")
         return _row(Frame, row)
 
+    def _state_of(self, stage: Stage, job_id: str, idx: int) -> str:
+        """The state of what `stage` works on: the frame, or the pair for FILM."""
+        return self.pair(job_id, idx).state if stage == Stage.FILM else self.frame(job_id, idx).state
+
     def frames(self, job_id: str, states_: tuple[str, ...] | None = None) -> list[Frame]:
         if states_:
             marks = ",".join("?" * len(states_))
@@ -404,6 +424,12 @@ class Store:
                              (job_id, *states_))
         else:
             rows = self._all("SELECT * FROM frames WHERE job_id = ? ORDER BY idx", (job_id,))
+        return [_row(Frame, r) for r in rows]
+
+    def frames_between(self, job_id: str, first: int, last: int) -> list[Frame]:
+        """A job's frames `first` to `last` (those that exist), in order."""
+        rows = self._all("SELECT * FROM frames WHERE job_id = ? AND idx BETWEEN ? AND ? ORDER BY idx",
+                         (job_id, first, last))
         return [_row(Frame, r) for r in rows]
 
     def transition_frame(self, job_id: str, idx: int, target: FrameState, *, expect: FrameState | None = None,
@@ -448,26 +474,119 @@ class Store:
         rows = self._all("SELECT state, COUNT(*) AS n FROM frames WHERE job_id = ? GROUP BY state", (job_id,))
         return {r["state"]: r["n"] for r in rows}
 
-    # --- the prediction ledger ----------------------------------------------------------------------------------
-    def begin_prediction(self, job_id: str, idx: int, stage: Stage, *, model: str, input: Mapping[str, Any],
-                         reason: str, seed: int | None = None, expect: FrameState | None = None,
-                         reuse_key: str | None = None) -> Prediction:
-        """Record a paid call BEFORE it is sent (status 'creating', durably) and move the frame to its in-flight
-        state. `expect`: the frame's state as the caller read it (saves reading it again when it still is).
-        `reuse_key`: the content key of its result (scheduler/reuse.py)."""
-        before, inflight, _ = states.STAGE_STATES[stage]
-        move = "UPDATE frames SET state = ?, seed = COALESCE(?, seed), updated_at = ? WHERE job_id = ? AND idx = ?"
+    # --- pairs (FILM) -------------------------------------------------------------------------------------------
+    def add_pairs(self, job_id: str, idxs: Iterable[int]) -> None:
+        """Record the gaps after these frames as painted (both their paintings exist); a recorded one is left as it
+        is. Not durable: a pair lost to a power cut is found again from its frames."""
+        with self.tx(durable=False) as db:
+            now = time.time()
+            for idx in idxs:
+                if db.execute("INSERT OR IGNORE INTO pairs (job_id, idx, state, updated_at) VALUES (?, ?, ?, ?)",
+                              (job_id, idx, PairState.PAINTED, now)).rowcount:
+                    self._event(job_id, "pair", None, PairState.PAINTED, frame=idx)
+
+    def pair(self, job_id: str, idx: int) -> Pair:
+        row = self._one("SELECT * FROM pairs WHERE job_id = ? AND idx = ?", (job_id, idx))
+        if row is None:
+            raise StoreError(f"job {job_id} has no pair {idx}")
+        return _row(Pair, row)
+
+    def pairs(self, job_id: str) -> list[Pair]:
+        """A job's pairs in order ([] from a database older than FILM's, read by `shd status`)."""
+        if self.schema < migrations.PAIRS:
+            return []
+        return [_row(Pair, r) for r in self._all("SELECT * FROM pairs WHERE job_id = ? ORDER BY idx", (job_id,))]
+
+    def pair_counts(self, job_id: str) -> dict[str, int]:
+        """A job's pairs by state, and how many gaps show a crossfade instead of FILM's frames ('crossfaded'); {}
+        when it has none."""
+        if self.schema < migrations.PAIRS:
+            return {}
+        rows = self._all("SELECT state, COUNT(*) AS n, COUNT(filled_with) AS filled FROM pairs WHERE job_id = ?"
+                         " GROUP BY state", (job_id,))
+        if not rows:
+            return {}
+        counts = {r["state"]: int(r["n"]) for r in rows}
+        counts["crossfaded"] = sum(int(r["filled"]) for r in rows)
+        return counts
+
+    def transition_pair(self, job_id: str, idx: int, target: PairState, *, expect: str | None = None,
+                        durable: bool = True, **values: Any) -> None:
+        """Move a pair to `target` (checked by shd.states), setting any of clip_path, error, filled_with with it.
+        `expect`: the state the caller read (the pair is not read again when it still is)."""
+        unknown = set(values) - {"clip_path", "error", "filled_with"}
+        if unknown:
+            raise StoreError(f"transition_pair: cannot set {sorted(unknown)}")
+        if target != PairState.FAILED and "error" not in values:
+            values["error"] = None
+        values = {k: (str(v) if isinstance(v, Path) else v) for k, v in values.items()}
+        sets = "".join(f", {k} = :{k}" for k in values)
+        params = {**values, "state": target, "now": time.time(), "job": job_id, "idx": idx}
+        update = f"UPDATE pairs SET state = :state, updated_at = :now{sets} WHERE job_id = :job AND idx = :idx"
+        with self.tx(durable=durable) as db:
+            if expect is not None and expect != target:
+                states.check_pair(job_id, idx, expect, target)
+            if expect is not None and db.execute(update + " AND state = :expect",
+                                                 {**params, "expect": expect}).rowcount:
+                current = expect
+            else:
+                current = self.pair(job_id, idx).state
+                if current != target:
+                    states.check_pair(job_id, idx, current, target)
+                db.execute(update, params)
+            if current != target:
+                self._event(job_id, "pair", current, target, frame=idx, detail=values.get("error"))
+
+    def set_pair_fills(self, job_id: str, fills: Mapping[int, tuple[str, str]]) -> None:
+        """Record what the video shows in each of these gaps instead of FILM's frames, and why: gap -> (what, why).
+        A gap that never became a pair (a frame was not painted) is recorded as a failed pair with that reason."""
         with self.tx() as db:
             now = time.time()
+            for idx, (what, why) in fills.items():
+                if db.execute("INSERT OR IGNORE INTO pairs (job_id, idx, state, error, filled_with, updated_at)"
+                              " VALUES (?, ?, ?, ?, ?, ?)", (job_id, idx, PairState.FAILED, why, what, now)).rowcount:
+                    self._event(job_id, "pair", None, PairState.FAILED, frame=idx, detail=why)
+                else:
+                    db.execute("UPDATE pairs SET filled_with = ?, error = COALESCE(error, ?), updated_at = ?"
+                               " WHERE job_id = ? AND idx = ?", (what, why, now, job_id, idx))
+
+    def retry_pairs(self, job_id: str) -> None:
+        """`shd retry`: failed pairs whose paintings exist are interpolated again; the gaps recorded failed because a
+        frame was not painted are forgotten (they become pairs again once both paintings exist); no gap keeps a
+        fill. Call it before the failed frames are reset."""
+        if self.schema < migrations.PAIRS:
+            return
+        with self.tx() as db:
+            painted = ("(SELECT COUNT(*) FROM frames f WHERE f.job_id = pairs.job_id AND f.idx IN (pairs.idx,"
+                       " pairs.idx + 1) AND f.state = 'generated') = 2")
+            db.execute(f"DELETE FROM pairs WHERE job_id = ? AND state = 'failed' AND NOT {painted}", (job_id,))
+            for p in self._all("SELECT idx FROM pairs WHERE job_id = ? AND state = 'failed'", (job_id,)):
+                self.transition_pair(job_id, p["idx"], PairState.PAINTED, expect=PairState.FAILED, filled_with=None)
+            db.execute("UPDATE pairs SET filled_with = NULL WHERE job_id = ?", (job_id,))
+
+    # --- the prediction ledger ----------------------------------------------------------------------------------
+    def begin_prediction(self, job_id: str, idx: int, stage: Stage, *, model: str, input: Mapping[str, Any],
+                         reason: str, seed: int | None = None, expect: str | None = None,
+                         reuse_key: str | None = None) -> Prediction:
+        """Record a paid call BEFORE it is sent (status 'creating', durably) and move its frame (its pair, for FILM)
+        to the in-flight state. `expect`: that state as the caller read it (saves reading it again when it still
+        is). `reuse_key`: the content key of its result (scheduler/reuse.py)."""
+        before, inflight, _ = states.STAGE_STATES[stage]
+        table, kind = SUBJECTS[stage]
+        seeded = ", seed = COALESCE(:seed, seed)" if table == "frames" else ""
+        move = f"UPDATE {table} SET state = :state{seeded}, updated_at = :now WHERE job_id = :job AND idx = :idx"
+        with self.tx() as db:
+            now = time.time()
+            params = {"state": inflight, "seed": seed, "now": now, "job": job_id, "idx": idx}
             was: str | None = None
-            if expect in (before, inflight) and db.execute(
-                    move + " AND state = ?", (inflight, seed, now, job_id, idx, expect)).rowcount:
+            if expect in (before, inflight) and db.execute(move + " AND state = :was",
+                                                           {**params, "was": expect}).rowcount:
                 was = expect
             if was is None:
-                was = self.frame(job_id, idx).state
+                was = self._state_of(stage, job_id, idx)
                 if was not in (before, inflight):
-                    raise StoreError(f"job {job_id} frame {idx} is {was}, cannot start {stage}")
-                db.execute(move, (inflight, seed, now, job_id, idx))
+                    raise StoreError(f"job {job_id} {kind} {idx} is {was}, cannot start {stage}")
+                db.execute(move, params)
             input_json = json.dumps(dict(input), sort_keys=True)
             pid, attempt = self._conn.execute(
                 "INSERT INTO predictions (job_id, frame_idx, stage, attempt, reason, model, input_json, status,"
@@ -479,7 +598,7 @@ class Store:
             self._event(job_id, "prediction", None, "creating", frame=idx, prediction=pid,
                         detail=f"{stage} attempt {attempt}: {reason}")
             if was == before:
-                self._event(job_id, "frame", was, inflight, frame=idx)
+                self._event(job_id, kind, was, inflight, frame=idx)
         return Prediction(id=pid, job_id=job_id, frame_idx=idx, stage=str(stage), attempt=attempt, reason=reason,
                           model=model, input_json=input_json, remote_id=None,
                           status="creating", error=None, output_json=None, predict_time=None, created_at=now,
@@ -551,19 +670,22 @@ class Store:
         return [_row(Prediction, r) for r in rows]
 
     def key_in_flight(self, key: str, seed: int | None = None) -> bool:
-        """Whether a prediction with content key `key` (and `seed`) is in flight for a frame of a job that is being
-        worked on (after a restart, before its task has resumed it)."""
-        return self._one("SELECT 1 AS x FROM predictions p JOIN jobs j ON j.id = p.job_id JOIN frames f"
-                         " ON f.job_id = p.job_id AND f.idx = p.frame_idx WHERE p.reuse_key = ?"
+        """Whether a prediction with content key `key` (and `seed`) is in flight for a frame (or pair) of a job that
+        is being worked on (after a restart, before its task has resumed it)."""
+        return self._one("SELECT 1 AS x FROM predictions p JOIN jobs j ON j.id = p.job_id WHERE p.reuse_key = ?"
                          " AND p.status IN ('creating', 'starting', 'processing')"
                          " AND (? IS NULL OR json_extract(p.input_json, '$.seed') = ?)"
-                         " AND j.state IN ('extracting', 'running') AND f.state IN ('prompting', 'generating')"
-                         " LIMIT 1", (key, seed, seed)) is not None
+                         " AND j.state IN ('extracting', 'running') AND (EXISTS (SELECT 1 FROM frames f"
+                         " WHERE f.job_id = p.job_id AND f.idx = p.frame_idx AND p.stage IN ('prompt', 'image')"
+                         " AND f.state IN ('prompting', 'generating')) OR EXISTS (SELECT 1 FROM pairs q"
+                         " WHERE q.job_id = p.job_id AND q.idx = p.frame_idx AND p.stage = 'film'"
+                         " AND q.state = 'interpolating')) LIMIT 1", (key, seed, seed)) is not None
 
-    def reuse_result(self, job_id: str, idx: int, stage: Stage, source: Prediction, **frame_values: Any) -> None:
-        """Settle a frame's stage with the result of `source` instead of paying: a ledger row with status
-        'reused' (pointing at the paid prediction, with what it cost as `saved_usd`) and the frame moved on to the
-        stage's next state with `frame_values` (prompt, or image_path and seed), in one transaction."""
+    def reuse_result(self, job_id: str, idx: int, stage: Stage, source: Prediction, **values: Any) -> None:
+        """Settle a frame's stage (a pair's, for FILM) with the result of `source` instead of paying: a ledger row
+        with status 'reused' (pointing at the paid prediction, with what it cost as `saved_usd`) and the frame moved
+        on to the stage's next state with `values` (prompt, or image_path and seed; a pair's clip_path), in one
+        transaction."""
         _, inflight, after = states.STAGE_STATES[stage]
         paid_id = source.reused_from or source.id
         with self.tx(durable=False):  # lost to a power cut, it is looked up and reused again, for free
@@ -580,8 +702,13 @@ class Store:
             ).fetchone()[0]
             self._event(job_id, "prediction", None, "reused", frame=idx, prediction=pid,
                         detail=f"{stage}: result of prediction {paid_id}")
-            self.transition_frame(job_id, idx, inflight, durable=False)
-            self.transition_frame(job_id, idx, after, expect=inflight, durable=False, **frame_values)
+            if stage == Stage.FILM:
+                self.transition_pair(job_id, idx, PairState(inflight), durable=False)
+                self.transition_pair(job_id, idx, PairState(after), expect=inflight, durable=False, **values)
+            else:
+                self.transition_frame(job_id, idx, FrameState(inflight), durable=False)
+                self.transition_frame(job_id, idx, FrameState(after), expect=FrameState(inflight), durable=False,
+                                      **values)
 
     # --- spend --------------------------------------------------------------------------------------------------
     def spent_since(self, since: float) -> float:
@@ -604,10 +731,14 @@ class Store:
                 "predictions": int(row["predictions"] or 0), "reused": int(row["reused"] or 0),
                 "saved_usd": round(float(row["saved_usd"]), 6)}
 
-    def recent_predict_times(self, model: str, limit: int = 1000) -> list[float]:
-        """The predict_time of model `model`'s most recent succeeded predictions (what a typical one takes)."""
+    def recent_predict_times(self, model: str, limit: int = 1000, *,
+                             same: Mapping[str, Any] | None = None) -> list[float]:
+        """The predict_time of model `model`'s most recent succeeded predictions (what a typical one takes); with
+        `same`, of those whose inputs had these values (FILM's times_to_interpolate)."""
+        where = "".join(" AND json_extract(input_json, ?) = ?" for _ in same or {})
+        params = [p for k, v in (same or {}).items() for p in (f"$.{k}", v)]
         rows = self._all("SELECT predict_time FROM predictions WHERE model = ? AND status = 'succeeded'"
-                         " AND predict_time IS NOT NULL ORDER BY id DESC LIMIT ?", (model, limit))
+                         f" AND predict_time IS NOT NULL{where} ORDER BY id DESC LIMIT ?", (model, *params, limit))
         return [float(r["predict_time"]) for r in rows]
 
     def events(self, job_id: str) -> list[dict[str, Any]]:

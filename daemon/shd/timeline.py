@@ -5,7 +5,8 @@ ffmpeg's concat demuxer (`ffconcat`), and a video filter (media.plan_stitch) mak
 next: `cut` holds each picture until the next one; `crossfade` blends and `motion` interpolates between
 consecutive entries. With `with_transitions` each picture is listed twice, where its change in ends and where its
 change out begins, so the change takes `seconds` centred on the moment the hard cut would be, and in between the
-picture holds (two listings of one picture have nothing to blend). A later stage may list clips too.
+picture holds (two listings of one picture have nothing to blend). With FILM (`spread`), the pictures FILM made
+between two paintings are listed in the gap between them, evenly, and the `cut` filter plays them.
 """
 
 from __future__ import annotations
@@ -25,9 +26,15 @@ class Shown:
     at: float
 
 
-def held(pictures: Sequence[Path], fps: float) -> list[Shown]:
-    """Picture i on screen from i/`fps` s: the first version's one picture per second (at fps = 1)."""
-    return [Shown(p, i / fps) for i, p in enumerate(pictures)]
+def spread(between: Sequence[int], fps: float) -> list[float]:
+    """The times (seconds) of a sequence of paintings with pictures between them: painting i at i/`fps`, then the
+    `between[i]` pictures made between it and painting i + 1 evenly across that gap (the j-th of m at
+    (i + j/(m + 1))/`fps`; FILM's 2^k - 1 in-betweens are 1/2^k of a gap apart), so every painting is on screen
+    at its own time in the source, as with a cut. `between` has one count per painting (the last one's is 0)."""
+    times = []
+    for i, m in enumerate(between):
+        times += [(i + j / (m + 1)) / fps for j in range(m + 1)]
+    return times
 
 
 def with_transitions(shown: Sequence[Shown], seconds: float) -> list[Shown]:

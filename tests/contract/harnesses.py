@@ -36,7 +36,7 @@ MODEL_ERRORS = {
 
 
 class Harness(ABC):
-    """A backend under test. `backend` is its Remote with the two models over it."""
+    """A backend under test. `backend` is its Remote with the three models over it."""
 
     backend: Backend
 
@@ -46,7 +46,7 @@ class Harness(ABC):
 
     def _models(self, remote: Remote) -> Backend:
         return Backend(remote, models.Prompter(remote, config.IMG2PROMPT),
-                       models.Painter(remote, config.SDXL, IMAGE_INPUT))
+                       models.Painter(remote, config.SDXL, IMAGE_INPUT), models.Film(remote, config.FILM))
 
     def settle(self, remote: Remote, remote_id: str, polls: int = 200) -> Status:
         """Poll a prediction until it is finished, as the scheduler does (bounded)."""

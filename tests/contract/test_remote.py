@@ -9,9 +9,10 @@ import pytest
 
 from shd.backends.base import ledger_form
 from shd.errors import AuthFailed, ModelFailed, OutputGone, RateLimited, Rejected, Transient
+from shd.scheduler.film_stage import clip_suffix
 from shd.scheduler.stages import image_suffix
 from tests.contract.harnesses import Harness
-from tests.videos import make_png
+from tests.videos import frames_rgb, make_png, video_size
 
 
 @pytest.fixture
@@ -163,3 +164,22 @@ def test_a_failed_prediction_says_what_follows(h: Harness, frame: Path, kind: st
     reason = h.remote.failure(failed)
     assert type(reason) is error
     assert getattr(reason, "retry_with_new_seed", False) is new_seed
+
+
+def test_film_answers_a_png_midpoint_for_one_interpolation_and_a_clip_of_2k_plus_1_frames_otherwise(
+        h: Harness, tmp_path: Path) -> None:
+    """What the FILM stage relies on from every backend: the clip's first and last frames are the two pictures, and
+    the frames between lead from one to the other."""
+    film = h.backend.interpolator
+    first = make_png(tmp_path / "000001.png", (200, 40, 40), (16, 8))
+    second = make_png(tmp_path / "000002.png", (40, 40, 200), (16, 8))
+    mid = film.result(h.settle(h.remote, h.remote.create(film.ref, film.input_for(first, second, 1)).remote_id))
+    (tmp_path / "mid.png").write_bytes(mid)
+    assert clip_suffix(mid) == ".png" and frames_rgb(tmp_path / "mid.png") == [(120, 40, 120)]
+    clip = film.result(h.settle(h.remote, h.remote.create(film.ref, film.input_for(first, second, 2)).remote_id))
+    (tmp_path / "clip.mp4").write_bytes(clip)
+    reds = [rgb[0] for rgb in frames_rgb(tmp_path / "clip.mp4")]
+    assert clip_suffix(clip) == ".mp4" and video_size(tmp_path / "clip.mp4") == (16, 8)
+    assert len(reds) == 5 and abs(reds[0] - 200) <= 12 and abs(reds[-1] - 40) <= 12
+    assert all(a > b for a, b in zip(reds, reds[1:]))
+    assert h.creates() == 2

@@ -6,6 +6,7 @@ import base64
 import binascii
 import hashlib
 import json
+import mimetypes
 import re
 import time
 from typing import TYPE_CHECKING, Any, Callable
@@ -170,9 +171,11 @@ def _decode_data_uri(uri: str) -> bytes:
     return unquote_to_bytes(payload)
 
 
-def _resolve_files(s: "StandIn", model: M.FakeModel, inp: JSON) -> tuple[dict[str, bytes], dict[str, str], str | None]:
-    """File inputs -> bytes (data: URIs, this server's files and deliveries; other URLs are opaque)."""
+def _resolve_files(s: "StandIn", model: M.FakeModel, inp: JSON) -> tuple[M.Inputs, dict[str, str], str | None]:
+    """File inputs -> bytes and the name the model sees (data: URIs by their type, as cog names them; this server's
+    files by their upload name, deliveries and other URLs by their path; other URLs are opaque)."""
     data: dict[str, bytes] = {}
+    names: dict[str, str] = {}
     sha: dict[str, str] = {}
     ours = urlsplit(s.url).netloc
     for name in S.uri_fields(model.openapi):
@@ -180,14 +183,17 @@ def _resolve_files(s: "StandIn", model: M.FakeModel, inp: JSON) -> tuple[dict[st
         if not isinstance(value, str):
             continue
         parts = urlsplit(value)
+        names[name] = parts.path.rsplit("/", 1)[-1]
         try:
             if value.startswith("data:"):
                 content = _decode_data_uri(value)
+                mime = value[5:].partition(",")[0].partition(";")[0]
+                names[name] = "file" + (mimetypes.guess_extension(mime) or "")
             elif parts.netloc == ours and (m := re.fullmatch(r"/v1/files/([^/]+)", parts.path)):
                 rec = s._live_file(m.group(1))
                 if rec is None:
                     raise LookupError(f"404 Client Error: Not Found for url: {value}")
-                content = rec.content
+                content, names[name] = rec.content, rec.name
             elif parts.netloc == ours and (m := re.fullmatch(r"/delivery/([^/]+)/([^/]+)", parts.path)):
                 pred = s._predictions.get(m.group(1))
                 if pred is None or not pred.file_available(m.group(2), time.time()):
@@ -197,9 +203,9 @@ def _resolve_files(s: "StandIn", model: M.FakeModel, inp: JSON) -> tuple[dict[st
                 data[name] = value.encode()  # opaque URL: the model "sees" the URL text
                 continue
         except (ValueError, binascii.Error, LookupError) as exc:
-            return data, sha, f"Failed to load input {name}: {exc}"
+            return M.Inputs(data, names), sha, f"Failed to load input {name}: {exc}"
         data[name], sha[name] = content, hashlib.sha256(content).hexdigest()
-    return data, sha, None
+    return M.Inputs(data, names), sha, None
 
 
 def _create(s: "StandIn", req: Request, model: M.FakeModel, body: JSON) -> Response:
@@ -216,7 +222,12 @@ def _create(s: "StandIn", req: Request, model: M.FakeModel, body: JSON) -> Respo
                      rule.num_outputs if rule else None)
     if plan.seed is not None:
         effective["seed"] = plan.seed
+    run_time *= plan.work
+    billed = s._billed_time(model.full_name)
+    billed = None if billed is None else billed * plan.work
     outcome, error, output = "succeeded", None, plan.output
+    if plan.error is not None:
+        outcome, error = "failed", plan.error
     if rule is not None:
         outcome, error = rule.outcome, rule.error if rule.outcome == "failed" else None
         queue_delay = rule.queue_delay if rule.queue_delay is not None else queue_delay
@@ -230,7 +241,7 @@ def _create(s: "StandIn", req: Request, model: M.FakeModel, body: JSON) -> Respo
         rec = PredictionRecord(
             id=pred_id, model=model.full_name, version=model.version, input=inp, effective_input=effective,
             input_sha256=sha, created=round(time.time() * 1e6) / 1e6,  # whole microseconds, as rendered
-            queue_delay=queue_delay, run_time=run_time, output_ttl=ttl, billed_time=s._billed_time(model.full_name),
+            queue_delay=queue_delay, run_time=run_time, output_ttl=ttl, billed_time=billed,
             outcome=outcome, error=error, output=output, files=plan.files, log_header=plan.log_header,
             steps=plan.steps, seed=plan.seed, create_number=s._create_count, base=s.url, extras=extras,
             rule=repr(rule.to_json()) if rule else None, missing_version=bool(rule and rule.missing_version),

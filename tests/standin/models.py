@@ -3,16 +3,23 @@
 Each model is a pure function of its (defaulted) input: ``img2prompt`` returns :func:`prompt_for` of the image
 bytes, ``sdxl`` returns ``num_outputs`` PNG URLs whose solid colour is :func:`color_for` ``(prompt, seed + i)``
 (``width`` x ``height``; with an ``image`` (img2img) the image's size, as the real model paints),
-``frame-interpolation`` returns one PNG (or a fake MP4) URL, and the "official" ``flux-schnell`` is a text->image
-model usable through ``POST /v1/models/{owner}/{name}/predictions``.
+``frame-interpolation`` (FILM, :func:`_run_film`) returns one URL: for ``times_to_interpolate`` k = 1 a PNG, the
+two frames blended half and half; else a real, playable MP4 of 2^k + 1 frames at 30 fps whose first and last frames
+are the inputs and whose frames between blend them (made with ffmpeg: no motion, but the shape and timing of the
+real model's answer). Its network runs 2^k - 1 times, so its run time (and a fixed predict_time) is per run, times
+2^k - 1 (``RunPlan.work``). The "official" ``flux-schnell`` is a text->image model usable through
+``POST /v1/models/{owner}/{name}/predictions``.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import pathlib
 import random
 import struct
+import subprocess
+import tempfile
 import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -103,10 +110,20 @@ class RunPlan:
     log_header: str = ""
     steps: int = 50
     seed: int | None = None
+    work: int = 1               # runs of the model's network: its run time and predict_time are per run
+    error: str | None = None    # the model fails with this error (it could not use its input)
 
 
-# run(effective_input, file_bytes_by_field, url_for_name, rng, num_outputs_override) -> RunPlan
-RunFn = Callable[[JSON, dict[str, bytes], Callable[[str], str], random.Random, "int | None"], RunPlan]
+@dataclass(frozen=True)
+class Inputs:
+    """A prediction's file inputs as the model receives them: bytes and the file's name, by field."""
+
+    data: dict[str, bytes]
+    names: dict[str, str]
+
+
+# run(effective_input, file inputs, url_for_name, rng, num_outputs_override) -> RunPlan
+RunFn = Callable[[JSON, Inputs, Callable[[str], str], random.Random, "int | None"], RunPlan]
 
 
 def _pick_seed(inp: JSON, rng: random.Random) -> int:
@@ -121,9 +138,9 @@ def _images(prompt: str, seed: int, count: int, width: int, height: int,
     return [url_for(name) for name in files], files
 
 
-def _run_img2prompt(inp: JSON, files: dict[str, bytes], url_for: Callable[[str], str], rng: random.Random,
+def _run_img2prompt(inp: JSON, files: Inputs, url_for: Callable[[str], str], rng: random.Random,
                     n: int | None) -> RunPlan:
-    return RunPlan(output=prompt_for(files.get("image", b"")), steps=4,
+    return RunPlan(output=prompt_for(files.data.get("image", b"")), steps=4,
                    log_header="Loading CLIP model...\nInterrogating image\n")
 
 
@@ -134,13 +151,13 @@ def _png_size(data: bytes) -> tuple[int, int] | None:
     return width, height
 
 
-def _run_sdxl(inp: JSON, files: dict[str, bytes], url_for: Callable[[str], str], rng: random.Random,
+def _run_sdxl(inp: JSON, files: Inputs, url_for: Callable[[str], str], rng: random.Random,
               n: int | None) -> RunPlan:
     seed = _pick_seed(inp, rng)
     count = inp["num_outputs"] if n is None else max(0, n)
     # img2img paints at the input image's size, ignoring width and height (replicate/cog-sdxl predict.py:
     # `width = sdxl_kwargs["image"].width`); inpainting and txt2img use them.
-    size = _png_size(files.get("image", b"")) if inp.get("image") and not inp.get("mask") else None
+    size = _png_size(files.data.get("image", b"")) if inp.get("image") and not inp.get("mask") else None
     width, height = size or (inp["width"], inp["height"])
     urls, outs = _images(inp["prompt"], seed, count, width, height, url_for)
     mode = "inpaint mode" if inp.get("mask") else ("img2img mode" if inp.get("image") else "txt2img mode")
@@ -148,7 +165,7 @@ def _run_sdxl(inp: JSON, files: dict[str, bytes], url_for: Callable[[str], str],
     return RunPlan(output=urls, files=outs, log_header=header, steps=inp["num_inference_steps"], seed=seed)
 
 
-def _run_flux(inp: JSON, files: dict[str, bytes], url_for: Callable[[str], str], rng: random.Random,
+def _run_flux(inp: JSON, files: Inputs, url_for: Callable[[str], str], rng: random.Random,
               n: int | None) -> RunPlan:
     seed = _pick_seed(inp, rng)
     width, height = S.FLUX_ASPECT_RATIOS[inp["aspect_ratio"]]
@@ -158,17 +175,56 @@ def _run_flux(inp: JSON, files: dict[str, bytes], url_for: Callable[[str], str],
                    steps=4, seed=seed)
 
 
-def _run_film(inp: JSON, files: dict[str, bytes], url_for: Callable[[str], str], rng: random.Random,
+FILM_SUFFIXES = (".png", ".jpg", ".jpeg")
+FILM_NAMES = "Please provide png or jpg images."  # FILM's predict.py asserts its frames' names (wording assumed)
+
+
+def _run_film(inp: JSON, files: Inputs, url_for: Callable[[str], str], rng: random.Random,
               n: int | None) -> RunPlan:
-    digest = hashlib.sha256(files.get("frame1", b"") + b"\x00" + files.get("frame2", b"")).digest()
-    rgb = (30 + digest[0] % 196, 30 + digest[1] % 196, 30 + digest[2] % 196)
     times = inp["times_to_interpolate"]
+    work = 2 ** times - 1
+    header = f"Interpolating {2 ** times + 1} frames\n"
+    if not all(files.names.get(f, "").lower().endswith(FILM_SUFFIXES) for f in ("frame1", "frame2")):
+        return RunPlan(output=None, steps=work, work=work, log_header=header, error=f"AssertionError: {FILM_NAMES}")
+    try:
+        name, out = film_output(files.data["frame1"], files.data["frame2"], times)
+    except (KeyError, RuntimeError) as e:
+        return RunPlan(output=None, steps=work, work=work, log_header=header,
+                       error=f"Unknown image file format. One of JPEG, PNG, GIF, BMP required. ({e})")
+    return RunPlan(output=url_for(name), files={name: out}, steps=work, work=work, log_header=header)
+
+
+def film_output(first: bytes, second: bytes, times: int) -> tuple[str, OutputFile]:
+    """FILM's answer for two pictures (see the module docstring), made with ffmpeg; RuntimeError if ffmpeg cannot
+    read them."""
+    from tests.videos import ffmpeg_exe  # the stand-in's only use of ffmpeg
+
+    steps = 2 ** times
+    w, h = _png_size(first) or (64, 64)  # FILM answers at its frames' size (a JPEG here: 64 x 64, a simplification)
+    size = f"{max(2, w - w % 2)}:{max(2, h - h % 2)}"  # H.264 4:2:0 wants even sides
+    # The blend's weight from the frame's time (T*30 is its number: blend's own N starts at 1 in ffmpeg 9, 0 before).
+    weight = "1/2" if times == 1 else f"T*30/{steps}"
+    graph = f"[0]scale={size},setsar=1[a];[1]scale={size},setsar=1[b];[a][b]blend=all_expr='A+(B-A)*{weight}'"
+    with tempfile.TemporaryDirectory(prefix="standin-film-") as tmp:
+        a, b = pathlib.Path(tmp, "frame1"), pathlib.Path(tmp, "frame2")
+        a.write_bytes(first)
+        b.write_bytes(second)
+        args = ["-framerate", "30", "-loop", "1", "-i", str(a), "-framerate", "30", "-loop", "1", "-i", str(b)]
+        if times == 1:
+            out = pathlib.Path(tmp, "out.png")
+            args += ["-filter_complex", graph + ",format=rgb24", "-frames:v", "1", "-update", "1", str(out)]
+        else:
+            out = pathlib.Path(tmp, "out.mp4")
+            args += ["-filter_complex", graph + ",format=yuv420p", "-frames:v", str(steps + 1), "-r", "30",
+                     "-c:v", "libx264", "-preset", "ultrafast", "-crf", "12", "-f", "mp4", str(out)]
+        done = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args],
+                              capture_output=True, timeout=60)
+        if done.returncode != 0 or not out.exists():
+            raise RuntimeError(done.stderr.decode(errors="replace").strip()[-300:] or "ffmpeg failed")
+        data = out.read_bytes()
     if times == 1:
-        name, out = "out.png", OutputFile("image/png", rgb, 64, 64)
-    else:  # not a playable video: a tagged blob, enough for download tests
-        name, out = "out.mp4", OutputFile("video/mp4", raw=b"\x00\x00\x00\x18ftypmp42" + digest * (2 ** times + 1))
-    return RunPlan(output=url_for(name), files={name: out}, steps=2 ** times + 1,
-                   log_header=f"Interpolating {2 ** times + 1} frames\n")
+        return "out.png", OutputFile("image/png", raw=data)
+    return "out.mp4", OutputFile("video/mp4", raw=data)
 
 
 @dataclass(frozen=True)

@@ -153,7 +153,8 @@ class StandIn:
     # -- configuration ------------------------------------------------------------------------------------------
     def set_latency(self, model: str, queue_delay: float, run_time: float, output_ttl: float | None = None) -> None:
         """Latencies (seconds in ``starting`` and in ``processing``) for future predictions of ``owner/name``;
-        optionally a per-model output TTL."""
+        optionally a per-model output TTL. FILM's ``processing`` lasts ``run_time`` per run of its network:
+        2^k - 1 runs for times_to_interpolate k."""
         model = model.split(":", 1)[0]
         if model not in M.BY_NAME:
             raise ValueError(f"unknown model {model!r}; known: {sorted(M.BY_NAME)}")
@@ -164,8 +165,9 @@ class StandIn:
     def set_predict_time(self, model: str, seconds: float | None) -> None:
         """The ``metrics.predict_time`` that future predictions of ``owner/name`` report once they have run to their
         end (succeeded or failed): the real API reports the seconds its hardware worked, which is what is billed;
-        a fixed figure makes cost tests exact whatever the machine's timing. A canceled prediction still reports the
-        time it really ran. ``None``: every prediction reports the time it ran (the default)."""
+        a fixed figure makes cost tests exact whatever the machine's timing (FILM's: per run of its network, so
+        2^k - 1 times it). A canceled prediction still reports the time it really ran. ``None``: every prediction
+        reports the time it ran (the default)."""
         model = model.split(":", 1)[0]
         if model not in M.BY_NAME:
             raise ValueError(f"unknown model {model!r}; known: {sorted(M.BY_NAME)}")

@@ -20,10 +20,11 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 import replicate
-from replicate.exceptions import ReplicateError
+from replicate.exceptions import ModelError, ReplicateError
 from replicate.helpers import FileOutput
 
 from tests.standin import FILM, FLUX, IMG2PROMPT, SDXL, StandIn, color_for, decode_png, prompt_for, solid_png
+from tests.videos import frames_rgb, make_png, probe_duration, video_size
 
 SDXL_VID = SDXL.split(":")[1]
 IMG2PROMPT_VID = IMG2PROMPT.split(":")[1]
@@ -164,13 +165,63 @@ def test_img2prompt_with_path_upload(standin: StandIn, client: replicate.Client,
     assert opaque == prompt_for(b"https://example.com/a.png")
 
 
-def test_frame_interpolation(standin: StandIn, client: replicate.Client) -> None:
-    """FILM returns one URL: a PNG for times_to_interpolate=1, an .mp4 otherwise."""
-    frames = {"frame1": "data:image/png;base64,AAAA", "frame2": "data:image/png;base64,AAAB"}
-    png = client.run("google-research/frame-interpolation:" + FILM.split(":")[1], input=frames)
-    assert isinstance(png, FileOutput) and png.url.endswith("/out.png") and decode_png(png.read())[:2] == (64, 64)
-    mp4 = client.run(FILM, input={**frames, "times_to_interpolate": 2})
-    assert mp4.url.endswith("/out.mp4") and mp4.read()[4:8] == b"ftyp"
+def _near(a: tuple[int, ...], b: tuple[int, ...], tolerance: int = 12) -> bool:
+    return max(abs(x - y) for x, y in zip(a, b)) <= tolerance  # H.264's rounding of a flat colour
+
+
+def test_frame_interpolation_answers_as_film_does(standin: StandIn, client: replicate.Client,
+                                                  tmp_path: pathlib.Path) -> None:
+    """FILM returns one URL: for times_to_interpolate = 1 a PNG midway between the two frames; else a playable mp4 of
+    2^k + 1 frames at 30 fps, the first and last the two frames, those between on the way from one to the other."""
+    red, blue = (200, 40, 40), (40, 40, 200)
+    frames = {"frame1": make_png(tmp_path / "a.png", red, (32, 24)), "frame2": make_png(tmp_path / "b.png", blue,
+                                                                                          (32, 24))}
+    mid = client.run(FILM, input=frames)
+    assert isinstance(mid, FileOutput) and mid.url.endswith("/out.png")
+    (tmp_path / "mid.png").write_bytes(mid.read())
+    assert video_size(tmp_path / "mid.png") == (32, 24)
+    assert frames_rgb(tmp_path / "mid.png") == [(120, 40, 120)]
+    clip = client.run(FILM, input={**frames, "times_to_interpolate": 3})
+    assert clip.url.endswith("/out.mp4")
+    (tmp_path / "clip.mp4").write_bytes(clip.read())
+    assert abs(probe_duration(tmp_path / "clip.mp4") - 9 / 30) < 0.02 and video_size(tmp_path / "clip.mp4") == (32, 24)
+    got = frames_rgb(tmp_path / "clip.mp4")
+    assert len(got) == 9 and _near(got[0], red) and _near(got[-1], blue)
+    reds = [c[0] for c in got]
+    assert all(a > b for a, b in zip(reds, reds[1:]))  # every frame between is further on the way to the second
+    assert all(_near(c, tuple(r + (b - r) * j / 8 for r, b in zip(red, blue))) for j, c in enumerate(got))
+
+
+def test_frame_interpolation_validates_its_input_and_says_how_long_it_ran(
+        standin: StandIn, client: replicate.Client, tmp_path: pathlib.Path) -> None:
+    """The model's schema (frame1 and frame2 required URIs, times_to_interpolate an integer from 1 to 8, nothing
+    else); frames not named .png or .jpg fail as FILM's assertion does; predict_time grows with 2^k - 1."""
+    frame = make_png(tmp_path / "a.png", (9, 9, 9), (8, 8))
+    for bad, field in [({"frame1": frame}, "frame2 is required"),
+                       ({"frame1": frame, "frame2": frame, "times_to_interpolate": 9}, "less than or equal to 8"),
+                       ({"frame1": frame, "frame2": frame, "times_to_interpolate": 0}, "greater than or equal to 1"),
+                       ({"frame1": frame, "frame2": frame, "times_to_interpolate": 1.5}, "Expected: integer"),
+                       ({"frame1": frame, "frame2": frame, "fps": 30}, "Additional property fps")]:
+        with pytest.raises(ReplicateError) as e:
+            client.predictions.create(version=FILM.split(":")[1], input=bad)
+        assert e.value.status == 422 and field in str(e.value.detail), bad
+    version = client.models.get("google-research/frame-interpolation").versions.get(FILM.split(":")[1])
+    output = version.openapi_schema["components"]["schemas"]["Output"]
+    assert output["type"] == "string" and output["format"] == "uri"
+
+    webp = tmp_path / "a.webp"
+    webp.write_bytes(frame.read_bytes())
+    with pytest.raises(ModelError, match="Please provide png or jpg images"):
+        client.run(FILM, input={"frame1": webp, "frame2": frame})
+    with pytest.raises(ModelError, match="Unknown image file format"):
+        client.run(FILM, input={"frame1": "data:image/png;base64,AAAA", "frame2": frame})
+
+    standin.set_predict_time(FILM, 0.25)
+    for k, runs in [(1, 1), (2, 3), (4, 15)]:
+        p = client.predictions.create(version=FILM.split(":")[1], input={"frame1": frame, "frame2": frame,
+                                                                          "times_to_interpolate": k}, wait=5)
+        p.wait()
+        assert p.status == "succeeded" and p.metrics["predict_time"] == 0.25 * runs, k
 
 
 def test_files_api(standin: StandIn, client: replicate.Client, tmp_path: pathlib.Path) -> None:

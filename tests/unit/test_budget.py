@@ -89,7 +89,7 @@ def test_the_typical_predict_time_is_the_ledgers_median_else_the_default() -> No
 
 def test_a_minute_of_video_with_the_defaults() -> None:
     """The README's figure: 60 frames at fps 1, a prompt (20 s at T4) and a painting (10 s at L40S) each."""
-    est = pricing.estimate(60, [("prompt", "methexis-inc/img2prompt:x", 1), ("image", "stability-ai/sdxl:y", 1)],
+    est = pricing.estimate(60, [("prompt", "methexis-inc/img2prompt:x", 60), ("image", "stability-ai/sdxl:y", 60)],
                            pricing.DEFAULT_PRICES, {}, concurrency=8)
     assert est.predictions == 120 and est.usd == pytest.approx(60 * (20 * 0.000225 + 10 * 0.000975)) == 0.855
     assert est.seconds == 60 * 30 / 8

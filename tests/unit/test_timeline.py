@@ -4,14 +4,29 @@ from pathlib import Path
 
 import pytest
 
-from shd.timeline import TAIL, Shown, ffconcat, held, with_transitions
+from shd.timeline import TAIL, Shown, ffconcat, spread, with_transitions
 
 A, B, C = Path("/p/a.png"), Path("/p/b.png"), Path("/p/c.png")
 
 
-def test_held_shows_picture_i_from_i_over_fps() -> None:
+def held(pictures: list[Path], fps: float) -> list[Shown]:
+    """Each picture alone in its gap: what a cut (or a crossfade, or motion) stitches."""
+    return [Shown(p, t) for p, t in zip(pictures, spread([0] * len(pictures), fps))]
+
+
+def test_alone_picture_i_is_shown_from_i_over_fps() -> None:
     assert held([A, B, C], 1) == [Shown(A, 0.0), Shown(B, 1.0), Shown(C, 2.0)]
     assert held([A, B], 2) == [Shown(A, 0.0), Shown(B, 0.5)]
+
+
+def test_the_pictures_between_two_paintings_share_the_gap_evenly_and_each_painting_keeps_its_time() -> None:
+    """FILM at times_to_interpolate k: 2^k - 1 in-betweens, 1/2^k of a gap apart; painting i stays at i/fps
+    whatever lies between (a crossfade that stands in, none after the last)."""
+    assert spread([3, 1, 0], 1) == [0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0]
+    assert spread([15, 15, 0], 2)[::16] == [0.0, 0.5, 1.0]   # fps 2: the paintings at 0, 0.5 and 1 s
+    assert spread([15, 0], 1)[1] == 1 / 16
+    times = spread([255] * 600 + [0], 1)    # k = 8 over ten minutes: still each painting on its second
+    assert times[::256] == [float(i) for i in range(601)] and len(times) == 600 * 256 + 1
 
 
 def test_a_transition_is_centred_on_the_cut_and_the_picture_holds_between() -> None:

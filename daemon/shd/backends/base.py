@@ -1,17 +1,17 @@
-"""The two small interfaces shd paints through, and the remote-prediction service they run on.
+"""The small interfaces shd paints through (one per model), and the remote-prediction service they run on.
 
 A paid call goes through four steps that the scheduler drives, so that each can be recorded in the store in between:
     input  = model.input_for(...)      may upload the frame (free, not a prediction); recorded in ledger_form
     status = remote.create(ref, input) the paid call; its id is recorded the moment it returns
     status = remote.get(id)            polled with shd's own deadline; after a crash, resumed from the recorded id
-    result = model.result(status)      the cleaned prompt, or the image bytes (downloaded promptly)
+    result = model.result(status)      the cleaned prompt, or the image or clip bytes (downloaded promptly)
 
 Every method raises only `shd.errors.BackendError` subclasses; the subclass says what the scheduler does next
 (Transient: back off and retry; RateLimited: slow down; AuthFailed: pause everything; Rejected / ModelFailed: fail
 the frame or retry with a new seed; OutputGone: create again). Every method has a bounded duration.
 
 Implementations: `replicate.py` (Replicate's HTTP API) and `memory.py` (in this process, for tests and benchmarks);
-`models.py` holds the two models' input and output shapes, over any Remote. tests/contract/ runs one behavioural
+`models.py` holds the models' input and output shapes, over any Remote. tests/contract/ runs one behavioural
 suite against every Remote in its list.
 """
 
@@ -124,13 +124,35 @@ class PromptToImage(ABC):
         """The image bytes (PNG/JPEG/WebP) from a succeeded prediction, downloaded now."""
 
 
+class Interpolator(ABC):
+    """Makes the pictures between two paintings (FILM)."""
+
+    ref: str
+
+    @abstractmethod
+    def input_for(self, first: Path, second: Path, times: int) -> dict[str, Any]:
+        """The prediction input for the pair (both pictures made available through the Remote, under their own
+        names: FILM refuses files that are not named .png or .jpg) with `times` = times_to_interpolate."""
+
+    @abstractmethod
+    def input_with(self, first: str, second: str, times: int) -> dict[str, Any]:
+        """The input with `first` and `second` as the pictures (with their digests instead, what the result is
+        keyed by)."""
+
+    @abstractmethod
+    def result(self, status: Status) -> bytes:
+        """The file a succeeded prediction returned, downloaded now: one PNG (the midpoint) for times = 1, else an
+        mp4 of 2^times + 1 frames, both paintings included."""
+
+
 @dataclass(frozen=True)
 class Backend:
-    """What the scheduler paints through: one prediction service and the two models shd runs on it."""
+    """What the scheduler paints through: one prediction service and the models shd runs on it."""
 
     remote: Remote
     prompter: ImageToPrompt
     painter: PromptToImage
+    interpolator: Interpolator
 
 
 def ledger_form(input: Mapping[str, Any]) -> dict[str, Any]:

@@ -6,10 +6,13 @@ seconds after they finish, uploaded files, the one token it accepts, and failure
 `MemoryRemote` is a client of it and implements `Remote` to the same contract as Replicate's (tests/contract/ runs
 one suite against both); several clients may share one service, as a restarted daemon meets the same server.
 
-Two models are built in, told apart by their input: one with `prompt` is painted (SDXL's shape: a list of one PNG,
-a solid colour deterministic in the prompt and seed, `width` x `height`, or the size of its `image` when it has one,
-as SDXL's img2img does), one with only an `image` is described (img2prompt's shape: one line, deterministic in the
-image's bytes).
+Three models are built in, told apart by their input: one with `prompt` is painted (SDXL's shape: a list of one
+PNG, a solid colour deterministic in the prompt and seed, `width` x `height`, or the size of its `image` when it
+has one, as SDXL's img2img does), one with only an `image` is described (img2prompt's shape: one line,
+deterministic in the image's bytes), one with `frame1` and `frame2` is interpolated (FILM's shape: for
+times_to_interpolate k = 1 one PNG, the two pictures blended half and half; else an mp4 of 2^k + 1 frames at 30 fps,
+the first and last the two pictures and linear blends between, made with ffmpeg when it is downloaded). FILM's run
+time is the configured one per in-between: its network runs 2^k - 1 times per pair, and so does its predict_time.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import base64
 import functools
 import hashlib
 import itertools
+import tempfile
 import threading
 import time
 from collections.abc import Mapping
@@ -25,9 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from shd import png
+from shd import inbetweens, media, png
 from shd.backends.base import TERMINAL, Remote, Status, ledger_form
-from shd.errors import AuthFailed, BackendError, ModelFailed, OutputGone, Rejected, Transient
+from shd.errors import AuthFailed, BackendError, MediaError, ModelFailed, OutputGone, Rejected, Transient
 
 OUTPUTS = "mem://outputs/"
 FILES = "mem://files/"
@@ -123,6 +127,7 @@ class MemoryService:
         self._ids = itertools.count(1)
         self._predictions: dict[str, _Prediction] = {}
         self._files: dict[str, bytes] = {}
+        self._clips: dict[str, bytes] = {}   # FILM's answers, by prediction id
         self._rules: list[_Rule] = []
 
     # --- what tests and benchmarks set ---------------------------------------------------------------------------
@@ -199,6 +204,8 @@ class MemoryService:
                 raise refused.error
             outcome = self._take(("fail", "stick"), model)
             queue_delay, run_time = self._latency.get(model, (0.0, 0.0))
+            if "frame1" in input:  # FILM: the network runs once per in-between
+                run_time *= 2 ** int(input.get("times_to_interpolate", 1)) - 1
             p = _Prediction(f"mem{next(self._ids):06d}", ref, dict(input), self.clock.now(), queue_delay, run_time,
                             failure=outcome.error if outcome and outcome.kind == "fail" else None,
                             stuck=bool(outcome and outcome.kind == "stick"))
@@ -246,6 +253,8 @@ class MemoryService:
                       predict_time=p.ran(now) if status in TERMINAL else None)
 
     def _output(self, p: _Prediction) -> Any:
+        if "frame1" in p.input:
+            return f"{OUTPUTS}{p.id}/{'out.png' if p.input.get('times_to_interpolate', 1) == 1 else 'out.mp4'}"
         if "prompt" not in p.input:
             return f"a painting of {hashlib.sha256(self._file(p.input['image'])).hexdigest()[:12]}, in memory\n "
         return [f"{OUTPUTS}{p.id}/0.png"]
@@ -264,10 +273,33 @@ class MemoryService:
         p = self._find(text.removeprefix(OUTPUTS).split("/")[0])
         if self._status(p).output is None:
             raise OutputGone(f"output file is gone ({text})")
+        if "frame1" in p.input:
+            return self._interpolated(p)
         digest = hashlib.sha256(f"{p.input.get('prompt')}\x00{p.input.get('seed')}".encode()).digest()
         size = png.size(self._file(p.input["image"])) if "image" in p.input else None
         width, height = size or (int(p.input.get("width", 64)), int(p.input.get("height", 64)))
         return solid_png((digest[0], digest[1], digest[2]), width, height)
+
+
+    def _interpolated(self, p: _Prediction) -> bytes:
+        """FILM's answer for prediction `p` (see the module docstring), made once."""
+        with self._lock:
+            made = self._clips.get(p.id)
+        if made is None:
+            first, second = self._file(p.input["frame1"]), self._file(p.input["frame2"])
+            with tempfile.TemporaryDirectory(prefix="shd-memory-film-") as tmp:
+                a, b = Path(tmp) / "frame1.png", Path(tmp) / "frame2.png"
+                a.write_bytes(first)
+                b.write_bytes(second)
+                try:
+                    made = inbetweens.blend_clip(media.find_ffmpeg(), a, b, work=Path(tmp) / "out",
+                                                 times=int(p.input.get("times_to_interpolate", 1)),
+                                                 size=png.size(first) or (64, 64))
+                except MediaError as e:
+                    raise ModelFailed(f"model error: cannot interpolate: {e.reason}") from None
+            with self._lock:
+                self._clips[p.id] = made
+        return made
 
 
 class MemoryRemote(Remote):

@@ -1,10 +1,13 @@
-"""The two models' input and output shapes, over any Remote: what shd sends each and what it takes from its answer.
+"""The models' input and output shapes, over any Remote: what shd sends each and what it takes from its answer.
 
 - `Prompter`: an image-to-prompt model shaped like methexis-inc/img2prompt (CLIP Interrogator): input `image`
   (the frame, made available through `Remote.upload`), output one string (or a list of string pieces).
 - `Painter`: a text-to-image model shaped like stability-ai/sdxl: input `prompt` and `seed` (and `width`/`height`,
   and an `image` to paint over) over the configured defaults, output a list of image files (the first one is
   downloaded at once through `Remote.fetch`).
+- `Film`: a frame interpolator shaped like google-research/frame-interpolation (FILM): inputs `frame1` and
+  `frame2` (the two paintings, uploaded under their own names, which must end in .png or .jpg: the model asserts
+  it) and `times_to_interpolate` k, output one file (a PNG midpoint for k = 1, else an mp4 of 2^k + 1 frames).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from shd import config
-from shd.backends.base import Backend, ImageToPrompt, PromptToImage, Remote, Status, clean_prompt
+from shd.backends.base import Backend, ImageToPrompt, Interpolator, PromptToImage, Remote, Status, clean_prompt
 from shd.errors import ModelFailed, OutputGone
 
 
@@ -67,7 +70,29 @@ class Painter(PromptToImage):
         return self.remote.fetch(items[0])
 
 
+class Film(Interpolator):
+    """Inputs frame1, frame2 and times_to_interpolate; output one file URI (a list of one is taken too)."""
+
+    def __init__(self, remote: Remote, ref: str):
+        self.remote, self.ref = remote, ref
+
+    def input_for(self, first: Path, second: Path, times: int) -> dict[str, Any]:
+        return self.input_with(self.remote.upload(first), self.remote.upload(second), times)
+
+    def input_with(self, first: str, second: str, times: int) -> dict[str, Any]:
+        return {"frame1": first, "frame2": second, "times_to_interpolate": times}
+
+    def result(self, status: Status) -> bytes:
+        out = status.output
+        if isinstance(out, list):
+            out = out[0] if out else None
+        if out is None:
+            raise OutputGone(f"prediction {status.remote_id} succeeded but its output was removed")
+        return self.remote.fetch(out)
+
+
 def backend(remote: Remote, r: config.Replicate) -> Backend:
-    """The configured models (`replicate.prompt_model`, `replicate.image_model` and their inputs) on `remote`."""
-    return Backend(remote, Prompter(remote, r.prompt_model, r.prompt_input), Painter(remote, r.image_model,
-                                                                                       r.image_input))
+    """The configured models (`replicate.prompt_model`, `replicate.image_model` and their inputs,
+    `replicate.film_model`) on `remote`."""
+    return Backend(remote, Prompter(remote, r.prompt_model, r.prompt_input),
+                   Painter(remote, r.image_model, r.image_input), Film(remote, r.film_model))

@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from shd import budget, logs, pricing
+from shd import budget, estimate, logs, pricing
 from shd.config import Config
 from shd.store import Job, Prediction, Store
 
@@ -65,10 +65,11 @@ class BudgetGate:
         self._said: set[tuple[str, str, object]] = set()   # (what, cap, period or job) logged once
 
     def expected(self, ref: str) -> float:
-        """What one prediction of `ref` is expected to cost: its price x its typical predict_time."""
-        price = pricing.price_for(self.settings().prices, ref) or pricing.Price()
+        """What one prediction of `ref` is expected to cost: its price x its typical predict_time (estimate.py)."""
+        cfg = self.settings()
+        price = pricing.price_for(cfg.prices, ref) or pricing.Price()
         if ref not in self._typical:
-            self._typical[ref] = pricing.typical(self.store.recent_predict_times(ref), price.typical_seconds)[0]
+            self._typical[ref] = estimate.typical(cfg, ref, self.store)[0]
         return pricing.cost(price, self._typical[ref], 1 if price.per_output else 0)
 
     @property

@@ -1,10 +1,12 @@
-"""The engine: every frame's paid stages, across jobs, with at most `replicate.concurrency` predictions in flight.
+"""The engine: every frame's paid stages (and each pair's, with FILM), across jobs, with at most
+`replicate.concurrency` predictions in flight.
 
 It wires the parts, each in a module of its own, and is what the pipeline and the service talk to:
 
     dispatch.py        fair queues across jobs, the slots, the worker threads, delayed retries
     runner.py          one task: resume, reuse or create, poll, keep the result; failures through the retry policy
     stages.py          what each paid stage sends and keeps (prompt, image)
+    film_stage.py      the FILM stage: a pair of consecutive paintings -> the pictures between them
     reuse.py           results already paid for, found by content; one payer per result in flight
     budget_gate.py     the budget check before every create; held tasks
     paid_call.py       one prediction against the ledger: recorded before it is sent, resumed, looked up, polled
@@ -18,6 +20,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from shd.backends.base import Backend
 from shd.config import Config
@@ -28,7 +31,8 @@ from shd.scheduler.paid_call import PaidCalls
 from shd.scheduler.pause import AuthPause
 from shd.scheduler.reuse import Reuse
 from shd.scheduler.runner import StageRunner
-from shd.scheduler.stages import FitPicture, ImageStage, PromptStage
+from shd.scheduler.film_stage import CountFrames, FilmStage, ToPng
+from shd.scheduler.stages import FitPicture, ImageStage, PaidStage, PromptStage
 from shd.states import Stage
 from shd.store import Store
 
@@ -38,7 +42,8 @@ class Engine:
 
     def __init__(self, cfg: Config, store: Store, backend: Backend, *,
                  token_provider: Callable[[], str] | None = None, clock: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], float] = time.time, fit_picture: FitPicture | None = None):
+                 wall: Callable[[], float] = time.time, fit_picture: FitPicture | None = None,
+                 to_png: ToPng | None = None, count_frames: CountFrames | None = None):
         self.cfg = cfg
         self.store = store
         self.frame_done = threading.Condition()   # notified whenever a frame becomes generated or failed
@@ -53,8 +58,11 @@ class Engine:
         self.budget = BudgetGate(store, settings, self.dispatch.expedite, wall=wall)
         calls = PaidCalls(store, backend.remote, self.limit, settings=settings, stop=self._stop, clock=clock,
                           on_cost=self.budget.spent)
-        stages = {Stage.PROMPT: PromptStage(store, backend.prompter, settings),
-                  Stage.IMAGE: ImageStage(store, backend.painter, settings, fit_picture)}
+        film = FilmStage(store, backend.interpolator, settings, to_png=to_png, count_frames=count_frames)
+        stages: dict[Stage, PaidStage[Any]] = {
+            Stage.PROMPT: PromptStage(store, backend.prompter, settings),
+            Stage.IMAGE: ImageStage(store, backend.painter, settings, fit_picture, painted=film.ready),
+            Stage.FILM: film}
         self.runner = StageRunner(store, backend.remote, stages, calls, limit=self.limit, pause=self.auth,
                                   enqueue=self.dispatch.enqueue, frame_done=self.frame_done, settings=settings,
                                   budget=self.budget, reuse=Reuse(store, self.dispatch.expedite))

@@ -30,7 +30,7 @@ from shd.errors import BackendError, OutputGone, Transient
 from shd.scheduler import retry
 from shd.scheduler.creation_limit import CreationLimit
 from shd.scheduler.dispatch import Stopped, Task
-from shd.states import FrameState, JobState
+from shd.states import JobState
 from shd.store import Prediction, Store
 
 KNOWN_STATUSES = ("starting", "processing", "succeeded", "failed", "canceled")
@@ -75,14 +75,14 @@ class PaidCalls:
         log.info("prediction_resumed", prediction_id=pred.remote_id, status=status.status)
         return status
 
-    def create(self, task: Task, ref: str, inp: dict[str, Any], *, seed: int | None, frame_state: FrameState,
+    def create(self, task: Task, ref: str, inp: dict[str, Any], *, seed: int | None, state: str,
                defer_success: bool, log: Any, reuse_key: str | None = None) -> tuple[Prediction, Status]:
-        """Send one paid create, recorded first (with the content key of its result, `reuse_key`). The budget has
-        admitted it (budget_gate.py). `defer_success`: a create that comes back succeeded is left for the caller to
-        record together with its result."""
+        """Send one paid create, recorded first (with the content key of its result, `reuse_key`); `state`: that of
+        the frame (or pair) as the caller read it. The budget has admitted it (budget_gate.py). `defer_success`: a
+        create that comes back succeeded is left for the caller to record together with its result."""
         self.limit.wait()
         pred = self.store.begin_prediction(task.job_id, task.idx, task.stage, model=ref, input=ledger_form(inp),
-                                           reason=task.reason, seed=seed, expect=frame_state, reuse_key=reuse_key)
+                                           reason=task.reason, seed=seed, expect=state, reuse_key=reuse_key)
         log = log.bind(prediction=pred.id, attempt=pred.attempt)
         try:
             try:

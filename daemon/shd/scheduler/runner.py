@@ -22,7 +22,7 @@ from shd.scheduler.paid_call import PaidCalls
 from shd.scheduler.pause import AuthPause
 from shd.scheduler.reuse import Found, Lookup, Reuse, Wait
 from shd.scheduler.stages import PaidStage
-from shd.states import STAGE_STATES, FrameState, JobState, Stage
+from shd.states import STAGE_STATES, JobState, Stage
 from shd.store import LIVE_PREDICTION, Job, Prediction, Store
 
 REUSE_WAIT = 30.0  # seconds a task waits for another's prediction of the same result (it is woken when that ends)
@@ -31,7 +31,7 @@ REUSE_WAIT = 30.0  # seconds a task waits for another's prediction of the same r
 class StageRunner:
     """Runs one task at a time per calling thread; shared by all workers."""
 
-    def __init__(self, store: Store, remote: Remote, stages: Mapping[Stage, PaidStage], calls: PaidCalls, *,
+    def __init__(self, store: Store, remote: Remote, stages: Mapping[Stage, PaidStage[Any]], calls: PaidCalls, *,
                  limit: CreationLimit, pause: AuthPause, enqueue: Callable[[Task], None],
                  frame_done: threading.Condition, settings: Callable[[], Config], budget: BudgetGate, reuse: Reuse):
         self.store = store
@@ -52,18 +52,18 @@ class StageRunner:
         job = self.store.job(task.job_id)
         if job.state not in (JobState.EXTRACTING, JobState.RUNNING):
             return None
-        frame = self.store.frame(task.job_id, task.idx)
-        before, inflight, _ = STAGE_STATES[task.stage]
-        if frame.state not in (before, inflight):
-            return None
         stage = self.stages[task.stage]
+        item = stage.item(task)  # the frame, or the pair of paintings for FILM
+        before, inflight, _ = STAGE_STATES[task.stage]
+        if item.state not in (before, inflight):
+            return None
         # A frame's first try at a stage (the common case) has no ledger history to look at.
-        first = frame.state == before and task.reason == "first"
+        first = item.state == before and task.reason == "first"
         pred = None if first else self.store.latest_prediction(task.job_id, task.idx, task.stage)
         owned: Lookup | None = None   # the key this task pays for (or resumes): its waiters wake when it ends
         try:
             status: Status | None = None
-            if frame.state == inflight and pred is not None and (
+            if item.state == inflight and pred is not None and (
                     pred.status in LIVE_PREDICTION or pred.status == "succeeded"):
                 self.budget.track(task.key, job.id, pred.model)
                 status = self.calls.resume(pred, log)
@@ -73,10 +73,10 @@ class StageRunner:
                     history = self._history(task, job, pred)
                     why = retry.attempts_exhausted(task.stage, history, self.settings().replicate)
                     if why is not None:
-                        self._fail_frame(task, why, log)
+                        self._fail(stage, task, why, log)
                         return None
-                seed = stage.seed_for(frame, task)
-                lookup = stage.lookup(job, frame, seed)
+                seed = stage.seed_for(item, task)
+                lookup = stage.lookup(job, item, seed)
                 if lookup.active:
                     got = self.reuse.find_or_claim(lookup, task.key, stage.available)
                     if isinstance(got, Found):
@@ -86,8 +86,8 @@ class StageRunner:
                         return task, REUSE_WAIT
                     owned = lookup
                 self.budget.admit(job, task.key, stage.ref)
-                pred, status = self.calls.create(task, stage.ref, stage.input_for(job, frame, seed), seed=seed,
-                                                 frame_state=FrameState(frame.state), reuse_key=lookup.key,
+                pred, status = self.calls.create(task, stage.ref, stage.input_for(job, item, seed), seed=seed,
+                                                 state=item.state, reuse_key=lookup.key,
                                                  defer_success=stage.settles_with_result, log=log)
             assert pred is not None  # resumed from the ledger, or just created
             pred, status = self.calls.poll(pred, status, defer_success=stage.settles_with_result, log=log)
@@ -97,13 +97,13 @@ class StageRunner:
         except Held as held:
             return task, held.retry_in
         except BackendError as e:
-            return self._failed(task, job, pred, e, log)
+            return self._failed(stage, task, job, pred, e, log)
         finally:
             self.budget.release(task.key)
             if owned is not None:
                 self.reuse.release(owned, task.key)
 
-    def _keep(self, task: Task, job: Job, stage: PaidStage, pred: Prediction, status: Status, log: Any) -> None:
+    def _keep(self, task: Task, job: Job, stage: PaidStage[Any], pred: Prediction, status: Status, log: Any) -> None:
         if status.status == "failed":
             raise self.remote.failure(status)
         if status.status == "canceled":
@@ -114,11 +114,11 @@ class StageRunner:
         self._follow(stage, stage.keep(task, job, status, (lambda: self.calls.record(pred, status))
                                        if unrecorded else None, log))
 
-    def _follow(self, stage: PaidStage, tasks: list[Task]) -> None:
-        """A stage's result is kept: queue what follows it, and tell the job when its frame is done."""
+    def _follow(self, stage: PaidStage[Any], tasks: list[Task]) -> None:
+        """A stage's result is kept: queue what follows it, and tell the job when its frame (or pair) is done."""
         for t in tasks:
             self.enqueue(t)
-        if stage.finishes_frame:
+        if stage.finishes_item:
             self._notify_frame()
 
     def _history(self, task: Task, job: Job, pred: Prediction | None) -> retry.History:
@@ -126,7 +126,8 @@ class StageRunner:
         last_error = pred.error if pred and pred.error else task.reason
         return retry.History(tuple(p.status for p in rows), last_error=last_error, new_seeds=task.seed_retries)
 
-    def _failed(self, task: Task, job: Job, pred: Prediction | None, err: BackendError, log: Any) -> Requeue:
+    def _failed(self, stage: PaidStage[Any], task: Task, job: Job, pred: Prediction | None, err: BackendError,
+                log: Any) -> Requeue:
         """Do what the retry policy says about `err`."""
         self.calls.lost(pred, err)
         decision = retry.decide(err, self._history(task, job, pred), self.settings().replicate)
@@ -134,7 +135,7 @@ class StageRunner:
             self.pause.pause(decision.why)
             return replace(task, reason=decision.why), 0.0
         if isinstance(decision, retry.FailFrame):
-            self._fail_frame(task, decision.why, log)
+            self._fail(stage, task, decision.why, log)
             return None
         if decision.slow_down:
             rate = self.limit.throttled(decision.after)
@@ -146,9 +147,9 @@ class StageRunner:
             log.warning("stage_failed_retrying", error=str(err), retry_in=round(decision.after, 2))
         return replace(task, reason=decision.why), decision.after
 
-    def _fail_frame(self, task: Task, reason: str, log: Any) -> None:
-        self.store.transition_frame(task.job_id, task.idx, FrameState.FAILED, error=reason)
-        log.warning("frame_failed", reason=reason)
+    def _fail(self, stage: PaidStage[Any], task: Task, reason: str, log: Any) -> None:
+        stage.fail(task, reason)
+        log.warning("pair_failed" if task.stage == Stage.FILM else "frame_failed", reason=reason)
         self._notify_frame()
 
     def _notify_frame(self) -> None:

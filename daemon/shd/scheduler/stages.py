@@ -1,16 +1,19 @@
-"""The paid stages, each described once: the input it builds, the result it keeps, the ledger rows it owns.
+"""The paid stages, each described once: what it works on, the input it builds, the result it keeps.
 
-A stage owns the ledger rows keyed (job, frame, its `Stage`) and moves its frame through `states.STAGE_STATES`:
-before -> in flight (when its prediction is recorded) -> after (when its result is kept). The runner (runner.py)
-drives every stage the same way: resume, or reuse a result already paid for (`lookup`, `available`, `reuse`), or
-create; poll; then `keep` the result.
+A stage owns the ledger rows keyed (job, frame, its `Stage`) and moves what it works on (a frame; for FILM, the pair
+that starts at that frame) through `states.STAGE_STATES`: before -> in flight (when its prediction is recorded) ->
+after (when its result is kept). The runner (runner.py) drives every stage the same way: resume, or reuse a result
+already paid for (`lookup`, `available`, `reuse`), or create; poll; then `keep` the result.
 
 - `PromptStage`: the frame's picture -> img2prompt -> the prompt, stored with the frame; queues the image stage.
 - `ImageStage`: the prompt and the frame's seed -> SDXL -> the painted image, downloaded at once and written
-  atomically into the job's `generated/` folder; the frame is done. It paints at the size that follows the source's
-  shape (`shape.painting_for`) and, with `replicate.image_from = "source"`, over the source frame (img2img), fitted
-  to that size first (`img2img/NNNNNN-WxH.png` in the job folder, made once by the `FitPicture` given) and uploaded
-  with each create; a create resumed from the ledger uploads nothing (its recorded input is polled or looked up).
+  atomically into the job's `generated/` folder; the frame is done, and with FILM each pair it completes is queued
+  (in the same transaction: a pair starts as soon as both its paintings exist). It paints at the size that follows
+  the source's shape (`shape.painting_for`) and, with `replicate.image_from = "source"`, over the source frame
+  (img2img), fitted to that size first (`img2img/NNNNNN-WxH.png` in the job folder, made once by the `FitPicture`
+  given) and uploaded with each create; a create resumed from the ledger uploads nothing (its recorded input is
+  polled or looked up).
+- `FilmStage` (film_stage.py): two consecutive paintings -> FILM -> the pictures between them.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from shd import shape
 from shd.backends.base import ImageToPrompt, PromptToImage, Status
@@ -37,35 +40,57 @@ from shd.store import Frame, Job, Prediction, Store
 FitPicture = Callable[[Path, Path, tuple[int, int], str], None]
 
 
-class PaidStage(ABC):
-    """One paid step of a frame."""
+class Item(Protocol):
+    """What a stage works on: a frame, or a pair of consecutive paintings."""
+
+    @property
+    def idx(self) -> int: ...
+
+    @property
+    def state(self) -> str: ...
+
+
+ItemT = TypeVar("ItemT", bound=Item)
+
+
+class PaidStage(ABC, Generic[ItemT]):
+    """One paid step of a frame (or of a pair)."""
 
     stage: Stage
     # The result is in the finished status itself (nothing to download): a create that comes back succeeded has its
     # ledger row written in the same transaction as the result (one commit less per frame).
     settles_with_result: bool = False
-    finishes_frame: bool = False   # once kept, the frame is generated
+    finishes_item: bool = False   # once kept, what the job waits for is done (a painted frame, an interpolated pair)
 
     @property
     @abstractmethod
     def ref(self) -> str:
         """The model, 'owner/name:version'."""
 
-    def seed_for(self, frame: Frame, task: Task) -> int | None:
+    @abstractmethod
+    def item(self, task: Task) -> ItemT:
+        """What the task works on, as the store has it now."""
+
+    @abstractmethod
+    def fail(self, task: Task, reason: str) -> None:
+        """Give what the task works on up, with the reason (the frame's fill policy, or a pair's crossfade, covers
+        it)."""
+
+    def seed_for(self, item: ItemT, task: Task) -> int | None:
         """The seed this try sends and records (None: the model takes none)."""
         return None
 
     @abstractmethod
-    def lookup(self, job: Job, frame: Frame, seed: int | None) -> Lookup:
+    def lookup(self, job: Job, item: ItemT, seed: int | None) -> Lookup:
         """What the result is found again by (scheduler/reuse.py): its content key, under `replicate.reuse`."""
 
     @abstractmethod
-    def input_for(self, job: Job, frame: Frame, seed: int | None) -> dict[str, Any]:
-        """The prediction input (may upload the frame)."""
+    def input_for(self, job: Job, item: ItemT, seed: int | None) -> dict[str, Any]:
+        """The prediction input (may upload pictures)."""
 
     @abstractmethod
     def keep(self, task: Task, job: Job, status: Status, record: Callable[[], object] | None, log: Any) -> list[Task]:
-        """Keep the result of a succeeded prediction and move the frame on; returns the tasks that follow.
+        """Keep the result of a succeeded prediction and move the item on; returns the tasks that follow.
         `record` writes the prediction's ledger row when it is not written yet (to be done with the result)."""
 
     @abstractmethod
@@ -74,10 +99,22 @@ class PaidStage(ABC):
 
     @abstractmethod
     def reuse(self, task: Task, job: Job, source: Prediction, log: Any) -> list[Task]:
-        """Take the result of `source` instead of paying, move the frame on; returns the tasks that follow."""
+        """Take the result of `source` instead of paying, move the item on; returns the tasks that follow."""
 
 
-class PromptStage(PaidStage):
+class FrameStage(PaidStage[Frame]):
+    """A stage that works on a frame."""
+
+    store: Store
+
+    def item(self, task: Task) -> Frame:
+        return self.store.frame(task.job_id, task.idx)
+
+    def fail(self, task: Task, reason: str) -> None:
+        self.store.transition_frame(task.job_id, task.idx, FrameState.FAILED, error=reason)
+
+
+class PromptStage(FrameStage):
     stage = Stage.PROMPT
     settles_with_result = True
 
@@ -123,16 +160,17 @@ class PromptStage(PaidStage):
         return [Task(task.job_id, task.idx, Stage.IMAGE)]
 
 
-class ImageStage(PaidStage):
+class ImageStage(FrameStage):
     stage = Stage.IMAGE
-    finishes_frame = True
+    finishes_item = True
 
     def __init__(self, store: Store, painter: PromptToImage, settings: Callable[[], Config],
-                 fit_picture: FitPicture | None = None):
+                 fit_picture: FitPicture | None = None, painted: Callable[[str, int], list[Task]] | None = None):
         self.store = store
         self.painter = painter
         self.settings = settings
         self.fit_picture = fit_picture  # None: img2img sends the source frame as extracted
+        self.painted = painted or (lambda job_id, idx: [])  # called in the transaction: what the painting completes
         self._rng = random.Random()
 
     @property
@@ -188,10 +226,12 @@ class ImageStage(PaidStage):
         except OSError as e:
             raise Transient(f"{painted}: cannot read the painting to reuse: {e.strerror}") from None
         out = self._write(job, task.idx, data, source.remote_id or "")
-        self.store.reuse_result(task.job_id, task.idx, self.stage, source, image_path=out,
-                                seed=source.input.get("seed"))
+        with self.store.tx(durable=False):
+            self.store.reuse_result(task.job_id, task.idx, self.stage, source, image_path=out,
+                                    seed=source.input.get("seed"))
+            follow = self.painted(task.job_id, task.idx)
         log.info("frame_generated_reused", path=str(out), reused_from=source.reused_from or source.id)
-        return []
+        return follow
 
     def _write(self, job: Job, idx: int, data: bytes, remote_id: str) -> Path:
         suffix = image_suffix(data)
@@ -204,10 +244,12 @@ class ImageStage(PaidStage):
 
     def keep(self, task: Task, job: Job, status: Status, record: Callable[[], object] | None, log: Any) -> list[Task]:
         out = self._write(job, task.idx, self.painter.result(status), status.remote_id)
-        self.store.transition_frame(task.job_id, task.idx, FrameState.GENERATED, image_path=out,
-                                    expect=FrameState.GENERATING, durable=False)
+        with self.store.tx(durable=False):
+            self.store.transition_frame(task.job_id, task.idx, FrameState.GENERATED, image_path=out,
+                                        expect=FrameState.GENERATING, durable=False)
+            follow = self.painted(task.job_id, task.idx)
         log.info("frame_generated", path=str(out))
-        return []
+        return follow
 
 
 def picture_digest(path: Path) -> str:
