@@ -172,6 +172,13 @@ class MemoryService:
         with self._lock:
             return len(self._predictions)
 
+    def spans(self) -> list[tuple[str, float, float]]:
+        """Each prediction's model ('owner/name'), when it was created and when it ended (finished, or was
+        canceled; inf while it runs), oldest first: what was in flight together."""
+        with self._lock:
+            return [(p.ref.split(":")[0], p.created, min(p.done_at, p.canceled_at or float("inf")))
+                    for p in self._predictions.values()]
+
     @property
     def uploads(self) -> list[bytes]:
         """The files uploaded so far, oldest first."""
