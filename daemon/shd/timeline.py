@@ -54,8 +54,11 @@ def with_transitions(shown: Sequence[Shown], seconds: float) -> list[Shown]:
     return out
 
 
+US = 1_000_000  # microseconds a second: the timeline's unit
+
+
 def _us(seconds: float) -> int:
-    return round(seconds * 1_000_000)
+    return round(seconds * US)
 
 
 def _quoted(path: Path) -> str:
@@ -68,7 +71,9 @@ def _quoted(path: Path) -> str:
 def ffconcat(shown: Sequence[Shown], *, end: float, out_fps: int) -> str:
     """The concat script (`ffconcat version 1.0`) that plays `shown`, the last picture held past `end` seconds
     (listed again `TAIL` output frames after it, so that a filter that looks ahead reaches the end; the stitch cuts
-    at `end`). Times are whole microseconds, each entry's duration the difference of two of them (no drift)."""
+    at `end`). Times are whole microseconds, each entry's duration the difference of two of them (no drift), and
+    each picture is read at a frame rate of a million a second (`option framerate`): the concat demuxer keeps its
+    first file's time base, the image reader's 1/25 s unless told, and would move a picture to the nearest 1/25 s."""
     if not shown:
         raise ValueError("nothing to show")
     times = [_us(s.at) for s in shown]
@@ -81,5 +86,5 @@ def ffconcat(shown: Sequence[Shown], *, end: float, out_fps: int) -> str:
     lines = ["ffconcat version 1.0"]
     for i, (path, t) in enumerate(entries):
         duration = entries[i + 1][1] - t if i + 1 < len(entries) else frame
-        lines += [f"file {_quoted(path)}", f"duration {duration / 1_000_000:.6f}"]
+        lines += [f"file {_quoted(path)}", f"option framerate {US}", f"duration {duration / 1_000_000:.6f}"]
     return "\n".join(lines) + "\n"

@@ -12,6 +12,7 @@ from shd import migrations
 from shd.errors import DatabaseDamaged, DiskFull, IllegalTransition, StoreError
 from shd.states import FrameState as F
 from shd.states import JobState as J
+from shd.states import PairState as P
 from shd.states import Stage
 from shd.store import Store
 
@@ -229,3 +230,57 @@ def test_the_database_is_created_private_whatever_the_umask(tmp_path: Path) -> N
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "state").stat().st_mode) == 0o700
     assert stat.S_IMODE((tmp_path / "state" / "shd.db").stat().st_mode) == 0o600
+
+
+def _painted(store: Store, tmp_path: Path, n: int, *, failed: tuple[int, ...] = ()) -> None:
+    store.transition_job("j1", J.EXTRACTING)
+    store.transition_job("j1", J.RUNNING)
+    for i in range(n):
+        store.add_frame("j1", i, float(i), tmp_path / f"{i}.png")
+        store.transition_frame("j1", i, F.FAILED if i in failed else F.PROMPTING, error="x")
+        if i not in failed:
+            store.transition_frame("j1", i, F.PROMPTED, prompt="p")
+            store.transition_frame("j1", i, F.GENERATING)
+            store.transition_frame("j1", i, F.GENERATED, image_path=tmp_path / f"g{i}.png")
+
+
+def test_pairs_are_recorded_once_checked_and_moved_by_their_prediction(store: Store, tmp_path: Path) -> None:
+    """A FILM prediction moves its pair as a frame's moves its frame; illegal moves are refused."""
+    _painted(store, tmp_path, 3)
+    store.add_pairs("j1", [0, 1])
+    store.add_pairs("j1", [0])  # idempotent
+    assert [(p.idx, p.state) for p in store.pairs("j1")] == [(0, "painted"), (1, "painted")]
+    with pytest.raises(IllegalTransition):
+        store.transition_pair("j1", 0, P.INTERPOLATED)
+    pred = store.begin_prediction("j1", 0, Stage.FILM, model="f/ilm:v", input={"times_to_interpolate": 2},
+                                  reason="first", expect=P.PAINTED, reuse_key="k")
+    assert store.pair("j1", 0).state == "interpolating" and store.frame("j1", 0).state == "generated"
+    assert store.key_in_flight("k")
+    store.update_prediction(pred, status="succeeded", remote_id="r1", predict_time=3.0)
+    store.transition_pair("j1", 0, P.INTERPOLATED, clip_path=tmp_path / "c.mp4", expect=P.INTERPOLATING)
+    assert store.pair("j1", 0).clip_path == str(tmp_path / "c.mp4") and not store.key_in_flight("k")
+    store.transition_pair("j1", 1, P.FAILED, error="model error")
+    with pytest.raises(StoreError, match="job j1 pair 1 is failed, cannot start film"):
+        store.begin_prediction("j1", 1, Stage.FILM, model="f/ilm:v", input={}, reason="first")
+    assert store.pair_counts("j1") == {"interpolated": 1, "failed": 1, "crossfaded": 0}
+    kinds = [(e["from_state"], e["to_state"], e["frame_idx"]) for e in store.events("j1") if e["kind"] == "pair"]
+    assert kinds == [(None, "painted", 0), (None, "painted", 1), ("painted", "interpolating", 0),
+                     ("interpolating", "interpolated", 0), ("painted", "failed", 1)]
+    assert store.recent_predict_times("f/ilm:v", same={"times_to_interpolate": 2}) == [3.0]
+    assert store.recent_predict_times("f/ilm:v", same={"times_to_interpolate": 4}) == []
+
+
+def test_a_gap_that_shows_a_crossfade_is_recorded_and_shd_retry_tries_it_again(store: Store, tmp_path: Path) -> None:
+    """Gap 0-1 failed at FILM, gaps 1-2 and 2-3 never became pairs (frame 2 failed): all three crossfaded, with
+    why. A retry gives the failed pair another go and forgets the gaps it made up."""
+    _painted(store, tmp_path, 4, failed=(2,))
+    store.add_pairs("j1", [0])
+    store.transition_pair("j1", 0, P.FAILED, error="model error")
+    store.set_pair_fills("j1", {0: ("crossfade", "model error"), 1: ("crossfade", "frame 2 was not painted"),
+                                2: ("crossfade", "frame 2 was not painted")})
+    assert [(p.idx, p.state, p.error, p.filled_with) for p in store.pairs("j1")] == [
+        (0, "failed", "model error", "crossfade"), (1, "failed", "frame 2 was not painted", "crossfade"),
+        (2, "failed", "frame 2 was not painted", "crossfade")]
+    assert store.pair_counts("j1") == {"failed": 3, "crossfaded": 3}
+    store.retry_pairs("j1")
+    assert [(p.idx, p.state, p.error, p.filled_with) for p in store.pairs("j1")] == [(0, "painted", None, None)]

@@ -6,7 +6,7 @@ from datetime import datetime, timezone, tzinfo
 
 import pytest
 
-from shd import budget, pricing
+from shd import budget, config, estimate, pricing
 from shd.budget import Ask, Caps
 from shd.scheduler import reuse
 
@@ -112,3 +112,17 @@ def test_what_replicate_reuse_looks_up() -> None:
     assert look("all", "k", painting=True, seed=8, seed_fixed=True) == reuse.Lookup("k", 8)
     assert reuse.content_key("a/b:v", {"x": 1, "image": "sha256:00"}) == reuse.content_key(
         "a/b:v", {"image": "sha256:00", "x": 1}) != reuse.content_key("a/b:w", {"x": 1, "image": "sha256:00"})
+
+
+def test_with_film_each_pair_of_paintings_is_one_prediction_of_2k_minus_1_runs() -> None:
+    """The estimate of 60 frames with FILM at k = 4: 59 pairs, each 15 in-betweens at typical_seconds apiece."""
+    cfg = config.from_mapping({"output": {"transition": "film"}}, None)
+    est = estimate.for_frames(cfg, 60, None)
+    film = est.lines[2]
+    assert (film.stage, film.ref, film.count, film.seconds) == ("film", config.FILM, 59, 15.0)
+    assert film.usd == pytest.approx(59 * 15 * 0.0014) and est.predictions == 179
+    assert [line.stage for line in estimate.for_frames(config.from_mapping({}, None), 60, None).lines] == [
+        "prompt", "image"]
+    k1 = config.from_mapping({"output": {"transition": "film", "times_to_interpolate": 1}}, None)
+    assert estimate.for_frames(k1, 1, None).lines[2].count == 0 and estimate.typical(k1, config.FILM, None) == (
+        1.0, "configured default")

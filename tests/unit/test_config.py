@@ -175,3 +175,28 @@ retries = 99
     defaults = config.load(REPO / "config" / "shd.toml")
     assert defaults.web == config.Web() and defaults.hooks == config.Hooks()
     assert defaults.web.listen == "127.0.0.1:8787" and defaults.web.actions is False
+
+
+def test_film_takes_times_to_interpolate_from_1_to_8_and_no_more_in_betweens_than_the_output_can_show(
+        tmp_path: Path) -> None:
+    cfg = config.load(write(tmp_path, '[output]\ntransition = "film"\n'))
+    assert cfg.output.film and cfg.output.times_to_interpolate == 4 and cfg.replicate.film_model == config.FILM
+    assert not config.load(write(tmp_path, "")).output.film
+    for bad in (0, 9, 2.5):
+        with pytest.raises(ConfigError, match="output.times_to_interpolate"):
+            config.load(write(tmp_path, f'[output]\ntransition = "film"\ntimes_to_interpolate = {bad}\n'))
+    with pytest.raises(ConfigError) as e:  # 32 pictures a second at 30 fps: two of them would be paid for and lost
+        config.load(write(tmp_path, '[output]\ntransition = "film"\ntimes_to_interpolate = 5\n'))
+    assert "more than pipeline.output_fps = 30 can show" in str(e.value) and "at least 32" in str(e.value)
+    assert config.load(write(tmp_path, '[pipeline]\noutput_fps = 32\n[output]\ntransition = "film"\n'
+                                       'times_to_interpolate = 5\n')).output.times_to_interpolate == 5
+    with pytest.raises(ConfigError, match="more than pipeline.output_fps"):  # fps 2: 16 pictures a gap, 32 a second
+        config.load(write(tmp_path, '[pipeline]\nfps = 2\n[output]\ntransition = "film"\n'))
+    assert config.load(write(tmp_path, '[output]\ntimes_to_interpolate = 8\n')).output.times_to_interpolate == 8
+
+
+def test_a_film_model_without_a_price_is_refused_only_when_film_is_on(tmp_path: Path) -> None:
+    other = '[replicate]\nfilm_model = "someone/film:0123456789abcdef"\n'
+    assert config.load(write(tmp_path, other)).replicate.film_model == "someone/film:0123456789abcdef"
+    with pytest.raises(ConfigError, match="replicate.film_model 'someone/film:0123456789abcdef' has no price"):
+        config.load(write(tmp_path, other + '[output]\ntransition = "film"\n'))

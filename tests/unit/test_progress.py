@@ -36,3 +36,8 @@ def test_log_lines_go_above_the_line_which_is_redrawn() -> None:
     assert out.getvalue() == CLEAR + shown + CLEAR + "a warning\n" + shown
     live.close()
     assert out.getvalue().endswith(shown + "\n")
+
+
+def test_with_film_the_line_says_how_many_pairs_are_interpolated() -> None:
+    assert line(summary(pairs={"total": 140, "interpolated": 9, "failed": 0, "crossfaded": 0}), 200) == \
+        "clip.mp4: 61/141 painted, 1 failed, 9/140 interpolated, 1:13 elapsed, ETA 1:35"

@@ -44,8 +44,9 @@ def test_a_transition_is_at_most_as_long_as_a_picture_is_on_screen() -> None:
 def _entries(script: str) -> list[tuple[str, float]]:
     lines = script.splitlines()
     assert lines[0] == "ffconcat version 1.0"
-    files = [ln.removeprefix("file ") for ln in lines[1::2]]
-    durations = [float(ln.removeprefix("duration ")) for ln in lines[2::2]]
+    assert set(lines[2::3]) == {"option framerate 1000000"}  # each picture's time kept to the microsecond
+    files = [ln.removeprefix("file ") for ln in lines[1::3]]
+    durations = [float(ln.removeprefix("duration ")) for ln in lines[3::3]]
     return list(zip(files, durations))
 
 
