@@ -123,7 +123,7 @@ class Estimate:
                 rate.append(f"${line.price.per_second:.6f}/s")
             if line.price.per_output:
                 rate.append(f"${line.price.per_output:.4f}/output")
-            out.append(f"{line.stage:<7} {line.ref.partition(':')[0]:<28} {line.count} x {line.seconds:.1f} s at "
+            out.append(f"{line.stage:<7} {line.ref.partition(':')[0]:<35} {line.count} x {line.seconds:.1f} s at "
                        f"{' + '.join(rate) or '$0'} = {usd(line.usd)}  (predict_time: {line.source})")
         return out
 

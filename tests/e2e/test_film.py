@@ -83,6 +83,10 @@ def test_a_video_through_film_keeps_the_sources_length_and_sound_with_each_paint
     assert job["cost"]["predictions"] == 8
     table = run_shd("status", "--config", str(cfg), env=shd_env, cwd=tmp_path).stdout
     assert table.splitlines()[0].split()[8] == "PAIRS" and table.splitlines()[1].split()[8] == "2/2"
+    est = run_shd("estimate", str(src), "--config", str(cfg), env=shd_env, cwd=tmp_path).stdout
+    film = next(line for line in est.splitlines() if line.split()[0] == "film")
+    assert f"{FILM_NAME} 2 x " in " ".join(film.split()) and "at $0.001400/s" in film
+    assert "predict_time: median of 2 in the ledger" in film  # the pairs it paid for, at this k
 
 
 def test_a_sigkill_during_the_film_stage_resumes_and_pays_no_pair_twice(
