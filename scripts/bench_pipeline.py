@@ -4,13 +4,17 @@
     python3 scripts/bench_pipeline.py                 # 120 frames at concurrency 1, 8, 16, 32; faults; 600 frames
     python3 scripts/bench_pipeline.py --quick         # 40 frames, one run each (a smoke run)
     python3 scripts/bench_pipeline.py --levels 16 --repeat 5   # one level, five runs
+    python3 scripts/bench_pipeline.py --film          # only the FILM row (output.transition = "film")
 
 For each run it prints: wall time; the ideal wall time for that concurrency (frames x (prompt + image latency) /
 concurrency, plus extraction and stitching measured alone); efficiency = ideal / wall; speed-up over concurrency 1;
 peak RSS and CPU time of the process running shd (the stand-in runs in a process of its own, ffmpeg in children,
 so neither is counted); predictions created per frame. A run with 5% 429s and 5% failed predictions shows that the
 output is the same video and how many retries the ledger recorded. Frames are uploaded first (the default); one
-run sends them inline instead (replicate.inline_max_kb = 256).
+run sends them inline instead (replicate.inline_max_kb = 256). One run paints with FILM transitions
+(output.transition = "film", times_to_interpolate 4, FILM_RUN_S per in-between: a pair takes 15 x that): its ideal
+adds the pairs' predictions to the frames' and the assembly alone (decoding every pair's clip and stitching the
+pictures between) to the stitching.
 
 Each run is a fresh child process (`--one`), so peak RSS is that run's own. Each figure is the median of three runs
 (by CPU per frame; the range is printed below it), except concurrency 1, which takes three minutes and runs once.
@@ -39,6 +43,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "daemon"), str(REPO)]
 
 PROMPT_S, IMAGE_S = 0.5, 1.0
+FILM_K, FILM_RUN_S = 4, 0.1            # FILM's times_to_interpolate, and the stand-in's seconds per in-between
+FILM_S = (2 ** FILM_K - 1) * FILM_RUN_S  # a pair's prediction: 1.5 s
 
 
 def control(url: str, action: str, **args: Any) -> Any:
@@ -51,7 +57,8 @@ def control(url: str, action: str, **args: Any) -> Any:
 def start_standin(work: Path) -> tuple[subprocess.Popen[str], dict[str, Any]]:
     proc = subprocess.Popen([sys.executable, "-m", "tests.standin", "--workdir", str(work), "--no-rate-limit",
                              "--queue-delay", "0.0", "--run-time", f"methexis-inc/img2prompt={PROMPT_S}",
-                             "--run-time", f"stability-ai/sdxl={IMAGE_S}"],
+                             "--run-time", f"stability-ai/sdxl={IMAGE_S}",
+                             "--run-time", f"google-research/frame-interpolation={FILM_RUN_S}"],
                             cwd=REPO, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     info = json.loads(proc.stdout.readline())
@@ -75,6 +82,7 @@ def one(spec: dict[str, Any]) -> dict[str, Any]:
                       # the warm-up clip is the start of the measured one: every frame must be paid for
                       "reuse": "none"},
         "log": {"level": "warning"},
+        **({"output": {"transition": "film", "times_to_interpolate": FILM_K}} if spec.get("film") else {}),
     }, Path(spec["workdir"]) / "shd.toml")
     logs.setup("warning", "json")
     app = app_mod.build(cfg)
@@ -180,6 +188,27 @@ def measure_media(video: Path, frames: int, work: Path) -> tuple[float, float]:
     return extract_s, time.monotonic() - t0
 
 
+def measure_film_assembly(video: Path, frames: int, work: Path) -> float:
+    """Seconds to decode every pair's clip (FILM_K, 256 x 256, as the stand-in answers) and stitch the paintings
+    with the pictures between them: what FILM adds to the stitching."""
+    from shd import inbetweens, media
+    from tests.videos import make_png
+
+    ffmpeg = media.find_ffmpeg()
+    probe = media.probe(ffmpeg, video)
+    seq = work / "film-alone"
+    seq.mkdir()
+    paintings = [make_png(seq / f"{i:06d}.png", (90 + i % 2 * 100, 120, 200), (256, 256)) for i in range(frames)]
+    clip = work / "clip.mp4"
+    clip.write_bytes(inbetweens.blend_clip(ffmpeg, paintings[0], paintings[1], times=FILM_K, size=(256, 256),
+                                           work=work / "clip-work"))
+    t0 = time.monotonic()
+    between = [inbetweens.between(ffmpeg, clip, work / "between" / f"{i:06d}", timeout=600) for i in range(frames - 1)]
+    media.stitch(ffmpeg, seq, fps=1.0, duration=probe.duration, size=media.output_size(probe.width, probe.height),
+                 out=work / "film-alone.mp4", audio_src=None, timeout=600, transition="film", between=between)
+    return time.monotonic() - t0
+
+
 def decoded_md5(video: str) -> str:
     from tests.videos import ffmpeg_exe
 
@@ -199,6 +228,8 @@ def main() -> int:
                          "CPU per frame is reported, with the range")
     ap.add_argument("--inline-max-kb", type=int, default=0,
                     help="replicate.inline_max_kb for the concurrency levels (default 0: frames uploaded first)")
+    ap.add_argument("--film", action="store_true",
+                    help="only the FILM row: concurrency 16 with output.transition = \"film\"")
     ap.add_argument("--no-http", action="store_true",
                     help="only measure shd's own CPU per frame, through the in-memory backend (no HTTP requests)")
     args = ap.parse_args()
@@ -237,9 +268,12 @@ def main() -> int:
         base_wall = None
         results: dict[str, dict[str, Any]] = {}
 
-        def report(name: str, c: int, r: dict[str, Any], n: int) -> None:
+        def report(name: str, c: int, r: dict[str, Any], n: int, film: bool = False) -> None:
             nonlocal base_wall
-            ideal = n * (PROMPT_S + IMAGE_S) / c + extract_s + stitch_s
+            if film:  # the pairs' predictions share the slots; their clips are decoded and stitched at the end
+                ideal = (n * (PROMPT_S + IMAGE_S) + (n - 1) * FILM_S) / c + extract_s + film_s
+            else:
+                ideal = n * (PROMPT_S + IMAGE_S) / c + extract_s + stitch_s
             if c == 1 and base_wall is None:
                 base_wall = r["wall"]
             speed = f"{base_wall / r['wall']:.1f}x" if base_wall else "-"
@@ -260,7 +294,7 @@ def main() -> int:
                 runs.append(r)
             runs.sort(key=lambda r: r["cpu"])
             median = runs[len(runs) // 2]
-            report(name, c, median, n)
+            report(name, c, median, n, film=bool(extra.get("film")))
             if times > 1:
                 print(f"  {times} runs: CPU ms/frame {1000 * runs[0]['cpu'] / n:.2f} to "
                       f"{1000 * runs[-1]['cpu'] / n:.2f}, wall {min(r['wall'] for r in runs):.2f} to "
@@ -270,6 +304,19 @@ def main() -> int:
         # Each figure is the median of `repeat` runs (this machine is shared and CPU time moves by 20% from one
         # run to the next); concurrency 1 takes three minutes a run, so it runs once unless --repeat says more.
         repeat = args.repeat or (1 if args.quick else 3)
+        (root / "film-media").mkdir()
+        film_s = measure_film_assembly(video, frames, root / "film-media")
+        print(f"# FILM: k = {FILM_K}, {FILM_S:g} s a pair ({FILM_RUN_S}s per in-between); its assembly alone "
+              f"{film_s:.2f}s", flush=True)
+
+        def film_row() -> None:
+            r = measure(f"c16, FILM k={FILM_K}", 16, video, frames, repeat, film=True)
+            print(f"  FILM: server created {r['server_creates']} predictions = {frames} x 2 + {frames - 1} pairs; "
+                  f"ledger {r['by_status']}", flush=True)
+
+        if args.film:
+            film_row()
+            return 0
         for c in levels:
             times = (args.repeat or 1) if c == 1 else repeat
             results[f"c{c}"] = measure(f"concurrency {c}", c, video, frames, times,
@@ -289,6 +336,9 @@ def main() -> int:
         # With replicate.inline_max_kb set, frames up to that size go inside the create instead of being uploaded
         # first: one request less per frame.
         measure("c16, frames inline", 16, video, frames, repeat, inline_max_kb=256)
+
+        # FILM transitions: a pair's prediction for every two consecutive paintings, through the same slots.
+        film_row()
 
         if not args.quick:
             big = 600

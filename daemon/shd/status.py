@@ -19,7 +19,8 @@ from shd.store import Frame, Job, Store
 
 
 def job_summary(store: Store, job: Job, now: float | None = None) -> dict[str, Any]:
-    """One job as the contract's JSON object, plus elapsed/eta seconds and how many frames were filled."""
+    """One job as the contract's JSON object, plus elapsed/eta seconds (counting FILM's pairs), how many frames were
+    filled, and FILM's pairs."""
     now = time.time() if now is None else now
     p = store.progress(job.id)
     total = job.frames_total
@@ -29,9 +30,12 @@ def job_summary(store: Store, job: Job, now: float | None = None) -> dict[str, A
     end = job.finished_at or now
     elapsed = round(end - job.started_at, 1) if job.started_at else None
     eta = None
-    finished = p["generated"] + p["failed"]
+    pairs = pair_summary(store, job.id, total)
+    work, finished = total, p["generated"] + p["failed"]
+    if pairs:  # FILM: the pairs are work the job waits for too
+        work, finished = work + pairs["total"], finished + pairs["interpolated"] + pairs["failed"]
     if job.state in (JobState.EXTRACTING, JobState.RUNNING) and elapsed and finished:
-        eta = round((total - finished) * elapsed / finished, 1)
+        eta = round((work - finished) * elapsed / finished, 1)
     return {
         "id": job.id,
         "source": job.source_name,
@@ -43,7 +47,7 @@ def job_summary(store: Store, job: Job, now: float | None = None) -> dict[str, A
         "error": job.error,
         "elapsed": elapsed,
         "eta": eta,
-        "pairs": pair_summary(store, job.id, total),
+        "pairs": pairs,
         "cost": store.job_cost(job.id),
         "estimate": None if job.estimate_usd is None else {"usd": job.estimate_usd, "seconds": job.estimate_seconds},
         "held": job.held if job.state in UNFINISHED_JOBS else None,  # a finished job is not held

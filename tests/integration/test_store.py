@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from shd import migrations
+from shd import migrations, status
 from shd.errors import DatabaseDamaged, DiskFull, IllegalTransition, StoreError
 from shd.states import FrameState as F
 from shd.states import JobState as J
@@ -284,3 +284,18 @@ def test_a_gap_that_shows_a_crossfade_is_recorded_and_shd_retry_tries_it_again(s
     assert store.pair_counts("j1") == {"failed": 3, "crossfaded": 3}
     store.retry_pairs("j1")
     assert [(p.idx, p.state, p.error, p.filled_with) for p in store.pairs("j1")] == [(0, "painted", None, None)]
+
+
+def test_status_counts_the_pairs_and_waits_for_them_in_the_eta(store: Store, tmp_path: Path) -> None:
+    """Three frames (two painted, one pair interpolated): 3 of 5 pieces of work done after 10 s, so 6.7 s to go; a
+    job without pairs has none."""
+    assert status.job_summary(store, store.job("j1"))["pairs"] is None
+    _painted(store, tmp_path, 2)
+    store.add_frame("j1", 2, 2.0, tmp_path / "2.png")
+    store.add_pairs("j1", [0])
+    store.transition_pair("j1", 0, P.INTERPOLATING)
+    store.transition_pair("j1", 0, P.INTERPOLATED, clip_path=tmp_path / "c.mp4")
+    job = store.job("j1")
+    summary = status.job_summary(store, job, now=(job.started_at or 0) + 10)
+    assert summary["pairs"] == {"total": 2, "interpolated": 1, "failed": 0, "crossfaded": 0}
+    assert summary["eta"] == 6.7 and summary["frames"]["generated"] == 2
