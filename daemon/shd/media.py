@@ -494,18 +494,18 @@ def _count_frames(frames: Path, out: Path) -> tuple[int, bool]:
 
 def stitch(ffmpeg: str, frames: Path, *, fps: float, timeout: float, transition_seconds: float = 0.5,
            between: Sequence[Sequence[Path]] | None = None, **opts: Unpack[EncodeOptions]) -> None:
-    """Stitch ``frames/000000.png``... as frame i shown from i/`fps` s (`timeline.held`; with a transition of
-    `BLENDED`, each change takes `transition_seconds`, `timeline.with_transitions`; with `between`, the pictures
-    `between[i]` follow frame i evenly across its gap, `timeline.spread`) by `plan_stitch` (see it for the rest), in
-    a temporary folder next to `out` for the concat script and, when the pictures differ in size or pixel format,
-    the pictures fitted first. Any failure raises MediaError(out, reason), or DiskFull when ffmpeg ran out of
+    """Stitch ``frames/000000.png``... as frame i shown from i/`fps` s (with `between`, the pictures `between[i]`
+    follow frame i evenly across its gap: `timeline.spread`; with a transition of `BLENDED`, each change takes
+    `transition_seconds`: `timeline.with_transitions`) by `plan_stitch` (see it for the rest), in a temporary folder
+    next to `out` for the concat script and, when the pictures differ in size or pixel format, the pictures fitted
+    first. Any failure raises MediaError(out, reason), or DiskFull when ffmpeg ran out of
     space; `timeout` covers each ffmpeg run. ffmpeg is recorded in `out`'s folder while it runs."""
     frames, out = Path(frames).absolute(), Path(opts["out"])
     where: dict[str, Any] = {"timeout": timeout, "path_for_errors": out, "check": True, "folder": out.parent}
     count, mixed = _count_frames(frames, out)
     with tempfile.TemporaryDirectory(prefix=".shd-stitch-", dir=out.parent) as tmp:
         gaps = [list(between[i]) if between is not None and i < len(between) else [] for i in range(count)]
-        if between is not None:  # the frames and the pictures between them, as one sequence in the order it plays
+        if any(gaps):  # the frames and the pictures between them, as one sequence in the order it plays
             seq = Path(tmp).absolute() / "seq"
             _link_all([p for i in range(count) for p in (_frame(frames, i), *gaps[i])], seq)
             frames = seq

@@ -1,4 +1,4 @@
-"""ALL of shd's SQL: jobs, frames, the ledger of paid predictions, and the append-only event log.
+"""ALL of shd's SQL: jobs, frames, FILM's pairs, the ledger of paid predictions, and the append-only event log.
 
 Contract:
 - One writer `Store` per database, shared by the daemon's threads; every method is one transaction

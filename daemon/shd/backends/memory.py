@@ -287,7 +287,6 @@ class MemoryService:
         width, height = size or (int(p.input.get("width", 64)), int(p.input.get("height", 64)))
         return solid_png((digest[0], digest[1], digest[2]), width, height)
 
-
     def _interpolated(self, p: _Prediction) -> bytes:
         """FILM's answer for prediction `p` (see the module docstring), made once."""
         with self._lock:
