@@ -437,29 +437,36 @@ class Store:
         """Move a frame to `target`, setting any of prompt, image_path, seed, error, filled_with with it.
         `expect`: the state the caller knows the frame is in (one statement instead of a read and a write; if the
         frame has moved meanwhile, it is read and the transition checked as without it)."""
-        allowed = {"prompt", "image_path", "seed", "error", "filled_with"}
+        self._move("frame", job_id, idx, target, expect, durable, values,
+                   {"prompt", "image_path", "seed", "error", "filled_with"})
+
+    def _move(self, kind: str, job_id: str, idx: int, target: str, expect: str | None, durable: bool,
+              values: dict[str, Any], allowed: set[str]) -> None:
+        """Move a frame or a pair (`kind`) to `target`, checked by shd.states and logged, with `values`, of
+        `allowed` columns; a move to anything but failed clears the error."""
         if not set(values) <= allowed:
-            raise StoreError(f"transition_frame: cannot set {sorted(set(values) - allowed)}")
-        if target != FrameState.FAILED and "error" not in values:
+            raise StoreError(f"transition_{kind}: cannot set {sorted(set(values) - allowed)}")
+        check = states.check_frame if kind == "frame" else states.check_pair
+        if target != "failed" and "error" not in values:
             values["error"] = None
         values = {k: (str(v) if isinstance(v, Path) else v) for k, v in values.items()}
         sets = "".join(f", {k} = :{k}" for k in values)
         params = {**values, "state": target, "now": time.time(), "job": job_id, "idx": idx}
-        update = f"UPDATE frames SET state = :state, updated_at = :now{sets} WHERE job_id = :job AND idx = :idx"
+        update = f"UPDATE {kind}s SET state = :state, updated_at = :now{sets} WHERE job_id = :job AND idx = :idx"
         with self.tx(durable=durable) as db:
             if expect is not None:
                 if expect != target:
-                    states.check_frame(job_id, idx, expect, target)
+                    check(job_id, idx, expect, target)
                 if db.execute(update + " AND state = :expect", {**params, "expect": expect}).rowcount:
                     if expect != target:
-                        self._event(job_id, "frame", expect, target, frame=idx, detail=values.get("error"))
+                        self._event(job_id, kind, expect, target, frame=idx, detail=values.get("error"))
                     return
-            current = self.frame(job_id, idx).state
+            current = self.frame(job_id, idx).state if kind == "frame" else self.pair(job_id, idx).state
             if current != target:
-                states.check_frame(job_id, idx, current, target)
+                check(job_id, idx, current, target)
             db.execute(update, params)
             if current != target:
-                self._event(job_id, "frame", current, target, frame=idx, detail=values.get("error"))
+                self._event(job_id, kind, current, target, frame=idx, detail=values.get("error"))
 
     def set_filled(self, job_id: str, fills: Mapping[int, str]) -> None:
         """Record how each failed frame's output slot was filled (hold/source), for status (and the row's
@@ -514,28 +521,7 @@ class Store:
                         durable: bool = True, **values: Any) -> None:
         """Move a pair to `target` (checked by shd.states), setting any of clip_path, error, filled_with with it.
         `expect`: the state the caller read (the pair is not read again when it still is)."""
-        unknown = set(values) - {"clip_path", "error", "filled_with"}
-        if unknown:
-            raise StoreError(f"transition_pair: cannot set {sorted(unknown)}")
-        if target != PairState.FAILED and "error" not in values:
-            values["error"] = None
-        values = {k: (str(v) if isinstance(v, Path) else v) for k, v in values.items()}
-        sets = "".join(f", {k} = :{k}" for k in values)
-        params = {**values, "state": target, "now": time.time(), "job": job_id, "idx": idx}
-        update = f"UPDATE pairs SET state = :state, updated_at = :now{sets} WHERE job_id = :job AND idx = :idx"
-        with self.tx(durable=durable) as db:
-            if expect is not None and expect != target:
-                states.check_pair(job_id, idx, expect, target)
-            if expect is not None and db.execute(update + " AND state = :expect",
-                                                 {**params, "expect": expect}).rowcount:
-                current = expect
-            else:
-                current = self.pair(job_id, idx).state
-                if current != target:
-                    states.check_pair(job_id, idx, current, target)
-                db.execute(update, params)
-            if current != target:
-                self._event(job_id, "pair", current, target, frame=idx, detail=values.get("error"))
+        self._move("pair", job_id, idx, target, expect, durable, values, {"clip_path", "error", "filled_with"})
 
     def set_pair_fills(self, job_id: str, fills: Mapping[int, tuple[str, str]]) -> None:
         """Record what the video shows in each of these gaps instead of FILM's frames, and why: gap -> (what, why).
