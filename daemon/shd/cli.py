@@ -52,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
                     "until Ctrl-C (on a terminal; elsewhere it prints once)")
     sp.add_argument("--interval", type=float, default=2.0, metavar="SECONDS",
                     help="seconds between redraws with --watch (default 2)")
-    sp = add("retry", "start a job's failed frames again (and the job, if it failed or was canceled)")
+    sp = add("retry", "start a job's failed frames (and FILM pairs) again (and the job, if it failed or was canceled)")
     sp.add_argument("job")
     sp = add("cancel", "cancel a job and its remote predictions")
     sp.add_argument("job")
