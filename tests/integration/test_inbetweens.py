@@ -68,3 +68,18 @@ def test_a_stitch_spreads_the_pictures_between_across_each_gap_and_keeps_each_pa
     for t, rgb in [(0.0, RED), (1.0, GREEN), (2.0, BLUE), (2.45, BLUE), (0.5, way(RED, GREEN, 0.5)),
                    (1.5, way(GREEN, BLUE, 0.5)), (0.8, way(RED, GREEN, 0.75)), (1.3, way(GREEN, BLUE, 0.25))]:
         assert near(frame_rgb(out, t), rgb), (t, frame_rgb(out, t), rgb)
+
+
+def test_the_output_keeps_its_own_frame_rate_and_at_2k_x_fps_shows_every_picture_once(tmp_path: Path) -> None:
+    """The frame rate is pipeline.output_fps whatever FILM made: at output_fps = 2^k x fps (here 4 at k = 2) each
+    output frame is the next picture, paintings on whole seconds, nothing dropped or shown twice."""
+    frames = tmp_path / "frames"
+    paintings = [make_png(frames / f"{i:06d}.png", rgb, (32, 24)) for i, rgb in enumerate((RED, GREEN, BLUE))]
+    between = [inbetweens.blend(FFMPEG, paintings[i], paintings[i + 1], tmp_path / f"b{i}", count=3, size=(32, 24),
+                                fit="pad", timeout=30) for i in range(2)]
+    out = tmp_path / "out.mp4"
+    media.stitch(FFMPEG, frames, fps=1.0, duration=3.0, size=(32, 24), out=out, audio_src=None, timeout=60,
+                 transition="film", between=between, out_fps=4)
+    expected = [way(RED, GREEN, j / 4) for j in range(4)] + [way(GREEN, BLUE, j / 4) for j in range(4)] + [BLUE] * 4
+    got = frames_rgb(out)
+    assert len(got) == 12 and all(near(g, e) for g, e in zip(got, expected)), got
