@@ -2,6 +2,8 @@
 
     ShdError                     anything the CLI reports as one line and a non-zero exit
     ├── ConfigError              the config file is wrong (lists every problem, names the file)
+    ├── UsageError               a command asked for something that cannot be done (an unknown job id, nothing to
+    │                            retry, a job that is already finished)
     ├── TokenMissing             no Replicate API token anywhere it is looked for
     ├── StateDirBusy             another daemon holds the state directory
     ├── OutputExists             `shd process --output FILE` would overwrite FILE
@@ -12,7 +14,8 @@
     │   ├── IllegalTransition    a state change the state machine does not allow
     │   └── DatabaseDamaged      the database file is corrupt (says how to recover)
     └── BackendError             a remote model call failed; subclasses say what to do next
-        ├── Transient            worth retrying after a backoff (5xx, network, "please retry" model errors)
+        ├── Transient            worth retrying after a backoff (5xx, network, "please retry" model errors);
+        │                        `unreachable`: the request never reached the server (nothing was created)
         │   └── RateLimited      429: retry after `retry_after` seconds and slow down
         ├── AuthFailed           401/402/403: pause all work until the token or account is fixed
         ├── Rejected             422 and friends: this input will never work, fail the frame
@@ -43,6 +46,13 @@ class ConfigError(ShdError):
         self.path = str(path)
         self.problems = list(problems)
         super().__init__(f"{self.path}: " + "; ".join(self.problems))
+
+
+class UsageError(ShdError):
+    """Raised when a command asks for something that cannot be done: an unknown job id, nothing to retry, a job
+    that is already finished (exit 2, "bad usage")."""
+
+    exit_code = 2
 
 
 class TokenMissing(ShdError):
@@ -91,9 +101,10 @@ class MediaError(ShdError):
 
 class DiskFull(ShdError):
     """Raised when a write fails for lack of space (ENOSPC/EDQUOT, ffmpeg's exit status for them, SQLITE_FULL):
-    the job is deferred and tried again later, never failed or moved aside for it."""
+    the job is deferred and tried again later, never failed or moved aside for it. Exit 4, as for the other
+    failures to write a media file (`shd process` says the job is kept)."""
 
-    exit_code = 7
+    exit_code = 4
 
     def __init__(self, path: Path | str, detail: str = ""):
         self.path = str(path)
@@ -134,11 +145,15 @@ class BackendError(ShdError):
 class Transient(BackendError):
     """Raised for failures worth retrying after a backoff (5xx, network faults, 'please retry' model errors)."""
 
-    def __init__(self, message: str, retry_after: float | None = None, *, maybe_created: bool = False):
+    def __init__(self, message: str, retry_after: float | None = None, *, maybe_created: bool = False,
+                 unreachable: bool = False):
         self.retry_after = retry_after
         # True when a create request may have reached the server before failing (timeout, dropped connection):
         # the prediction may exist and be billed, so look it up before sending another.
         self.maybe_created = maybe_created
+        # True when the request provably never reached the server (no connection could be made): nothing was
+        # created or billed, and the API is unreachable for every request, not just this one.
+        self.unreachable = unreachable
         super().__init__(message)
 
 

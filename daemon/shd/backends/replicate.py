@@ -121,9 +121,12 @@ def classify(exc: Exception, *, creating: bool = False) -> BackendError:
             return AuthFailed(f"output download refused ({code})")
         return Transient(f"output download failed ({code})")
     if isinstance(exc, httpx.TransportError):
-        # A create whose request went out may have created the prediction even though no answer came back.
-        sent = not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
-        return Transient(f"network error: {type(exc).__name__}: {exc}", maybe_created=creating and sent)
+        # A create whose request went out may have created the prediction even though no answer came back. One
+        # that never got a connection reached nothing: the API is unreachable (not billed, not a paid attempt).
+        unreachable = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
+        sent = not (unreachable or isinstance(exc, httpx.PoolTimeout))
+        return Transient(f"network error: {type(exc).__name__}: {exc}", maybe_created=creating and sent,
+                         unreachable=unreachable)
     if isinstance(exc, (ValueError, KeyError, TypeError)):  # malformed JSON / unexpected shape
         return Transient(f"unexpected response: {type(exc).__name__}: {exc}", maybe_created=creating)
     return Transient(f"{type(exc).__name__}: {exc}", maybe_created=creating)

@@ -9,6 +9,8 @@ It wires the parts, each in a module of its own, and is what the pipeline and th
     retry.py           PURE: what follows a failure, and how many paid attempts a frame gets
     creation_limit.py  the client-side creation rate, slowed by 429s
     pause.py           the pause on a refused token, and the resume
+    outage.py          the API outage: every task held, one shared growing backoff, one probe at a time
+    holds.py           every reason to hold work (auth, outage; a budget hold can join) as one gate and one reason
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from shd.backends.base import Backend
 from shd.config import Config
 from shd.scheduler.creation_limit import CreationLimit
 from shd.scheduler.dispatch import Dispatcher, Task
+from shd.scheduler.holds import Holds, Paused
+from shd.scheduler.outage import Outage
 from shd.scheduler.paid_call import PaidCalls
 from shd.scheduler.pause import AuthPause
 from shd.scheduler.runner import StageRunner
@@ -38,23 +42,30 @@ class Engine:
         self.frame_done = threading.Condition()   # notified whenever a frame becomes generated or failed
         self._stop = threading.Event()
         r = cfg.replicate
-        self.auth = AuthPause(backend.remote, recheck=r.auth_recheck, clock=clock, on_resume=self._wake,
+        self.auth = AuthPause(backend.remote, recheck=r.auth_recheck, clock=clock, on_change=self._wake,
                               token_provider=token_provider)
+        self.outage = Outage(backoff_base=r.backoff_base, backoff_max=r.backoff_max, clock=clock,
+                             on_change=self._wake)
+        self.holds = Holds([self.auth, self.outage])
         self.limit = CreationLimit(r.creations_per_minute, stop=self._stop, clock=clock)
         settings = self._settings
         calls = PaidCalls(store, backend.remote, self.limit, settings=settings, stop=self._stop, clock=clock)
         stages = {Stage.PROMPT: PromptStage(store, backend.prompter),
                   Stage.IMAGE: ImageStage(store, backend.painter, settings)}
         self.dispatch = Dispatcher(lambda task, release, log: self.runner.run(task, release, log),
-                                   concurrency=r.concurrency, gate=self.auth, stop=self._stop, clock=clock)
+                                   concurrency=r.concurrency, gate=self.holds, stop=self._stop, clock=clock)
         self.runner = StageRunner(store, backend.remote, stages, calls, limit=self.limit, pause=self.auth,
-                                  enqueue=self.dispatch.enqueue, frame_done=self.frame_done, settings=settings)
+                                  outage=self.outage, enqueue=self.dispatch.enqueue, frame_done=self.frame_done,
+                                  settings=settings)
 
     def _settings(self) -> Config:
         return self.cfg
 
     def _wake(self) -> None:
+        """A hold began or ended: the dispatcher looks again, and so do jobs waiting for frames."""
         self.dispatch.wake()
+        with self.frame_done:
+            self.frame_done.notify_all()
 
     # --- lifecycle ----------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -74,6 +85,7 @@ class Engine:
         """Apply live settings: concurrency, rate, retry budgets, timeouts, the seed."""
         self.cfg = cfg
         self.auth.recheck = cfg.replicate.auth_recheck
+        self.outage.backoff_base, self.outage.backoff_max = cfg.replicate.backoff_base, cfg.replicate.backoff_max
         self.limit.set_rate(cfg.replicate.creations_per_minute)
         self.dispatch.set_concurrency(cfg.replicate.concurrency)
 
@@ -96,11 +108,15 @@ class Engine:
         """How many of this job's tasks the engine holds (queued, delayed for a retry, or running)."""
         return self.dispatch.queued(job_id)
 
-    # --- the auth pause -----------------------------------------------------------------------------------------
+    # --- holds: the auth pause, the API outage -------------------------------------------------------------------
     @property
     def paused(self) -> str | None:
-        """Why all work is paused (the credentials were refused), or None."""
-        return self.auth.paused
+        """Why no predictions are created now (the credentials were refused, the API cannot be reached), or None."""
+        return self.holds.paused
+
+    def paused_by(self) -> list[Paused]:
+        """Each hold in force: its kind, its reason and since when."""
+        return self.holds.current()
 
     def try_resume(self) -> bool:
         """Re-read the token and check it now; resume all work if it is accepted."""

@@ -15,6 +15,7 @@ from shd.errors import BackendError, Transient
 from shd.scheduler import retry
 from shd.scheduler.creation_limit import CreationLimit
 from shd.scheduler.dispatch import Requeue, Stopped, Task
+from shd.scheduler.outage import Outage
 from shd.scheduler.paid_call import PaidCalls
 from shd.scheduler.pause import AuthPause
 from shd.scheduler.stages import PaidStage
@@ -26,7 +27,7 @@ class StageRunner:
     """Runs one task at a time per calling thread; shared by all workers."""
 
     def __init__(self, store: Store, remote: Remote, stages: Mapping[Stage, PaidStage], calls: PaidCalls, *,
-                 limit: CreationLimit, pause: AuthPause, enqueue: Callable[[Task], None],
+                 limit: CreationLimit, pause: AuthPause, outage: Outage, enqueue: Callable[[Task], None],
                  frame_done: threading.Condition, settings: Callable[[], Config]):
         self.store = store
         self.remote = remote
@@ -34,6 +35,7 @@ class StageRunner:
         self.calls = calls
         self.limit = limit
         self.pause = pause
+        self.outage = outage
         self.enqueue = enqueue
         self.frame_done = frame_done
         self.settings = settings
@@ -67,6 +69,7 @@ class StageRunner:
                 inp, seed = stage.input_for(frame, task)
                 pred, status = self.calls.create(task, stage.ref, inp, seed=seed, frame_state=FrameState(frame.state),
                                                  defer_success=stage.settles_with_result, log=log)
+            self.outage.reached()
             assert pred is not None  # resumed from the ledger, or just created
             pred, status = self.calls.poll(pred, status, defer_success=stage.settles_with_result, log=log)
             release()
@@ -92,7 +95,8 @@ class StageRunner:
     def _history(self, task: Task, job: Job, pred: Prediction | None) -> retry.History:
         rows = self.store.attempts(task.job_id, task.idx, task.stage, since=job.started_at or 0.0)
         last_error = pred.error if pred and pred.error else task.reason
-        return retry.History(tuple(p.status for p in rows), last_error=last_error, new_seeds=task.seed_retries)
+        return retry.History(tuple(p.status for p in rows), last_error=last_error, new_seeds=task.seed_retries,
+                             streak=task.streak)
 
     def _failed(self, task: Task, job: Job, pred: Prediction | None, err: BackendError, log: Any) -> Requeue:
         """Do what the retry policy says about `err`."""
@@ -100,6 +104,9 @@ class StageRunner:
         decision = retry.decide(err, self._history(task, job, pred), self.settings().replicate)
         if isinstance(decision, retry.Pause):
             self.pause.pause(decision.why)
+            return replace(task, reason=decision.why), 0.0
+        if isinstance(decision, retry.WaitForService):  # held with every other task until the API answers
+            self.outage.failed(decision.why)
             return replace(task, reason=decision.why), 0.0
         if isinstance(decision, retry.FailFrame):
             self._fail_frame(task, decision.why, log)
@@ -112,6 +119,7 @@ class StageRunner:
             return replace(task, reason=decision.why, new_seed=True, seed_retries=task.seed_retries + 1), decision.after
         else:
             log.warning("stage_failed_retrying", error=str(err), retry_in=round(decision.after, 2))
+            return replace(task, reason=decision.why, streak=task.streak + 1), decision.after
         return replace(task, reason=decision.why), decision.after
 
     def _fail_frame(self, task: Task, reason: str, log: Any) -> None:
