@@ -107,6 +107,7 @@ class Replicate:
     backoff_base: float = 1.0
     backoff_max: float = 60.0
     auth_recheck: float = 30.0
+    unreachable_patience: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -258,6 +259,7 @@ RULES: dict[str, dict[str, tuple[Any, tuple[Check, str] | None]]] = {
         "backoff_base": (_NUM, _POS),
         "backoff_max": (_NUM, _POS),
         "auth_recheck": (_NUM, _POS),
+        "unreachable_patience": (_NUM, _POS),
     },
     "ffmpeg": {"path": (str, None), "timeout": (_NUM, _POS)},
     "web": {

@@ -9,7 +9,8 @@
     ├── OutputExists             `shd process --output FILE` would overwrite FILE
     ├── InputError               a source video cannot be processed (names the file and why)
     ├── MediaError               ffmpeg failed on a file we made or trusted (names the file and why)
-    ├── DiskFull                 a write failed for lack of space: the job waits, it is never failed for it
+    ├── DiskError                a file or folder shd writes cannot be written: the job waits, never failed for it
+    │   └── DiskFull             ... for lack of space
     ├── StoreError               the SQLite store refused or failed
     │   ├── IllegalTransition    a state change the state machine does not allow
     │   └── DatabaseDamaged      the database file is corrupt (says how to recover)
@@ -99,12 +100,16 @@ class MediaError(ShdError):
         super().__init__(f"{self.path}: {reason}")
 
 
-class DiskFull(ShdError):
-    """Raised when a write fails for lack of space (ENOSPC/EDQUOT, ffmpeg's exit status for them, SQLITE_FULL):
-    the job is deferred and tried again later, never failed or moved aside for it. Exit 4, as for the other
-    failures to write a media file (`shd process` says the job is kept)."""
+class DiskError(ShdError):
+    """Raised when a file or folder shd writes cannot be written (a vanished or read-only folder, an I/O error): not
+    the video's fault, so the job is deferred and tried again later, never failed or moved aside for it. Exit 4
+    (`shd process` says the job is kept)."""
 
     exit_code = 4
+
+
+class DiskFull(DiskError):
+    """Raised when a write fails for lack of space (ENOSPC/EDQUOT, ffmpeg's exit status for them, SQLITE_FULL)."""
 
     def __init__(self, path: Path | str, detail: str = ""):
         self.path = str(path)

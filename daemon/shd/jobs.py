@@ -23,7 +23,7 @@ from shd import logs, names
 from shd.stability import why_not_regular
 from shd.backends.base import Remote
 from shd.config import Config
-from shd.errors import BackendError, ShdError, StoreError
+from shd.errors import BackendError, ShdError, UsageError
 from shd.states import FrameState, JobState, retry_state
 from shd.store import Job, Store
 
@@ -162,14 +162,19 @@ def move_aside(cfg: Config, store: Store, job: Job) -> Path | None:
 
 
 def retry(cfg: Config, store: Store, ref: str) -> Job:
-    """`shd retry JOB`: failed frames start again, and a failed or canceled job goes back to the queue."""
+    """`shd retry JOB`: failed frames start again, and a failed or canceled job goes back to the queue. A done job
+    whose frames failed (their slots filled) goes back to painting them; its video is then stitched again and
+    replaces the published one in place (pipeline.py). UsageError if a done job has no failed frame."""
     job = store.find_job(ref)
-    if job.state == JobState.DONE:
-        raise StoreError(f"job {job.id} is done; nothing to retry")
+    failed = store.frames(job.id, (FrameState.FAILED,))
+    if job.state == JobState.DONE and not failed:
+        raise UsageError(f"job {job.id} is done and none of its frames failed; nothing to retry")
     with store.tx():
-        for f in store.frames(job.id, (FrameState.FAILED,)):
-            store.transition_frame(job.id, f.idx, retry_state(f.prompt is not None))
-        if job.state in (JobState.FAILED, JobState.CANCELED):
+        for f in failed:
+            store.transition_frame(job.id, f.idx, retry_state(f.prompt is not None), filled_with=None)
+        if job.state == JobState.DONE:
+            store.transition_job(job.id, JobState.RUNNING)
+        elif job.state in (JobState.FAILED, JobState.CANCELED):
             if job.mode == "daemon" and job.source_path and Path(job.source_path).parent == cfg.paths.failed_dir:
                 back = Path(job.work_dir) / job.source_name
                 os.rename(job.source_path, back)
@@ -184,7 +189,7 @@ def cancel(store: Store, remote: Remote | None, ref: str) -> tuple[Job, int]:
     Returns the job and how many predictions were canceled remotely."""
     job = store.find_job(ref)
     if job.state in (JobState.DONE, JobState.FAILED, JobState.CANCELED):
-        raise StoreError(f"job {job.id} is already {job.state}")
+        raise UsageError(f"job {job.id} is already {job.state}")
     job = store.transition_job(job.id, JobState.CANCELED, error="canceled by the user")
     n = 0
     for p in store.predictions(job.id, live=True):

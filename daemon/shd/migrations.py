@@ -97,6 +97,15 @@ def m002_job_exit_code_and_overwrite(db: Database) -> None:
     db.execute("ALTER TABLE jobs ADD COLUMN overwrite INTEGER NOT NULL DEFAULT 0")
 
 
+@migrations()
+def m003_job_source_and_settings_digests(db: Database) -> None:
+    # What a `shd process` job is the work of (identity.py): the source's SHA-256 and a digest of the settings its
+    # frames and predictions depend on, so that the same file run again resumes its unfinished job.
+    db.execute("ALTER TABLE jobs ADD COLUMN source_sha256 TEXT")
+    db.execute("ALTER TABLE jobs ADD COLUMN settings_sha256 TEXT")
+    db.execute("CREATE INDEX jobs_source ON jobs(source_sha256)")
+
+
 def apply(db: Database) -> int:
     """Apply pending migrations; returns the schema version (number of applied migrations)."""
     migrations.apply(db)

@@ -24,7 +24,7 @@ from typing import Any
 
 from shd import children, diskfull, logs, media, perms, publish
 from shd.config import Config
-from shd.errors import DiskFull, InputError, MediaError, OutputExists, ShdError, StoreError
+from shd.errors import DiskError, DiskFull, InputError, MediaError, OutputExists, ShdError, StoreError
 from shd.fill import FillRefused, plan_fill
 from shd.scheduler import Engine, Task
 from shd.states import STAGE_FOR, FrameState, JobState, Stage
@@ -41,6 +41,15 @@ class JobInterrupted(Exception):
     """Raised when the engine stops while a job is being worked on; its state stays resumable."""
 
 
+class JobLeft(Exception):
+    """Raised when the runner's `give_up` says to stop waiting (`shd process`: a refused token, an API unreachable
+    for too long); the job stays recorded and resumable, and `deferred` says why."""
+
+    def __init__(self, why: ShdError):
+        self.why = why
+        super().__init__(str(why))
+
+
 VIDEO_SUFFIX = ".mp4"  # of a video published to the outbox
 
 
@@ -55,6 +64,8 @@ class JobRunner:
         self.ffmpeg = ffmpeg
         self.on_finished = on_finished
         self.deferred: dict[str, ShdError] = {}  # job id -> why its last run stopped short (disk full, database...)
+        # Asked while a job waits (`shd process` sets it): an error to stop waiting with, the job kept; None: wait on.
+        self.give_up: Callable[[], ShdError | None] = lambda: None
 
     def run_job(self, job_id: str) -> Job:
         job = self.store.job(job_id)
@@ -81,7 +92,9 @@ class JobRunner:
         except JobInterrupted:
             log.info("job_interrupted", state=self.store.job(job_id).state)
             return self.store.job(job_id)
-        except DiskFull as e:
+        except JobLeft as e:
+            return self._defer(job_id, e.why, log)
+        except DiskError as e:
             return self._defer(job_id, e, log)
         except MediaError as e:
             if self.engine.stopping:  # ffmpeg was stopped because the daemon is: resume at the next start
@@ -98,7 +111,7 @@ class JobRunner:
                 return self._defer(job_id, e, log)
             if diskfull.is_full(e):
                 return self._defer(job_id, DiskFull(e.filename or job.work_dir), log)
-            return self._defer(job_id, ShdError(f"{type(e).__name__}: {e}"), log)
+            return self._defer(job_id, DiskError(f"{type(e).__name__}: {e}"), log)
         except ShdError as e:
             if self.engine.stopping:
                 return self.store.job(job_id)
@@ -148,9 +161,17 @@ class JobRunner:
             if self.store.add_frame(job.id, index, ts, final):
                 self.engine.enqueue(Task(job.id, index, Stage.PROMPT))
 
+        def should_stop() -> bool:
+            return self.engine.stopping or self._gone(job.id) or self.give_up() is not None
+
         try:
             count = media.extract(self.ffmpeg, src, scratch, job.fps, on_frame, timeout=self.cfg.ffmpeg.timeout,
-                                  should_stop=lambda: self.engine.stopping or self._gone(job.id))
+                                  should_stop=should_stop)
+        except MediaError:
+            why = self.give_up()
+            if why is not None:
+                raise JobLeft(why) from None
+            raise
         finally:  # also when the input turns out truncated or bad: no scratch folder is left behind
             shutil.rmtree(scratch, ignore_errors=True)
         self.store.update_job(job.id, frames_total=count)
@@ -186,6 +207,9 @@ class JobRunner:
             unfinished = total - counts.get(FrameState.GENERATED, 0) - counts.get(FrameState.FAILED, 0)
             if unfinished <= 0:
                 return
+            why = self.give_up()
+            if why is not None:
+                raise JobLeft(why)
             # Frames reset by `shd retry` while the job runs are unfinished but unknown to the engine: offer the
             # unfinished frames again (the engine ignores ones it has) when it holds fewer of this job's tasks than
             # that, and as a safety net every REOFFER_EVERY s. Not on every wake-up: that would read every frame.
@@ -246,7 +270,14 @@ class JobRunner:
         return staged
 
     def _publish(self, job: Job, staged: Path) -> Path:
-        """Give the staged video its name: `--output FILE`, else the first free `<stem>[-N].mp4` in the outbox."""
+        """Give the staged video its name: `--output FILE`, else the first free `<stem>[-N].mp4` in the outbox; a job
+        published before (`shd retry` of a done job) replaces its video in place, under the same name."""
+        if job.output:
+            old = Path(job.output)
+            perms.make_folder(old.parent)
+            done = publish.republish({old.suffix: staged}, old.with_name(old.name[:len(old.name) - len(old.suffix)]),
+                                     video=old.suffix, journal=staged.with_name("journal"), mode=perms.output_mode())
+            return done[old.suffix]
         bases: Iterable[Path]
         if job.output_target:
             target = Path(job.output_target)
@@ -256,6 +287,9 @@ class JobRunner:
             suffix = VIDEO_SUFFIX
             folder = self.cfg.paths.outbox
             bases = publish.candidates(folder, Path(job.source_name).stem, [suffix])
+            if not folder.is_dir() and not folder.parent.is_dir():  # not made again on the root file system
+                raise DiskError(f"{folder}: the outbox is gone, and the folder it was in too (an unmounted share?); "
+                                f"the finished video waits in {staged.parent} and is published once it is back")
         perms.make_folder(folder)
         try:
             done = publish.publish({suffix: staged}, bases, video=suffix, journal=staged.with_name("journal"),

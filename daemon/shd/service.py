@@ -6,8 +6,9 @@ database (a damaged one stops it with exit 5 before anything is claimed) and bui
 The main thread owns the loop: it takes stable files from the watcher, claims them as jobs, keeps up to
 `pipeline.max_jobs` job threads going (oldest first, resumed jobs included), and talks to systemd. Signal handlers
 only set flags and wake the loop (they never touch the store):
-  SIGTERM / SIGINT   stop taking work, send STOPPING=1, let workers finish their current write, exit promptly;
-                     every remote prediction is already recorded, so the next start resumes it.
+  SIGTERM / SIGINT   stop taking work, send STOPPING=1, let workers finish their current write, exit promptly
+                     (0 after SIGTERM, 130 after SIGINT, as the README's table says); every remote prediction is
+                     already recorded, so the next start resumes it.
   SIGHUP             reload the config: live settings apply at once; a bad new config is refused, the old kept.
 WATCHDOG=1 is sent only while the loop itself turns, the inbox observer's threads are alive, and the scheduler's
 dispatcher has turned within its own deadline (Engine.healthy); a long ffmpeg or prediction is bounded by its own
@@ -26,6 +27,7 @@ from types import FrameType
 from shd import app as app_mod
 from shd import children, config, hooks, jobs, logs, perms
 from shd.config import Config
+from shd.liveness import Heartbeat
 from shd.errors import ConfigError, DiskFull, ShdError, StateDirBusy, StoreError
 from shd.live import AppView
 from shd.lock import StateLock
@@ -39,6 +41,7 @@ from shd.web import server as web
 STOP_GRACE = 2.0     # seconds workers get to finish their current database write on shutdown
 STATUS_EVERY = 5.0   # seconds between STATUS= updates
 DEFER_RETRY = 30.0   # seconds before a job stopped by a disk-full or database error is tried again
+EXIT_INTERRUPTED = 130
 LOCK_WAIT = 0.5      # seconds between tries at a state directory a `shd process` holds
 START_EXTENSION = 30.0  # seconds asked of systemd at a time while waiting for the lock (EXTEND_TIMEOUT_USEC)
 
@@ -50,8 +53,11 @@ class Daemon:
         self.notifier = notifier or Notifier.from_env()
         self.log = logs.get()
         self._stop = threading.Event()
+        self._stopped_by: int | None = None  # the signal that stopped the daemon
         self._reload = threading.Event()
         self.lock = StateLock(cfg.paths.state_dir)
+        self.heartbeat = Heartbeat(cfg.paths.state_dir, "daemon")
+        self._heartbeat_failed = False
         self.app: app_mod.App  # built once the state directory is ours (see run)
         self.threads: dict[str, threading.Thread] = {}
         self._cooldown: dict[str, float] = {}  # job id -> when a deferred job may be tried again
@@ -65,6 +71,7 @@ class Daemon:
         if signum == signal.SIGHUP:
             self._reload.set()
         else:
+            self._stopped_by = self._stopped_by or signum
             self._stop.set()
         if self.watcher is not None:
             self.watcher.wakeup.set()
@@ -157,6 +164,16 @@ class Daemon:
     def healthy(self) -> bool:
         return bool(self.watcher and self.watcher.is_alive() and self.app.engine.healthy())
 
+    def beat(self, *, force: bool = False) -> None:
+        """The heartbeat `shd status` reads (liveness.py): alive, and why paused. A full disk is said once."""
+        try:
+            self.heartbeat.beat(self.app.engine.paused_by(), force=force)
+            self._heartbeat_failed = False
+        except OSError as e:
+            if not self._heartbeat_failed:
+                self.log.error("heartbeat_not_written", error=str(e))
+            self._heartbeat_failed = True
+
     # --- reload -------------------------------------------------------------------------------------------------
     def reload(self) -> None:
         self.notifier.reloading()
@@ -185,24 +202,33 @@ class Daemon:
     def run(self) -> int:
         config.read_token(self.cfg)  # a missing token is said at once, not after waiting for the state directory
         try:
-            if not self.take_state_dir():
-                return 0
-            self.app = app_mod.build(self.cfg, on_finished=self._on_finished, check_store=True)
-            try:
-                self._loop()
-            finally:
-                self.shutdown()
+            if self.take_state_dir():
+                self.app = app_mod.build(self.cfg, on_finished=self._on_finished, check_store=True)
+                try:
+                    self._loop()
+                finally:
+                    self.shutdown()
         finally:
             self.lock.release()
-        return 0
+        return EXIT_INTERRUPTED if self._stopped_by == signal.SIGINT else 0
+
+    def _folders(self) -> None:
+        """The inbox and the outbox, made if need be. The inbox is made only where its parent exists: a missing
+        mount stays an error (the watcher names it) rather than a fresh empty folder on the root filesystem. A path
+        that cannot be a folder (a file is there, no permission) is a ConfigError naming it (exit 2)."""
+        paths = self.cfg.paths
+        for what, folder in (("inbox", paths.inbox), ("outbox", paths.outbox)):
+            if what == "inbox" and not folder.parent.is_dir():
+                continue
+            try:
+                perms.make_folder(folder)
+            except OSError as e:
+                why = "a file is in the way" if isinstance(e, FileExistsError) else (e.strerror or str(e))
+                raise ConfigError(folder, [f"cannot be the {what} folder ({why}); see paths.{what}"]) from None
 
     def _loop(self) -> None:
         cfg = self.cfg
-        # The inbox is created only where its parent exists: a missing mount stays an error (the watcher names
-        # it) rather than a fresh empty folder on the root filesystem.
-        if cfg.paths.inbox.parent.is_dir():
-            perms.make_folder(cfg.paths.inbox)
-        perms.make_folder(cfg.paths.outbox)
+        self._folders()
         for job_id in jobs.finish_claims(self.app.store):
             self.log.error("claimed_file_vanished", job=job_id)
         self.watcher = InboxWatcher(cfg.paths.inbox, stable_seconds=cfg.watch.stable_seconds,
@@ -215,6 +241,7 @@ class Daemon:
             self.log.error("web_not_started", error=str(e))
         resumed = [j.id for j in self.app.store.jobs(tuple(UNFINISHED_JOBS))]
         self.log.info("started", inbox=str(cfg.paths.inbox), resumed=len(resumed), observer=cfg.watch.observer)
+        self.beat(force=True)
         self._schedule()
         self.notifier.ready(self.summary())
         ping = self.notifier.watchdog_interval()
@@ -235,6 +262,7 @@ class Daemon:
                     self._claim(path)
                 self._schedule()
                 self.hooks.observe_pause()
+                self.beat()
                 if now >= next_status:
                     self.notifier.status(self.summary())
                     next_status = now + STATUS_EVERY
@@ -259,6 +287,7 @@ class Daemon:
         self.notifier.stopping("stopping: every remote prediction is recorded and resumes at the next start")
         self.log.info("stopping", in_flight=self.app.engine.in_flight())
         self.app.engine.stop()
+        self.beat(force=True)  # when the work stopped: an interrupted job's clock stops there
         if self.watcher is not None:
             self.watcher.stop()
         if self.web is not None:

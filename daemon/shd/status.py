@@ -2,32 +2,74 @@
 
 Reads through a read-only connection: it never writes and never blocks the daemon. The table shows control
 characters in names and reasons as escapes (`\\n`), so every job stays on one line.
+
+It tells the truth about who works (liveness.py): the `daemon` object says whether a daemon runs on the state
+directory and why it is paused; an unfinished job nobody works on is `interrupted`: its clock stops when the work
+stopped and it has no ETA, until `shd run` (or `shd process` on the same file) resumes it.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from shd import liveness
+from shd.liveness import Beat
 from shd.names import printable
-from shd.states import JobState
+from shd.states import UNFINISHED_JOBS, JobState
 from shd.store import Job, Store
 
 
-def job_summary(store: Store, job: Job, now: float | None = None) -> dict[str, Any]:
-    """One job as the contract's JSON object, plus elapsed/eta seconds and how many frames were filled."""
+@dataclass(frozen=True)
+class Who:
+    """Who works on the state directory now (`worker`, None if nobody), and the last heartbeat anyone left."""
+
+    worker: Beat | None = None
+    last: Beat | None = None
+
+    @classmethod
+    def of(cls, state_dir: Path) -> Who:
+        return cls(liveness.worker(state_dir), liveness.read_beat(state_dir))
+
+    def interrupted_at(self, store: Store, job: Job) -> float | None:
+        """When work on an unfinished job stopped, if nobody works on it now; None if it is finished or worked on."""
+        if job.state not in UNFINISHED_JOBS or (self.worker is not None and self.worker.works_on(job.id)):
+            return None
+        stopped = store.last_activity(job.id)
+        if self.last is not None and self.last.works_on(job.id):
+            stopped = max(stopped, self.last.at)
+        return stopped
+
+
+WORKING = Who(Beat(0, "daemon", 0.0))  # the daemon's own view (the web page): every job is worked on
+
+
+def daemon_object(worker: Beat | None) -> dict[str, Any]:
+    """The contract's top-level `daemon` object: whether a daemon holds the state directory now, its pid, and why it
+    creates no predictions if it is paused (the same reason STATUS=, the web page and the daemon.paused hook give)."""
+    running = worker is not None and worker.kind == "daemon"
+    return {"running": running, "pid": worker.pid if worker is not None and running else None,
+            "paused": worker.reason if worker is not None and running else None}
+
+
+def job_summary(store: Store, job: Job, now: float | None = None, who: Who = WORKING) -> dict[str, Any]:
+    """One job as the contract's JSON object, plus elapsed/eta seconds, how many frames were filled, and whether it
+    is interrupted (unfinished, and nobody works on it: its clock stops, no ETA)."""
     now = time.time() if now is None else now
     p = store.progress(job.id)
     total = job.frames_total
     if total is None:
         estimate = round((job.duration or 0) * job.fps) if job.duration else 0
         total = max(p["extracted"], estimate)
-    end = job.finished_at or now
-    elapsed = round(end - job.started_at, 1) if job.started_at else None
+    stopped = who.interrupted_at(store, job)
+    end = job.finished_at or stopped or now
+    elapsed = round(max(0.0, end - job.started_at), 1) if job.started_at else None
     eta = None
     finished = p["generated"] + p["failed"]
-    if job.state in (JobState.EXTRACTING, JobState.RUNNING) and elapsed and finished:
+    if job.state in (JobState.EXTRACTING, JobState.RUNNING) and elapsed and finished and stopped is None:
         eta = round((total - finished) * elapsed / finished, 1)
     return {
         "id": job.id,
@@ -40,12 +82,13 @@ def job_summary(store: Store, job: Job, now: float | None = None) -> dict[str, A
         "error": job.error,
         "elapsed": elapsed,
         "eta": eta,
+        "interrupted": stopped is not None,
     }
 
 
-def job_detail(store: Store, job: Job) -> dict[str, Any]:
+def job_detail(store: Store, job: Job, who: Who = WORKING) -> dict[str, Any]:
     """`shd status JOB`: the summary plus each failed frame with its reason and what filled its slot."""
-    d = job_summary(store, job)
+    d = job_summary(store, job, who=who)
     d["failed_frames"] = [
         {"frame": f.idx, "time": round(f.ts, 3), "error": f.error, "filled_with": f.filled_with}
         for f in store.frames(job.id, ("failed",))
@@ -54,10 +97,31 @@ def job_detail(store: Store, job: Job) -> dict[str, Any]:
     return d
 
 
-def as_json(store: Store, job_ref: str | None = None) -> str:
+def as_json(store: Store, job_ref: str | None = None, state_dir: Path | None = None) -> str:
+    who = Who.of(state_dir) if state_dir is not None else WORKING
+    daemon = daemon_object(who.worker)
     if job_ref:
-        return json.dumps({"jobs": [job_detail(store, store.find_job(job_ref))]}, indent=2)
-    return json.dumps({"jobs": [job_summary(store, j) for j in store.jobs()]}, indent=2)
+        return json.dumps({"daemon": daemon, "jobs": [job_detail(store, store.find_job(job_ref), who)]}, indent=2)
+    return json.dumps({"daemon": daemon, "jobs": [job_summary(store, j, who=who) for j in store.jobs()]}, indent=2)
+
+
+def _state(d: dict[str, Any]) -> str:
+    return f"{d['state']} (interrupted)" if d["interrupted"] else str(d["state"])
+
+
+def daemon_line(who: Who, state_dir: Path, unfinished: int) -> str:
+    """One line on who works on the state directory, and why nothing is being created if it is paused."""
+    w = who.worker
+    if w is not None and w.kind == "daemon":
+        line = f"daemon   running (pid {w.pid})"
+        return line + (f"; paused: {w.reason}" if w.reason else "")
+    line = f"daemon   not running on {state_dir}"
+    if w is not None:
+        line += f"; `shd process` (pid {w.pid}) works on job {', '.join(w.jobs or ())}"
+        line += f"; paused: {w.reason}" if w.reason else ""
+    elif unfinished:
+        line += f"; {unfinished} unfinished job(s) are interrupted: `shd run` resumes them"
+    return line
 
 
 def _dur(seconds: float | None) -> str:
@@ -67,19 +131,23 @@ def _dur(seconds: float | None) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
-def as_table(store: Store, job_ref: str | None = None) -> str:
+def as_table(store: Store, job_ref: str | None = None, state_dir: Path | None = None) -> str:
+    who = Who.of(state_dir) if state_dir is not None else WORKING
     if job_ref:
-        d = job_detail(store, store.find_job(job_ref))
+        d = job_detail(store, store.find_job(job_ref), who)
         fr = d["frames"]
         lines = [
             f"job      {d['id']}",
             f"source   {printable(d['source'])}",
-            f"state    {d['state']}",
+            f"state    {_state(d)}" + (": nobody works on it; `shd run` (or `shd process` on the same file) "
+                                       "resumes it" if d["interrupted"] else ""),
             f"frames   {fr['generated']}/{fr['total']} generated, {fr['prompted']} prompted, "
             f"{fr['extracted']} extracted, {fr['failed']} failed, {d['filled']} filled",
             f"elapsed  {_dur(d['elapsed'])}   eta {_dur(d['eta'])}",
             f"paid     {d['predictions']['by_status']}  predict_time {d['predictions']['predict_time']}s",
         ]
+        if state_dir is not None and who.worker is not None and who.worker.works_on(d["id"]) and who.worker.reason:
+            lines.append(f"paused   {printable(who.worker.reason)}")
         if d["output"]:
             lines.append(f"output   {printable(d['output'])}")
         if d["error"]:
@@ -89,12 +157,15 @@ def as_table(store: Store, job_ref: str | None = None) -> str:
                          + (f" (filled: {f['filled_with']})" if f["filled_with"] else ""))
         return "\n".join(lines)
     rows = [("ID", "SOURCE", "STATE", "EXTR", "PROMPT", "GEN", "FAIL", "TOTAL", "ELAPSED", "ETA")]
+    unfinished = 0
     for j in store.jobs():
-        d = job_summary(store, j)
+        d = job_summary(store, j, who=who)
+        unfinished += d["interrupted"]
         fr = d["frames"]
-        rows.append((d["id"], printable(d["source"])[:32], d["state"], str(fr["extracted"]), str(fr["prompted"]),
+        rows.append((d["id"], printable(d["source"])[:32], _state(d), str(fr["extracted"]), str(fr["prompted"]),
                      str(fr["generated"]), str(fr["failed"]), str(fr["total"]), _dur(d["elapsed"]), _dur(d["eta"])))
+    head = [printable(daemon_line(who, state_dir, unfinished))] if state_dir is not None else []
     if len(rows) == 1:
-        return "no jobs yet"
+        return "\n".join(head + ["no jobs yet"])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+    return "\n".join(head + ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows])
