@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import time
 from pathlib import Path
 
 from shd import logs, names
@@ -24,6 +25,7 @@ from shd.stability import why_not_regular
 from shd.backends.base import Remote
 from shd.config import Config
 from shd.errors import BackendError, ShdError, UsageError
+from shd.scheduler.paid_call import settle_cancel
 from shd.states import FrameState, JobState, retry_state
 from shd.store import Job, Store
 
@@ -185,19 +187,27 @@ def retry(cfg: Config, store: Store, ref: str) -> Job:
 
 
 def cancel(store: Store, remote: Remote | None, ref: str) -> tuple[Job, int]:
-    """`shd cancel JOB`: the job is canceled and its live remote predictions are canceled on the server.
-    Returns the job and how many predictions were canceled remotely."""
+    """`shd cancel JOB`: the job is canceled and its live remote predictions are canceled on the server, each
+    recorded as it ended there (paid_call.settle_cancel). A create whose id was never recorded (a daemon killed
+    while it was in flight) is looked up by its input first. A create still in flight in a running daemon is
+    canceled by its worker the moment it returns. Returns the job and how many predictions were canceled remotely."""
     job = store.find_job(ref)
     if job.state in (JobState.DONE, JobState.FAILED, JobState.CANCELED):
         raise UsageError(f"job {job.id} is already {job.state}")
     job = store.transition_job(job.id, JobState.CANCELED, error="canceled by the user")
+    log = logs.get(job=job.id)
     n = 0
     for p in store.predictions(job.id, live=True):
-        if p.remote_id and remote is not None:
+        remote_id = p.remote_id
+        if remote_id is None and remote is not None:
             try:
-                remote.cancel(p.remote_id)
-                n += 1
+                found = remote.find(p.model, p.input, p.created_at)
+                remote_id = found.remote_id if found is not None else None
             except BackendError as e:
-                logs.get(job=job.id).warning("cancel_failed", prediction_id=p.remote_id, error=str(e))
-        store.update_prediction(p.id, status="canceled", error="canceled by the user")
+                log.warning("cancel_lookup_failed", prediction=p.id, error=str(e))
+        if remote_id is not None and remote is not None:
+            if settle_cancel(store, remote, p, remote_id, log, sleep=time.sleep, poll_interval=0.5) == "canceled":
+                n += 1
+        else:
+            store.update_prediction(p.id, status="canceled", error="canceled by the user")
     return job, n

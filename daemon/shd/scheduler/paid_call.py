@@ -8,7 +8,9 @@
   create that was in flight without an id; a prediction that vanished, or whose output expired, is marked `lost`
   and created again (and recorded again).
 - Polled with shd's own deadline (`replicate.prediction_timeout`): past it the prediction is canceled and the stage
-  retried; a job canceled meanwhile cancels it on the server at once.
+  retried. A job canceled meanwhile (`shd cancel`) cancels it on the server at once, also when the cancel came while
+  the create was still in flight; the ledger then records how it ended on the server (`settle_cancel`: canceled, or
+  succeeded if it finished first and is billed), never leaving a row `processing`.
 Smaller steps (an id, a status) are committed without an fsync: after a power cut the prediction is found again
 by `resume`, from its id or by its input.
 """
@@ -30,6 +32,31 @@ from shd.states import FrameState, JobState
 from shd.store import Prediction, Store
 
 KNOWN_STATUSES = ("starting", "processing", "succeeded", "failed", "canceled")
+SETTLE_WAIT = 5.0  # seconds a cancel waits for the server to say how the prediction ended
+
+
+def settle_cancel(store: Store, remote: Remote, pred: Prediction, remote_id: str, log: Any, *,
+                  sleep: Callable[[float], object], poll_interval: float) -> str:
+    """Cancel a prediction of a canceled job on the server and record how it ended there (canceled, or succeeded if
+    it finished first: billed); a server that does not say within SETTLE_WAIT leaves it recorded `canceled`.
+    Returns the status recorded."""
+    status: Status | None = None
+    try:
+        remote.cancel(remote_id)
+        status = remote.get(remote_id)
+        waited = 0.0
+        while not status.terminal and waited < SETTLE_WAIT:
+            sleep(poll_interval)
+            waited += poll_interval
+            status = remote.get(remote_id)
+    except BackendError as e:
+        log.warning("cancel_failed", prediction_id=remote_id, error=str(e))
+    final = status.status if status is not None and status.terminal else "canceled"
+    store.update_prediction(pred.id, status=final, remote_id=remote_id, error="canceled by the user",
+                            output=status.output if status is not None and final == "succeeded" else None,
+                            predict_time=status.predict_time if status is not None else None)
+    log.info("prediction_canceled", prediction_id=remote_id, status=final)
+    return final
 
 
 class PaidCalls:
@@ -93,10 +120,18 @@ class PaidCalls:
             self.store.update_prediction(pred, status=retry.create_outcome(e), error=str(e))
             raise
         self.limit.succeeded()
+        if self.store.job(task.job_id).state == JobState.CANCELED:
+            # `shd cancel` ran while this create was in flight: cancel what it created at once, pay no longer.
+            self._settle(pred, status.remote_id, log)
+            raise Stopped
         if not (defer_success and status.status == "succeeded"):
             pred = self.record(pred, status)
         log.info("prediction_created", prediction_id=status.remote_id, status=status.status)
         return pred, status
+
+    def _settle(self, pred: Prediction, remote_id: str, log: Any) -> None:
+        settle_cancel(self.store, self.remote, pred, remote_id, log, sleep=self._stop.wait,
+                      poll_interval=self.settings().replicate.poll_interval)
 
     def record(self, pred: Prediction, status: Status) -> Prediction:
         """Write what the server said; a finished prediction's error, output and predict_time with it. Not durable:
@@ -123,9 +158,7 @@ class PaidCalls:
             if self._stop.wait(r.poll_interval):
                 raise Stopped
             if self.store.job(pred.job_id).state == JobState.CANCELED:
-                # `shd cancel` ran while this create was in flight: cancel what it created, pay no longer.
-                self.remote.cancel(status.remote_id)
-                self.store.update_prediction(pred, status="canceled", error="canceled by the user")
+                self._settle(pred, status.remote_id, log)  # `shd cancel` ran meanwhile: pay no longer
                 raise Stopped
             status = self.remote.get(status.remote_id)
             if status.status != pred.status:
