@@ -4,14 +4,17 @@ Where it is found: `--config FILE`, else `$SHD_CONFIG`, else the first of `DEFAU
 built-in defaults (paths relative to the current directory). Relative paths in a file resolve against the file's folder.
 
 `load()` either returns a complete, valid `Config` or raises `ConfigError(path, problems)` naming every unknown key,
-wrong type and impossible value; nothing starts on a bad config. The Replicate token is deliberately not a config key:
-see `read_token()`.
+wrong type and impossible value, whatever TOML value of whatever type is where (tests/unit/test_config.py checks
+that with random values in every key and table); nothing starts on a bad config and a reload keeps the old one.
+Numbers must be finite and at most MAX_NUMBER (a timeout of 1e308 s would overflow a wait), paths must not contain
+NUL. The Replicate token is deliberately not a config key: see `read_token()`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 import os
 import shlex
 import tomllib
@@ -155,12 +158,19 @@ class Config:
 Check = Callable[[Any], bool]
 
 
+MAX_NUMBER = 1e9  # seconds, counts, rates: far above any sensible value, far below what a wait can take
+
+
 def _positive(v: Any) -> bool:
-    return bool(v > 0)
+    return bool(0 < v <= MAX_NUMBER)
 
 
 def _non_negative(v: Any) -> bool:
-    return bool(v >= 0)
+    return bool(0 <= v <= MAX_NUMBER)
+
+
+def _path(v: Any) -> bool:
+    return "\0" not in v
 
 
 def _one_of(*choices: str) -> tuple[Check, str]:
@@ -220,11 +230,12 @@ def _http_url(v: Any) -> bool:
 
 
 _NUM = (int, float)
-_POS = (_positive, "a number > 0")
-_NONNEG = (_non_negative, "a number >= 0")
+_POS = (_positive, f"a number > 0 and <= {MAX_NUMBER:g}")
+_NONNEG = (_non_negative, f"a number >= 0 and <= {MAX_NUMBER:g}")
+_PATH = (_path, "a path without NUL characters")
 
 RULES: dict[str, dict[str, tuple[Any, tuple[Check, str] | None]]] = {
-    "paths": {"inbox": (str, None), "outbox": (str, None), "state_dir": (str, None)},
+    "paths": {"inbox": (str, _PATH), "outbox": (str, _PATH), "state_dir": (str, _PATH)},
     "watch": {
         "observer": (str, _one_of("inotify", "polling")),
         "stable_seconds": (_NUM, _NONNEG),
@@ -246,8 +257,8 @@ RULES: dict[str, dict[str, tuple[Any, tuple[Check, str] | None]]] = {
         "image_model": (str, (_model_ref, "a model ref 'owner/name:version'")),
         "image_input": (dict, None),
         "prompt_input": (dict, None),
-        "token_file": (str, None),
-        "seed": (int, None),
+        "token_file": (str, _PATH),
+        "seed": (int, (lambda v: 0 <= v < 2**32, "an integer from 0 to 4294967295")),
         "create_wait": (int, (lambda v: 1 <= v <= 60, "an integer from 1 to 60 (seconds; Replicate's Prefer: wait)")),
         "poll_interval": (_NUM, _POS),
         "prediction_timeout": (_NUM, _POS),
@@ -261,7 +272,7 @@ RULES: dict[str, dict[str, tuple[Any, tuple[Check, str] | None]]] = {
         "auth_recheck": (_NUM, _POS),
         "unreachable_patience": (_NUM, _POS),
     },
-    "ffmpeg": {"path": (str, None), "timeout": (_NUM, _POS)},
+    "ffmpeg": {"path": (str, _PATH), "timeout": (_NUM, _POS)},
     "web": {
         "listen": (str, (_listen, "'' (off) or 'HOST:PORT' with an IP address or localhost, e.g. "
                                   "'127.0.0.1:8787' or '[::1]:8787'")),
@@ -270,7 +281,7 @@ RULES: dict[str, dict[str, tuple[Any, tuple[Check, str] | None]]] = {
     "hooks": {
         "command": (str, (_command, "a command line (split like a shell does, run without one)")),
         "webhook": (str, (_http_url, "'' or an http:// or https:// URL")),
-        "secret_file": (str, None),
+        "secret_file": (str, _PATH),
         "timeout": (_NUM, _POS),
         "retries": (int, (lambda v: 0 <= v <= 20, "an integer from 0 to 20")),
     },
@@ -299,14 +310,25 @@ def _validate(raw: Mapping[str, Any]) -> list[str]:
                 continue
             typ, check = rule
             if (isinstance(v, bool) and typ is not bool) or not isinstance(v, typ):
-                problems.append(f"{section}.{key} must be {_TYPE_NAMES[typ]}, not {v!r}")
+                problems.append(f"{section}.{key} must be {_TYPE_NAMES[typ]}, not {_short(v)}")
+            elif isinstance(v, float) and not math.isfinite(v):
+                problems.append(f"{section}.{key} = {v!r} is not allowed: must be a finite number")
             elif check is not None and not check[0](v):
-                problems.append(f"{section}.{key} = {v!r} is not allowed: must be {check[1]}")
-    for table in ("image_input", "prompt_input"):
-        for k, v in raw.get("replicate", {}).get(table, {}).items():
-            if not isinstance(v, (str, int, float, bool)):
-                problems.append(f"replicate.{table}.{k} must be a string, number or boolean")
+                problems.append(f"{section}.{key} = {_short(v)} is not allowed: must be {check[1]}")
+            elif typ is dict:
+                problems += [f"{section}.{key}.{k} must be a string, a finite number or a boolean, not {_short(x)}"
+                             for k, x in v.items() if not _model_input(x)]
     return problems
+
+
+def _model_input(v: Any) -> bool:
+    """A value a model input may take from the config: a string, a boolean or a finite number."""
+    return isinstance(v, (str, int, bool)) or (isinstance(v, float) and math.isfinite(v))
+
+
+def _short(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def find_config(explicit: str | os.PathLike[str] | None = None) -> Path | None:

@@ -9,7 +9,9 @@ only set flags and wake the loop (they never touch the store):
   SIGTERM / SIGINT   stop taking work, send STOPPING=1, let workers finish their current write, exit promptly
                      (0 after SIGTERM, 130 after SIGINT, as the README's table says); every remote prediction is
                      already recorded, so the next start resumes it.
-  SIGHUP             reload the config: live settings apply at once; a bad new config is refused, the old kept.
+  SIGHUP             reload the config: live settings apply at once, those built at start (RESTART_ONLY, [paths],
+                     [watch], [web], [hooks]) are logged by name and kept until the next start; a bad new config
+                     is refused, the old kept; nothing a reload meets ends the daemon.
 WATCHDOG=1 is sent only while the loop itself turns, the inbox observer's threads are alive, and the scheduler's
 dispatcher has turned within its own deadline (Engine.healthy); a long ffmpeg or prediction is bounded by its own
 timeout instead. A database found damaged while running (`store.damaged`) ends the loop: exit 5, with the remedy.
@@ -18,6 +20,7 @@ On shutdown every ffmpeg child is stopped (children.py) before the process exits
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import threading
 import time
@@ -44,6 +47,9 @@ DEFER_RETRY = 30.0   # seconds before a job stopped by a disk-full or database e
 EXIT_INTERRUPTED = 130
 LOCK_WAIT = 0.5      # seconds between tries at a state directory a `shd process` holds
 START_EXTENSION = 30.0  # seconds asked of systemd at a time while waiting for the lock (EXTEND_TIMEOUT_USEC)
+# Replicate settings built into the client and the models once, at start: a reload logs them and keeps the old.
+RESTART_ONLY = ("create_wait", "request_timeout", "inline_max_kb", "prompt_model", "image_model", "prompt_input",
+                "image_input")
 
 
 class Daemon:
@@ -176,18 +182,28 @@ class Daemon:
 
     # --- reload -------------------------------------------------------------------------------------------------
     def reload(self) -> None:
+        """SIGHUP: apply the new config's live settings now; what is built once at start (RESTART_ONLY) is kept and
+        logged by name (`reload_needs_restart`); a bad file is refused and the old config kept. Never raises."""
         self.notifier.reloading()
         try:
-            new = config.load(self.config_arg)
+            self._reload_config()
         except ConfigError as e:
             self.log.error("reload_refused_keeping_old_config", error=str(e))
-            self.notifier.ready(self.summary())
-            return
+        except Exception as e:  # SIGHUP must never take the daemon down: said (with the traceback), the old kept
+            self.log.exception("reload_failed_keeping_old_config", error=f"{type(e).__name__}: {e}")
+        self.notifier.ready(self.summary())
+
+    def _reload_config(self) -> None:
+        new = config.load(self.config_arg)
         kept = {"paths": self.cfg.paths, "watch": self.cfg.watch, "web": self.cfg.web, "hooks": self.cfg.hooks}
-        if any(getattr(new, name) != value for name, value in kept.items()):
-            self.log.warning("reload_paths_need_restart",
-                             detail="[paths], [watch], [web] and [hooks] apply at the next start")
-            new = config.replace(new, **kept)
+        restart = [f"[{name}]" for name, value in kept.items() if getattr(new, name) != value]
+        old_r = self.cfg.replicate
+        restart += [f"replicate.{key}" for key in RESTART_ONLY if getattr(new.replicate, key) != getattr(old_r, key)]
+        if restart:
+            self.log.warning("reload_needs_restart", settings=restart,
+                             detail="these apply at the next start (`systemctl restart shd`); the rest applies now")
+        new = config.replace(new, **kept, replicate=dataclasses.replace(
+            new.replicate, **{key: getattr(old_r, key) for key in RESTART_ONLY}))
         self.cfg = new
         self.app.cfg = new
         self.app.runner.cfg = new
@@ -196,7 +212,6 @@ class Daemon:
         self.log.info("reloaded", concurrency=new.replicate.concurrency, max_jobs=new.pipeline.max_jobs)
         if self.app.engine.paused:  # the token may have been fixed along with the config: check now
             threading.Thread(target=self.app.engine.try_resume, name="shd-auth-check", daemon=True).start()
-        self.notifier.ready(self.summary())
 
     # --- the loop -----------------------------------------------------------------------------------------------
     def run(self) -> int:

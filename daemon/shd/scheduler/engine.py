@@ -82,7 +82,8 @@ class Engine:
         return self._stop.is_set()
 
     def reload(self, cfg: Config) -> None:
-        """Apply live settings: concurrency, rate, retry budgets, timeouts, the seed."""
+        """Apply live settings: concurrency, rate, retry budgets and backoff, the poll interval and prediction timeout,
+        the seed (the service keeps what is built at start: service.RESTART_ONLY)."""
         self.cfg = cfg
         self.auth.recheck = cfg.replicate.auth_recheck
         self.outage.backoff_base, self.outage.backoff_max = cfg.replicate.backoff_base, cfg.replicate.backoff_max
