@@ -157,9 +157,9 @@ def move_aside(cfg: Config, store: Store, job: Job) -> Path | None:
         dest = failed / names.fit(f"{Path(job.source_name).stem}.{job.id}", suffix)
     if os.path.lexists(src):
         os.rename(src, dest)  # the job folder and failed/ are both in the state directory
-    store.update_job(job.id, source_path=dest)
-    error_note(dest).write_text(f"{job.error or 'failed'}\njob: {job.id}\nsource: {job.origin_path}\n",
-                                encoding="utf-8")
+    error = (job.error or "failed").replace(str(src), str(dest))  # the reason names where the file is now
+    store.update_job(job.id, source_path=dest, error=error)
+    error_note(dest).write_text(f"{error}\njob: {job.id}\nsource: {job.origin_path}\n", encoding="utf-8")
     return dest
 
 

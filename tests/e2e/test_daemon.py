@@ -100,6 +100,8 @@ def test_bad_files_are_moved_aside_with_reasons_and_the_daemon_keeps_going(
         failed = tmp_path / "state" / "failed"
         for name in ("notes.mp4", "empty.mov", "cut.mp4", "cut-late.mp4"):
             assert by_name[name]["state"] == "failed" and name in by_name[name]["error"]
+            # The reason names where the file is now (failed/), not the job folder it was in.
+            assert str(failed / name) in by_name[name]["error"] and "/jobs/" not in by_name[name]["error"]
             assert (failed / name).is_file(), name
             reason = (failed / f"{name}.error.txt").read_text()
             assert by_name[name]["error"] in reason
