@@ -1,7 +1,8 @@
 """The config file: TOML in, frozen dataclasses out, every problem reported at once.
 
 Where it is found: `--config FILE`, else `$SHD_CONFIG`, else the first of `DEFAULT_LOCATIONS` that exists, else the
-built-in defaults (paths relative to the current directory). Relative paths in a file resolve against the file's folder.
+built-in defaults (`DEFAULT_PATHS`, in the home directory). Relative paths in a file resolve against the file's
+folder; `~` is the home directory.
 
 `load()` either returns a complete, valid `Config` or raises `ConfigError(path, problems)` naming every unknown key,
 wrong type and impossible value, whatever TOML value of whatever type is where (tests/unit/test_config.py checks
@@ -48,6 +49,10 @@ DEFAULT_LOCATIONS = (
     Path.home() / ".config" / "shd" / "shd.toml",
     Path("/etc/shd/shd.toml"),
 )
+
+# Where the work goes when no config file says otherwise (config/shd.toml says the same): in the user's home, so
+# every command finds the same state wherever it is run from, and nothing lands in a git checkout.
+DEFAULT_PATHS = {"inbox": "~/shd/inbox", "outbox": "~/shd/outbox", "state_dir": "~/.local/state/shd"}
 
 TOKEN_CREDENTIAL = "replicate_token"
 
@@ -370,12 +375,8 @@ def from_mapping(raw: Mapping[str, Any], source: Path | None) -> Config:
     def resolve(p: str) -> Path:
         return (base / os.path.expanduser(p)).absolute()
 
-    p = section("paths")
-    paths = Paths(
-        inbox=resolve(p.get("inbox", "inbox")),
-        outbox=resolve(p.get("outbox", "outbox")),
-        state_dir=resolve(p.get("state_dir", "state")),
-    )
+    p = {**DEFAULT_PATHS, **section("paths")}
+    paths = Paths(inbox=resolve(p["inbox"]), outbox=resolve(p["outbox"]), state_dir=resolve(p["state_dir"]))
     w = section("watch")
     r = section("replicate")
     r["image_input"] = {**DEFAULT_IMAGE_INPUT, **r.get("image_input", {})}

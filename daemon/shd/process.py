@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from shd import app as app_mod
-from shd import config, identity, liveness, logs
+from shd import config, identity, liveness, logs, perms
 from shd.config import Config
 from shd.errors import BackendError, OutputExists, ShdError
 from shd.lock import StateLock
@@ -145,6 +145,8 @@ def _follow(cfg: Config, store: Store, job_id: str, lock: StateLock) -> Job | Sh
 
 def _work(cfg: Config, source: Source, job_id: str | None) -> int:
     app = app_mod.build(cfg, check_store=True)
+    if source.output is None:
+        perms.make_folder(cfg.paths.outbox)  # as the daemon does at start: publishing waits if it vanishes later
     stop_beating: Callable[[], None] | None = None
     try:
         if job_id is None:

@@ -228,11 +228,12 @@ class Daemon:
         return EXIT_INTERRUPTED if self._stopped_by == signal.SIGINT else 0
 
     def _folders(self) -> None:
-        """The inbox and the outbox, made if need be. The inbox is made only where its parent exists: a missing
-        mount stays an error (the watcher names it) rather than a fresh empty folder on the root filesystem. A path
-        that cannot be a folder (a file is there, no permission) is a ConfigError naming it (exit 2)."""
+        """The outbox and the inbox, made if need be (the outbox first, with its parents: the defaults share
+        ~/shd). The inbox is made only where its parent exists: a missing mount stays an error (the watcher names
+        it) rather than a fresh empty folder on the root filesystem. A path that cannot be a folder (a file is
+        there, no permission) is a ConfigError naming it (exit 2)."""
         paths = self.cfg.paths
-        for what, folder in (("inbox", paths.inbox), ("outbox", paths.outbox)):
+        for what, folder in (("outbox", paths.outbox), ("inbox", paths.inbox)):
             if what == "inbox" and not folder.parent.is_dir():
                 continue
             try:

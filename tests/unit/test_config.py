@@ -22,7 +22,9 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_the_shipped_config_loads_and_paths_resolve_against_its_folder(tmp_path: Path) -> None:
     cfg = config.load(REPO / "config" / "shd.toml")
-    assert cfg.paths.inbox == REPO / "config" / "inbox"
+    assert cfg.paths.inbox == Path.home() / "shd" / "inbox"  # out of the checkout, and the built-in default
+    assert cfg.paths == config.from_mapping({}, None).paths  # no config file at all: the same places
+    assert config.load(write(tmp_path, '[paths]\ninbox = "in"\n')).paths.inbox == tmp_path / "in"
     assert cfg.pipeline.fps == 1.0 and cfg.pipeline.audio == "auto" and cfg.replicate.concurrency == 8
     assert cfg.replicate.prompt_model == config.IMG2PROMPT and cfg.replicate.image_model == config.SDXL
 
