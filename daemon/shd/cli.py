@@ -18,9 +18,8 @@ import sys
 from pathlib import Path
 
 from shd import __version__, config, logs, perms
-from shd.errors import ShdError
+from shd.errors import Interrupted, ShdError
 
-EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a Unix tool killed by it
 
 
@@ -75,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except KeyboardInterrupt:
         print("shd: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return Interrupted.exit_code
     except BrokenPipeError:
         # `shd status | head -1`, `| grep -q`: the reader has what it wanted. Nothing more can go to stdout (not
         # even Python's own flush at exit), and there is nothing to say.

@@ -4,6 +4,7 @@
     ├── ConfigError              the config file is wrong (lists every problem, names the file)
     ├── UsageError               a command asked for something that cannot be done (an unknown job id, nothing to
     │                            retry, a job that is already finished)
+    ├── Interrupted              the user stopped a command (Ctrl-C)
     ├── TokenMissing             no Replicate API token anywhere it is looked for
     ├── StateDirBusy             another daemon holds the state directory
     ├── OutputExists             `shd process --output FILE` would overwrite FILE
@@ -54,6 +55,12 @@ class UsageError(ShdError):
     that is already finished (exit 2, "bad usage")."""
 
     exit_code = 2
+
+
+class Interrupted(ShdError):
+    """Reported when the user stopped a command (Ctrl-C; SIGTERM for `shd process`): what it had done is kept."""
+
+    exit_code = 130
 
 
 class TokenMissing(ShdError):

@@ -27,7 +27,7 @@ from pathlib import Path
 from shd import app as app_mod
 from shd import config, identity, liveness, logs, perms
 from shd.config import Config
-from shd.errors import BackendError, OutputExists, ShdError
+from shd.errors import BackendError, Interrupted, OutputExists, ShdError
 from shd.lock import StateLock
 from shd.scheduler.holds import Paused
 from shd.scheduler.outage import KIND as UNREACHABLE
@@ -35,7 +35,6 @@ from shd.states import JobState
 from shd.store import Job, Store
 
 FOLLOW_EVERY = 0.5  # seconds between looks at a job the daemon works on, or at a lock another process holds
-EXIT_INTERRUPTED = 130
 FINISHED = (JobState.DONE, JobState.FAILED, JobState.CANCELED)
 RESUMES = "`shd process` (the same file) or `shd run` resumes it"
 
@@ -107,7 +106,7 @@ def run(cfg: Config, video: Path, output: Path | None, overwrite: bool) -> int:
                     followed = _follow(cfg, store, job_id, lock)
                 except KeyboardInterrupt:
                     _say(f"interrupted; the daemon (pid {holder.pid}) goes on with job {job_id}")
-                    return EXIT_INTERRUPTED
+                    return Interrupted.exit_code
                 finally:
                     store.close()
                 if isinstance(followed, Job):
@@ -160,20 +159,21 @@ def _work(cfg: Config, source: Source, job_id: str | None) -> int:
             return None if why is None else BackendError(why)
 
         app.runner.give_up = left
+        stopped: ShdError
         try:
             job = app.runner.run_job(job_id)
         except KeyboardInterrupt:
-            _say(f"interrupted; job {job_id} is recorded: {RESUMES}")
-            return EXIT_INTERRUPTED
-        if job.state not in FINISHED:
-            why = app.runner.deferred.get(job_id) or ShdError(f"job {job_id} stopped while {job.state}")
-            _say(f"{why}; job {job_id} is recorded: {RESUMES}")
-            return why.exit_code
-        return _report(job)
+            job, stopped = app.store.job(job_id), Interrupted("interrupted")
+        else:
+            stopped = app.runner.deferred.get(job_id) or ShdError(f"job {job_id} stopped while {job.state}")
     finally:
         if stop_beating is not None:
             stop_beating()
         app.close()
+    if job.state in FINISHED:
+        return _report(job)
+    _say(f"{stopped}; job {job_id} is recorded: {RESUMES}")  # said last, once everything has stopped
+    return stopped.exit_code
 
 
 def _heartbeat(cfg: Config, app: app_mod.App, job_id: str) -> Callable[[], None]:

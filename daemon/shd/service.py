@@ -31,7 +31,7 @@ from shd import app as app_mod
 from shd import children, config, hooks, jobs, logs, perms
 from shd.config import Config
 from shd.liveness import Heartbeat
-from shd.errors import ConfigError, DiskFull, ShdError, StateDirBusy, StoreError
+from shd.errors import ConfigError, DiskFull, Interrupted, ShdError, StateDirBusy, StoreError
 from shd.live import AppView
 from shd.lock import StateLock
 from shd.notify import Notifier
@@ -44,7 +44,6 @@ from shd.web import server as web
 STOP_GRACE = 2.0     # seconds workers get to finish their current database write on shutdown
 STATUS_EVERY = 5.0   # seconds between STATUS= updates
 DEFER_RETRY = 30.0   # seconds before a job stopped by a disk-full or database error is tried again
-EXIT_INTERRUPTED = 130
 LOCK_WAIT = 0.5      # seconds between tries at a state directory a `shd process` holds
 START_EXTENSION = 30.0  # seconds asked of systemd at a time while waiting for the lock (EXTEND_TIMEOUT_USEC)
 # Replicate settings built into the client and the models once, at start: a reload logs them and keeps the old.
@@ -225,7 +224,7 @@ class Daemon:
                     self.shutdown()
         finally:
             self.lock.release()
-        return EXIT_INTERRUPTED if self._stopped_by == signal.SIGINT else 0
+        return Interrupted.exit_code if self._stopped_by == signal.SIGINT else 0
 
     def _folders(self) -> None:
         """The outbox and the inbox, made if need be (the outbox first, with its parents: the defaults share

@@ -22,6 +22,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from shd import testpoints
 from shd.backends.base import Remote, Status, ledger_form
 from shd.config import Config
 from shd.errors import BackendError, OutputGone, Transient
@@ -103,10 +104,12 @@ class PaidCalls:
         self.limit.wait()
         pred = self.store.begin_prediction(task.job_id, task.idx, task.stage, model=ref, input=ledger_form(inp),
                                            reason=task.reason, seed=seed, expect=frame_state)
+        testpoints.reached("ledger-written")
         log = log.bind(prediction=pred.id, attempt=pred.attempt)
         try:
             try:
                 status = self.remote.create(ref, inp)
+                testpoints.reached("create-answered")
             except Transient as e:
                 if not e.maybe_created:
                     raise
