@@ -261,6 +261,7 @@ class Daemon:
         self.notifier.ready(self.summary())
         ping = self.notifier.watchdog_interval()
         next_ping = next_status = next_rescan = 0.0
+        said_paused = self.app.engine.paused
         while not self._stop.is_set():
             now = time.monotonic()
             try:
@@ -278,9 +279,10 @@ class Daemon:
                 self._schedule()
                 self.hooks.observe_pause()
                 self.beat()
-                if now >= next_status:
+                paused = self.app.engine.paused
+                if now >= next_status or paused != said_paused:  # a pause is said at once
                     self.notifier.status(self.summary())
-                    next_status = now + STATUS_EVERY
+                    next_status, said_paused = now + STATUS_EVERY, paused
             except (StoreError, DiskFull, OSError) as e:
                 if self.app.store.damaged:
                     raise self.app.store.damaged from None

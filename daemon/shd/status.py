@@ -93,7 +93,10 @@ def job_detail(store: Store, job: Job, who: Who = WORKING) -> dict[str, Any]:
         {"frame": f.idx, "time": round(f.ts, 3), "error": f.error, "filled_with": f.filled_with}
         for f in store.frames(job.id, ("failed",))
     ]
-    d["predictions"] = store.paid(job.id)
+    paid = store.paid(job.id)
+    # Creates turned away (429, 401) or that never reached the server: recorded, but not paid and not attempts.
+    paid["refused"] = paid["by_status"].pop("refused", 0)
+    d["predictions"] = paid
     return d
 
 
@@ -144,7 +147,9 @@ def as_table(store: Store, job_ref: str | None = None, state_dir: Path | None = 
             f"frames   {fr['generated']}/{fr['total']} generated, {fr['prompted']} prompted, "
             f"{fr['extracted']} extracted, {fr['failed']} failed, {d['filled']} filled",
             f"elapsed  {_dur(d['elapsed'])}   eta {_dur(d['eta'])}",
-            f"paid     {d['predictions']['by_status']}  predict_time {d['predictions']['predict_time']}s",
+            f"paid     {d['predictions']['by_status']}  predict_time {d['predictions']['predict_time']}s"
+            + (f"  ({d['predictions']['refused']} create(s) turned away or never sent: not paid)"
+               if d["predictions"]["refused"] else ""),
         ]
         if state_dir is not None and who.worker is not None and who.worker.works_on(d["id"]) and who.worker.reason:
             lines.append(f"paused   {printable(who.worker.reason)}")
