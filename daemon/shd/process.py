@@ -144,10 +144,10 @@ def _follow(cfg: Config, store: Store, job_id: str, lock: StateLock) -> Job | Sh
 
 def _work(cfg: Config, source: Source, job_id: str | None) -> int:
     app = app_mod.build(cfg, check_store=True)
-    if source.output is None:
-        perms.make_folder(cfg.paths.outbox)  # as the daemon does at start: publishing waits if it vanishes later
     stop_beating: Callable[[], None] | None = None
     try:
+        if source.output is None:  # made at the start, as the daemon does: publishing waits if it vanishes later
+            perms.make_configured_folder("outbox", cfg.paths.outbox)
         if job_id is None:
             job, resumed = source.job(cfg, app.store)
             _announce(job, resumed)

@@ -30,9 +30,9 @@ from types import FrameType
 from shd import app as app_mod
 from shd import children, config, hooks, jobs, logs, perms
 from shd.config import Config
-from shd.liveness import Heartbeat
 from shd.errors import ConfigError, DiskFull, Interrupted, ShdError, StateDirBusy, StoreError
 from shd.live import AppView
+from shd.liveness import Heartbeat
 from shd.lock import StateLock
 from shd.notify import Notifier
 from shd.pipeline import start_job_thread
@@ -231,15 +231,9 @@ class Daemon:
         ~/shd). The inbox is made only where its parent exists: a missing mount stays an error (the watcher names
         it) rather than a fresh empty folder on the root filesystem. A path that cannot be a folder (a file is
         there, no permission) is a ConfigError naming it (exit 2)."""
-        paths = self.cfg.paths
-        for what, folder in (("outbox", paths.outbox), ("inbox", paths.inbox)):
-            if what == "inbox" and not folder.parent.is_dir():
-                continue
-            try:
-                perms.make_folder(folder)
-            except OSError as e:
-                why = "a file is in the way" if isinstance(e, FileExistsError) else (e.strerror or str(e))
-                raise ConfigError(folder, [f"cannot be the {what} folder ({why}); see paths.{what}"]) from None
+        perms.make_configured_folder("outbox", self.cfg.paths.outbox)
+        if self.cfg.paths.inbox.parent.is_dir():
+            perms.make_configured_folder("inbox", self.cfg.paths.inbox)
 
     def _loop(self) -> None:
         cfg = self.cfg

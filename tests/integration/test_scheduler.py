@@ -208,3 +208,28 @@ def test_an_unreachable_api_spends_no_attempt_fails_no_frame_and_every_task_wait
     assert [f.state for f in frames] == ["generated"] * 3 and rig.engine.paused is None
     assert rig.service.creates == 6
     assert all(p.status == "succeeded" for p in rig.ledger("j1"))  # nothing was shown as a paid attempt
+
+
+def test_a_create_whose_answer_was_lost_stays_counted_when_the_look_up_cannot_connect(tmp_path: Path) -> None:
+    """The create may have been paid for; the look-up that would tell cannot reach the server: the ledger keeps
+    it `lost` (a paid attempt), never `refused` as a create that provably never reached the server."""
+
+    class LookUpUnreachable(MemoryRemote):
+        def find(self, ref: str, input: Any, created_after: float) -> Any:
+            raise Transient("network error: ConnectError: refused", unreachable=True)
+
+    cfg = config.from_mapping({"replicate": {**SETTINGS, "max_attempts": 1}}, tmp_path / "shd.toml")
+    service = MemoryService()
+    service.lose_create_answers(times=1)
+    store = Store.open(cfg.paths.database)
+    engine = Engine(cfg, store, models.backend(LookUpUnreachable(service), cfg.replicate))
+    rig = Rig(tmp_path, service, store, engine)
+    try:
+        rig.job("j1", 1)
+        engine.start()
+        (frame,) = rig.finished("j1")
+        assert frame.state == "failed" and "after 1 attempts" in (frame.error or "")
+        assert [p.status for p in rig.ledger("j1")] == ["lost"]
+    finally:
+        engine.stop()
+        store.close()

@@ -43,9 +43,6 @@ class Holds:
     def __init__(self, holds: Iterable[Hold]):
         self._holds = list(holds)
 
-    def add(self, hold: Hold) -> None:
-        self._holds.append(hold)
-
     def hold(self, now: float) -> float | None:
         """The first hold in force decides (later ones are not asked, so an outage's probe is not spent while the
         credentials are refused)."""

@@ -115,7 +115,10 @@ class PaidCalls:
                     raise
                 # The request may have created (and billed) a prediction before failing: find it, don't re-send.
                 log.warning("create_outcome_unknown_looking_up", error=str(e))
-                found = self.remote.find(ref, inp, pred.created_at)
+                try:
+                    found = self.remote.find(ref, inp, pred.created_at)
+                except BackendError:
+                    raise e from None  # the create's own outcome is what the ledger keeps: maybe created (lost)
                 if found is None:
                     raise
                 status = found
