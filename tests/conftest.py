@@ -35,11 +35,14 @@ def toml_value(v: Any) -> str:
     return repr(v)
 
 
-def write_config(path: Path, overrides: dict[str, dict[str, Any]] | None = None) -> Path:
-    """Write BASE_CONFIG merged with `overrides` (section -> keys) as TOML at `path`."""
+def write_config(path: Path, overrides: dict[str, dict[str, Any] | None] | None = None) -> Path:
+    """Write BASE_CONFIG merged with `overrides` (section -> keys; None leaves the section out) as TOML at `path`."""
     sections: dict[str, dict[str, Any]] = {k: dict(v) for k, v in BASE_CONFIG.items()}
     for section, values in (overrides or {}).items():
-        sections.setdefault(section, {}).update(values)
+        if values is None:
+            sections.pop(section, None)
+        else:
+            sections.setdefault(section, {}).update(values)
     lines = []
     for section, values in sections.items():
         lines.append(f"[{section}]")
@@ -66,7 +69,7 @@ def shd_env(standin: StandIn) -> dict[str, str]:
 
 @pytest.fixture
 def make_config(tmp_path: Path) -> Callable[..., Path]:
-    def make(overrides: dict[str, dict[str, Any]] | None = None, name: str = "shd.toml") -> Path:
+    def make(overrides: dict[str, dict[str, Any] | None] | None = None, name: str = "shd.toml") -> Path:
         return write_config(tmp_path / name, overrides)
 
     return make

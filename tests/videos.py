@@ -43,15 +43,19 @@ def make_video(
     size: tuple[int, int] = (160, 120),
     rate: int = 10,
     audio: bool = True,
+    sar: tuple[int, int] | None = None,
 ) -> Path:
     """Write a testsrc2 pattern video (H.264 yuv420p MP4, moov at the end) of `seconds`, plus a 440 Hz AAC sine
-    of the same length when `audio`. Returns `path`."""
+    of the same length when `audio`; with `sar`, its pixels are that shape (shown `size` x `sar` wide). Returns
+    `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     w, h = size
     args = ["-f", "lavfi", "-i", f"testsrc2=size={w}x{h}:rate={rate}"]
     if audio:
         args += ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"]
+    if sar:
+        args += ["-vf", f"setsar=sar={sar[0]}/{sar[1]}:max=1000"]
     args += ["-t", str(seconds), "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
     if audio:
         args += ["-c:a", "aac"]
@@ -149,3 +153,33 @@ def frame_rgb(path: Path, t: float, xy: tuple[int, int] | None = None) -> tuple[
     x, y = xy if xy is not None else (w // 2, h // 2)
     i = len(data) - size + (y * w + x) * 3
     return data[i], data[i + 1], data[i + 2]
+
+
+def stream_descriptions(path: Path, kind: str) -> list[str]:
+    """Each `kind` ("Video", "Audio", "Subtitle") stream's description line with its indented metadata lines."""
+    found: list[str] = []
+    for line in _describe(path).splitlines():
+        if re.search(r"^\s*Stream #\d+:\d+\S*: ", line):
+            found.append(line if f": {kind}:" in line else "")
+        elif found and line.startswith("    ") and found[-1]:
+            found[-1] += "\n" + line
+    return [d for d in found if d]
+
+
+MOV_TEXT_BOXES = {b"styl", b"hlit", b"hclr", b"krok", b"dlay", b"href", b"tbox", b"blnk", b"twrp"}
+
+
+def subtitle_texts(path: Path) -> list[str]:
+    """The non-empty texts of the first subtitle track of an mp4, in order. Its mov_text samples come back one after
+    the other: a 2-byte length, the UTF-8 text, then optional boxes (4-byte size, 4-letter type, e.g. "styl")."""
+    data = _ffmpeg("-i", str(path), "-map", "0:s:0", "-c", "copy", "-f", "data", "pipe:1", stdout=True)
+    texts, pos = [], 0
+    while pos + 2 <= len(data):
+        n = struct.unpack(">H", data[pos:pos + 2])[0]
+        pos += 2
+        if n:
+            texts.append(data[pos:pos + n].decode())
+        pos += n
+        while pos + 8 <= len(data) and data[pos + 4:pos + 8] in MOV_TEXT_BOXES:
+            pos += struct.unpack(">I", data[pos:pos + 4])[0]
+    return texts

@@ -59,7 +59,9 @@ def build(cfg: Config, *, on_finished: Callable[[Job], None] | None = None, back
         token_provider = current_token
     ffmpeg = media.find_ffmpeg(cfg.ffmpeg.path)
     store = Store.open(cfg.paths.database, check=check_store)
-    engine = Engine(cfg, store, backend, token_provider=token_provider)
+    engine = Engine(cfg, store, backend, token_provider=token_provider,
+                    fit_picture=lambda src, dest, size, fit: media.fit_picture(
+                        ffmpeg, src, dest, size=size, fit=fit, timeout=engine.cfg.ffmpeg.timeout))
     runner = JobRunner(cfg, store, engine, ffmpeg, on_finished=on_finished)
     engine.start()
     return App(cfg, store, backend, engine, runner, ffmpeg)

@@ -41,9 +41,15 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--output", type=Path, metavar="FILE", help="where to write the mp4 (default: the outbox); "
                     "an existing FILE is refused")
     sp.add_argument("--overwrite", action="store_true", help="replace --output FILE if it exists")
+    logged = sp.add_mutually_exclusive_group()
+    logged.add_argument("--verbose", action="store_true", help="on a terminal, every log line above the progress "
+                        "line (by default only warnings and errors)")
+    logged.add_argument("--log-file", type=argparse.FileType("a", encoding="utf-8"), metavar="FILE",
+                        help="append the log to FILE (JSON lines) instead of the terminal")
     sp = add("status", "show jobs and their progress")
     sp.add_argument("job", nargs="?", help="one job (id or unique prefix): its failed frames and reasons")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp.add_argument("--frames", action="store_true", help="with JOB: each frame's time, state and prompt")
     sp.add_argument("--watch", action="store_true", help="redraw the table in place every --interval seconds "
                     "until Ctrl-C (on a terminal; elsewhere it prints once)")
     sp.add_argument("--interval", type=float, default=2.0, metavar="SECONDS",
@@ -60,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "status" and args.watch and (args.json or args.interval <= 0):
         parser.error("--watch draws the table for people: not with --json, and --interval must be > 0")
+    if args.command == "status" and args.frames and (not args.job or args.watch):
+        parser.error("--frames lists one job's frames: give a JOB, without --watch")
     perms.make_private()
     logging_set_up = False
     try:
@@ -91,7 +99,12 @@ def cmd_process(cfg: config.Config, args: argparse.Namespace) -> int:
     from shd import process
 
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stopped like Ctrl-C: the job stays resumable
-    return process.run(cfg, args.video, args.output, args.overwrite)
+    try:
+        return process.run(cfg, args.video, args.output, args.overwrite, verbose=args.verbose,
+                           log_file=args.log_file)
+    finally:
+        if args.log_file is not None:
+            args.log_file.close()
 
 
 def cmd_status(cfg: config.Config, args: argparse.Namespace) -> int:
@@ -104,8 +117,12 @@ def cmd_status(cfg: config.Config, args: argparse.Namespace) -> int:
             from shd.status_watch import watch
 
             return watch(lambda: status.as_table(store, args.job, cfg.paths.state_dir), args.interval)
-        state_dir = cfg.paths.state_dir
-        print(status.as_json(store, args.job, state_dir) if args.json else status.as_table(store, args.job, state_dir))
+        if args.json:
+            print(status.as_json(store, args.job, frames=args.frames, state_dir=cfg.paths.state_dir))
+        elif args.frames:
+            print(status.frames_table(store, args.job))
+        else:
+            print(status.as_table(store, args.job, cfg.paths.state_dir))
     finally:
         store.close()
     return 0

@@ -2,7 +2,7 @@
 
 Where it is found: `--config FILE`, else `$SHD_CONFIG`, else the first of `DEFAULT_LOCATIONS` that exists, else the
 built-in defaults (`DEFAULT_PATHS`, in the home directory). Relative paths in a file resolve against the file's
-folder; `~` is the home directory.
+folder (and a file that leaves a path out keeps it there); `~` is the home directory.
 
 `load()` either returns a complete, valid `Config` or raises `ConfigError(path, problems)` naming every unknown key,
 wrong type and impossible value, whatever TOML value of whatever type is where (tests/unit/test_config.py checks
@@ -30,19 +30,22 @@ from shd.errors import ConfigError, TokenMissing
 IMG2PROMPT = "methexis-inc/img2prompt:50adaf2d3ad20a6f911a8a9e3ccf777b263b8596fbd2c8fc26e8888f8a0edbb5"
 SDXL = "stability-ai/sdxl:39ed52f2a78e934b3ba6e2a89f5b1c712de7dfea535525255b1aa35c5565e08b"
 
-# The first version's SDXL inputs, used unless [replicate.image_input] overrides them.
+# The first version's SDXL inputs (../shared/docs/first-version.md), used unless [replicate.image_input] overrides
+# them; all but its size (1024x768): `width` and `height` follow each source's shape (shape.painting_for) unless the
+# config gives them.
 DEFAULT_IMAGE_INPUT: dict[str, Any] = {
-    "width": 1024,
-    "height": 1024,
-    "num_outputs": 1,
-    "scheduler": "K_EULER",
-    "num_inference_steps": 50,
-    "guidance_scale": 7.5,
     "refine": "expert_ensemble_refiner",
+    "scheduler": "K_EULER",
+    "lora_scale": 0.6,
+    "num_outputs": 1,
+    "guidance_scale": 7.5,
+    "apply_watermark": False,
     "high_noise_frac": 0.8,
     "negative_prompt": "",
-    "apply_watermark": False,
+    "prompt_strength": 0.8,
+    "num_inference_steps": 25,
 }
+TRANSITIONS = ("cut", "crossfade", "motion")
 
 DEFAULT_LOCATIONS = (
     Path("shd.toml"),
@@ -50,9 +53,11 @@ DEFAULT_LOCATIONS = (
     Path("/etc/shd/shd.toml"),
 )
 
-# Where the work goes when no config file says otherwise (config/shd.toml says the same): in the user's home, so
-# every command finds the same state wherever it is run from, and nothing lands in a git checkout.
+# Where the work goes when there is no config file at all (config/shd.toml says the same): in the user's home, so
+# every command finds the same state wherever it is run from, and nothing lands in a git checkout. A config file
+# that leaves a path out keeps it beside itself (FILE_PATHS, resolved against its folder).
 DEFAULT_PATHS = {"inbox": "~/shd/inbox", "outbox": "~/shd/outbox", "state_dir": "~/.local/state/shd"}
+FILE_PATHS = {"inbox": "inbox", "outbox": "outbox", "state_dir": "state"}
 
 TOKEN_CREDENTIAL = "replicate_token"
 
@@ -116,6 +121,14 @@ class Replicate:
     backoff_max: float = 60.0
     auth_recheck: float = 30.0
     unreachable_patience: float = 300.0
+    image_from: str = "none"
+
+
+@dataclass(frozen=True)
+class Output:
+    transition: str = "cut"
+    transition_seconds: float = 0.5
+    subtitles: bool = True
 
 
 @dataclass(frozen=True)
@@ -156,6 +169,7 @@ class Config:
     log: Log = Log()
     web: Web = Web()
     hooks: Hooks = Hooks()
+    output: Output = Output()
 
 
 # --- validation rules: (type, check, what is allowed) per key --------------------------------------------------
@@ -276,6 +290,12 @@ RULES: dict[str, dict[str, tuple[Any, tuple[Check, str] | None]]] = {
         "backoff_max": (_NUM, _POS),
         "auth_recheck": (_NUM, _POS),
         "unreachable_patience": (_NUM, _POS),
+        "image_from": (str, _one_of("none", "source")),
+    },
+    "output": {
+        "transition": (str, _one_of(*TRANSITIONS)),
+        "transition_seconds": (_NUM, _POS),
+        "subtitles": (bool, None),
     },
     "ffmpeg": {"path": (str, _PATH), "timeout": (_NUM, _POS)},
     "web": {
@@ -375,7 +395,7 @@ def from_mapping(raw: Mapping[str, Any], source: Path | None) -> Config:
     def resolve(p: str) -> Path:
         return (base / os.path.expanduser(p)).absolute()
 
-    p = {**DEFAULT_PATHS, **section("paths")}
+    p = {**(FILE_PATHS if source else DEFAULT_PATHS), **section("paths")}
     paths = Paths(inbox=resolve(p["inbox"]), outbox=resolve(p["outbox"]), state_dir=resolve(p["state_dir"]))
     w = section("watch")
     r = section("replicate")
@@ -398,6 +418,7 @@ def from_mapping(raw: Mapping[str, Any], source: Path | None) -> Config:
         log=Log(**section("log")),
         web=Web(**section("web")),
         hooks=Hooks(**h),
+        output=Output(**section("output")),
     )
 
 

@@ -5,8 +5,9 @@ refused token) resumes that job instead of paying for every frame again.
 - `file_digest(path)`: the SHA-256 of the file's bytes (its name and place do not matter: a moved file is the same
   video).
 - `settings_digest(cfg)`: the SHA-256 of the settings baked into the recorded work: `pipeline.fps` (the frames) and
-  the models, their inputs and `replicate.seed` (the predictions). Everything else (audio, fit, quality, the output
-  name) is applied when the video is stitched and published, so a resumed job uses the values in force then.
+  the models, their inputs, `replicate.seed` and `replicate.image_from` (the predictions). Everything else (audio,
+  fit, quality, transitions, the output name) is applied when the video is stitched and published, so a resumed job
+  uses the values in force then.
 """
 
 from __future__ import annotations
@@ -33,5 +34,6 @@ def settings_digest(cfg: Config) -> str:
     """SHA-256 (hex) of the settings a job's recorded frames and predictions depend on."""
     r = cfg.replicate
     shaping = {"fps": cfg.pipeline.fps, "prompt_model": r.prompt_model, "image_model": r.image_model,
-               "prompt_input": dict(r.prompt_input), "image_input": dict(r.image_input), "seed": r.seed}
+               "prompt_input": dict(r.prompt_input), "image_input": dict(r.image_input), "seed": r.seed,
+               "image_from": r.image_from}
     return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()

@@ -1,7 +1,8 @@
 """Logging: structlog event dicts through small processors, rendered for where they go.
 
 - a terminal: human-readable console lines;
-- anything else (a pipe, a file, systemd's journal stream): one JSON object per line, on stderr;
+- anything else (a pipe, a file, systemd's journal stream): one JSON object per line, on stderr (or the file
+  `setup` is given: `shd process --log-file`, or the live progress line of progress.py, which prints them above it);
 - under systemd with systemd-python installed (`format = "journal"`, or `auto` when $JOURNAL_STREAM is set):
   structured fields straight into the journal (JOB=, FRAME=, PREDICTION_ID=...).
 Every line about a job or frame carries its ids (bind them: `log.bind(job=..., frame=...)`).
@@ -14,7 +15,7 @@ import logging
 import os
 import sys
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -66,22 +67,35 @@ class _JournalRenderer:
         raise structlog.DropEvent
 
 
-def _pick_format(fmt: str) -> str:
+LEVELS = ("debug", "info", "warning", "error")
+
+
+class Out(Protocol):
+    """Where log lines go: a text file, or anything that writes like one."""
+
+    def write(self, text: str, /) -> int: ...
+    def flush(self) -> None: ...
+    def isatty(self) -> bool: ...
+
+
+def _pick_format(fmt: str, out: Out) -> str:
     if fmt != "auto":
         return fmt
-    if os.environ.get("JOURNAL_STREAM"):
+    if out is sys.stderr and os.environ.get("JOURNAL_STREAM"):
         try:
             import systemd.journal  # type: ignore[import-not-found]  # noqa: F401 - only: is the extra installed?
 
             return "journal"
         except ImportError:
             return "json"
-    return "console" if sys.stderr.isatty() else "json"
+    return "console" if out.isatty() else "json"
 
 
-def setup(level: str = "info", fmt: str = "auto") -> None:
-    """Configure structlog for the process (idempotent; called again after a config reload)."""
-    chosen = _pick_format(fmt)
+def setup(level: str = "info", fmt: str = "auto", out: Out | None = None) -> None:
+    """Configure structlog for the process (idempotent; called again after a config reload): lines at `level` and
+    above, in format `fmt` ("auto": see the module docstring), written to `out` (default stderr)."""
+    out = sys.stderr if out is None else out
+    chosen = _pick_format(fmt, out)
     renderer: Any
     if chosen == "journal":
         try:
@@ -91,7 +105,7 @@ def setup(level: str = "info", fmt: str = "auto") -> None:
     elif chosen == "json":
         renderer = structlog.processors.JSONRenderer()
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        renderer = structlog.dev.ConsoleRenderer(colors=out.isatty())
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -102,7 +116,7 @@ def setup(level: str = "info", fmt: str = "auto") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper(), logging.INFO)),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=out),  # type: ignore[arg-type]  # it only writes and flushes
         cache_logger_on_first_use=False,
     )
 

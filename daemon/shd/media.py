@@ -14,8 +14,9 @@ Timing facts, measured with ffmpeg 9.0 (``-vf fps=F``, default ``round=near``):
 * the count is ``round(D*F)`` with halves rounded up, D the video's duration: 3.0 s gives 3 frames at F=1 and 6 at
   F=2; 2.5 s gives 3 at F=1 (slots 0, 1, 2) and 5 at F=2; 2.4 s gives 2 at F=1; a clip under ``0.5/F`` gives none.
 
-`plan_stitch` shows frame ``i`` during ``[i/F, (i+1)/F)`` and then holds the last frame, or cuts, to the source's
-duration, so the output lasts D within one output frame.
+`stitch` shows frame ``i`` during ``[i/F, (i+1)/F)`` (a `timeline.py` list read through ffmpeg's concat demuxer; with
+a transition, each change takes a moment centred on ``(i+1)/F``) and then holds the last frame, or cuts, to the
+source's duration, so the output lasts D within one output frame.
 """
 
 from __future__ import annotations
@@ -35,12 +36,20 @@ from typing import Any, NotRequired, TypedDict, Unpack
 
 import ffmpeg as ffmpeg_python
 
-from shd import children, diskfull
+from shd import children, diskfull, shape, timeline
 from shd.errors import DiskFull, InputError, MediaError, ShdError
 
 FRAME_PATTERN = "%06d.png"
 GLOBAL_ARGS = ["-hide_banner", "-nostdin", "-loglevel", "error", "-y"]
 FITS = ("pad", "crop", "stretch")
+# The video filter that makes the motion between timed pictures, by `output.transition` (at the output's rate).
+TRANSITION_FILTERS: dict[str, tuple[str, dict[str, object]]] = {
+    "cut": ("fps", {}),
+    "crossfade": ("framerate", {"interp_start": 0, "interp_end": 255, "scene": 100}),  # scene=100: never a "cut"
+    "motion": ("minterpolate", {"mi_mode": "mci", "mc_mode": "aobmc", "me_mode": "bidir", "scd": "none"}),
+}
+SUBTITLE_TITLE = "Prompts"
+SUBTITLE_LANGUAGE = "eng"
 POLL_S = 0.02
 
 _FRAME_NAME = re.compile(r"^\d{6}\.png(\.tmp)?$")
@@ -52,8 +61,10 @@ class Probe:
 
     duration: seconds (container duration, to 1/100 s as ffmpeg prints it), > 0.
     fps: the video stream's frame rate, None when ffmpeg does not state one.
-    width, height: the picture as displayed, i.e. after a 90/270 degree rotation tag (extracted frames have this size).
+    width, height: the picture as displayed, in square pixels: after a 90/270 degree rotation tag and with the
+    sample aspect ratio applied (shape.display_size; extracted frames have this size).
     has_audio: the file has at least one audio stream. video_codec: e.g. "h264". start_time: the container's start.
+    sar: the stored pixels' sample aspect ratio (as displayed, i.e. after a rotation), (1, 1) when square or unknown.
     """
 
     duration: float
@@ -63,6 +74,7 @@ class Probe:
     has_audio: bool
     video_codec: str
     start_time: float
+    sar: tuple[int, int] = (1, 1)
 
 
 def find_ffmpeg(configured: str | None = None) -> str:
@@ -161,6 +173,7 @@ _START = re.compile(r"start:\s*(-?\d+(?:\.\d+)?)")
 _STREAM = re.compile(r"^\s*Stream #\d+:\d+\S*:\s*(Video|Audio|Subtitle|Data|Attachment):\s*(.*)$")
 _SIZE = re.compile(r"(?<![\w.])([1-9]\d{0,5})x([1-9]\d{0,5})(?![\w.])")
 _RATE = re.compile(r"(\d+(?:\.\d+)?)(k?) (fps|tbr)\b")
+_SAR = re.compile(r"\bSAR (\d+):(\d+)")
 _ROTATION = re.compile(r"display ?matrix:\s*rotation of\s*(-?\d+(?:\.\d+)?)\s*degrees", re.IGNORECASE)
 
 
@@ -214,9 +227,14 @@ def parse_probe(src: Path, stderr: str) -> Probe:
     if not size:
         raise InputError(src, "video stream has no picture size")
     width, height = int(size[1]), int(size[2])
+    sar_match = _SAR.search(desc)
+    sar = (int(sar_match[1]), int(sar_match[2])) if sar_match and int(sar_match[1]) and int(sar_match[2]) else (1, 1)
     rot = next((_ROTATION.search(ln) for ln in rest if _ROTATION.search(ln)), None)
     if rot and round(abs(float(rot[1]))) % 180 == 90:
-        width, height = height, width
+        width, height, sar = height, width, (sar[1], sar[0])
+    if sar[0] == sar[1]:
+        sar = (1, 1)
+    width, height = shape.display_size(width, height, sar)
     rates = {kind: float(num) * (1000 if k else 1) for num, k, kind in _RATE.findall(desc)}
     fps = rates.get("fps") or rates.get("tbr") or None
     start = _START.search(stderr)
@@ -228,6 +246,7 @@ def parse_probe(src: Path, stderr: str) -> Probe:
         has_audio=has_audio,
         video_codec=desc.split()[0].rstrip(","),
         start_time=float(start[1]) if start else 0.0,
+        sar=sar,
     )
 
 
@@ -269,14 +288,16 @@ def frame_timestamp(index: int, fps: float, start: float = 0.0) -> float:
     return start + index / fps
 
 
-def plan_extract(ffmpeg: str, src: Path, out_dir: Path, fps: float) -> list[str]:
-    """Extract the first video stream at `fps` into ``out_dir/000000.png``, ``000001.png``, ... (0-based).
+def plan_extract(ffmpeg: str, src: Path, out_dir: Path, fps: float, size: tuple[int, int] | None = None) -> list[str]:
+    """Extract the first video stream at `fps` into ``out_dir/000000.png``, ``000001.png``, ... (0-based), scaled to
+    `size` in square pixels when given (a source whose pixels are not square: `Probe` width and height).
 
     Each PNG is written under a temporary name and renamed (``-atomic_writing 1``), so a frame that exists is complete.
     """
+    scale = f",scale={size[0]}:{size[1]},setsar=1" if size else ""
     stream = ffmpeg_python.input(str(src))["V:0"].output(
         str(Path(out_dir) / FRAME_PATTERN),
-        vf=f"fps={_fmt(fps)}",
+        vf=f"fps={_fmt(fps)}{scale}",
         f="image2",
         start_number=0,
         atomic_writing=1,
@@ -297,10 +318,11 @@ def extract(
     *,
     timeout: float,
     should_stop: Callable[[], bool] = lambda: False,
+    size: tuple[int, int] | None = None,
 ) -> int:
-    """Extract `src` at `fps` into `out_dir` (created; stale ``NNNNNN.png`` there are removed first), calling
-    ``on_frame(index, path)`` in order for each frame as soon as it is complete, while ffmpeg still runs. Returns the
-    frame count.
+    """Extract `src` at `fps` (scaled to `size`, see `plan_extract`) into `out_dir` (created; stale ``NNNNNN.png``
+    there are removed first), calling ``on_frame(index, path)`` in order for each frame as soon as it is complete,
+    while ffmpeg still runs. Returns the frame count.
 
     InputError(src, ...) for a bad source (as `probe`, plus ffmpeg's last error line on a non-zero exit, a file that
     ends early, or zero frames); DiskFull(out_dir, ...) when ffmpeg ran out of space (checked first: a full disk is
@@ -314,7 +336,7 @@ def extract(
     for stale in out_dir.iterdir():
         if _FRAME_NAME.match(stale.name):
             stale.unlink()
-    argv = plan_extract(ffmpeg, src, out_dir, fps)
+    argv = plan_extract(ffmpeg, src, out_dir, fps, size)
     deadline = time.monotonic() + timeout
     count = 0
     with tempfile.TemporaryFile() as errf:
@@ -379,43 +401,48 @@ def _fit(stream: Any, size: tuple[int, int], fit: str) -> Any:
     return stream.filter("setsar", 1)
 
 
-class StitchOptions(TypedDict):
-    """What `plan_stitch` and `stitch` take besides the frames folder (see `plan_stitch`)."""
+class EncodeOptions(TypedDict):
+    """What `plan_stitch` takes besides the timeline (see `plan_stitch`)."""
 
-    fps: float
     duration: float
     size: tuple[int, int]
     out: Path
     audio_src: Path | None
-    fit: NotRequired[str]       # "pad" unless given
-    out_fps: NotRequired[int]   # 30 unless given
-    crf: NotRequired[int]       # 18 unless given
+    fit: NotRequired[str]                 # "pad" unless given
+    out_fps: NotRequired[int]             # 30 unless given
+    crf: NotRequired[int]                 # 18 unless given
+    transition: NotRequired[str]          # "cut" unless given: a key of TRANSITION_FILTERS
+    subtitles: NotRequired[Path | None]   # an .srt file to add as the soft subtitle track "Prompts"
 
 
-def plan_stitch(ffmpeg: str, frames: Path, **opts: Unpack[StitchOptions]) -> list[str]:
-    """Encode ``frames/000000.png``... (each shown 1/`fps` s, fitted to `size` by `fit`) as an H.264 yuv420p MP4 at
-    `out_fps` lasting `duration` s: the last frame is held (tpad) when the frames are shorter, the rest cut (-t) when
-    longer. With `audio_src`, its first audio stream is added as AAC, cut to the same duration. Format forced to mp4,
-    so `out` may have any name; ``+faststart``; overwrites.
+def plan_stitch(ffmpeg: str, script: Path, **opts: Unpack[EncodeOptions]) -> list[str]:
+    """Encode the pictures the concat script `script` lists at their times (`timeline.ffconcat`), fitted to `size`
+    by `fit`, through `transition`'s filter (`TRANSITION_FILTERS`: the motion from one picture to the next) at
+    `out_fps`, as an H.264 yuv420p MP4 cut (-t) to `duration` s. With `audio_src`, its first audio stream is added
+    as AAC, cut alike. With `subtitles`, that SRT file becomes a mov_text track titled "Prompts" in English (players
+    show it on request; browsers read the .vtt beside the video instead). Format forced to mp4, so `out` may have
+    any name; ``+faststart``; overwrites.
 
-    The fps and tpad filters rely on the frames sharing one size and pixel format: ffmpeg rebuilds the filter graph
-    when they change, which loses frames. `stitch` normalises mixed frames first; callers of the plan must too.
+    The timing filters rely on the pictures sharing one size and pixel format: ffmpeg rebuilds the filter graph
+    when they change, which loses frames. `stitch` normalises mixed pictures first; callers of the plan must too.
     """
     w, h = size = opts["size"]
     if w % 2 or h % 2 or w < 2 or h < 2:
         raise ValueError(f"size must be even and at least 2x2, not {w}x{h} (see output_size)")
     duration = opts["duration"]
-    video = ffmpeg_python.input(str(Path(frames) / FRAME_PATTERN), f="image2", framerate=_fmt(opts["fps"]),
-                                start_number=0)
+    name, args = TRANSITION_FILTERS[opts.get("transition", "cut")]
+    video = ffmpeg_python.input(str(script), f="concat", safe=0)
     video = _fit(video, size, opts.get("fit", "pad"))
-    video = video.filter("fps", opts.get("out_fps", 30)).filter("tpad", stop_mode="clone",
-                                                                stop_duration=_fmt(duration))
-    video = video.filter("format", "yuv420p")
+    video = video.filter(name, fps=opts.get("out_fps", 30), **args).filter("format", "yuv420p")
     streams = [video]
     codecs: dict[str, object] = {}
     if opts["audio_src"] is not None:
         streams.append(ffmpeg_python.input(str(opts["audio_src"]))["a:0"])
         codecs = {"c:a": "aac", "b:a": "192k"}
+    subtitles = opts.get("subtitles")
+    if subtitles is not None:
+        streams.append(ffmpeg_python.input(str(subtitles), f="srt")["s:0"])
+        codecs["c:s"] = "mov_text"
     output = ffmpeg_python.output(
         *streams,
         str(opts["out"]),
@@ -424,7 +451,11 @@ def plan_stitch(ffmpeg: str, frames: Path, **opts: Unpack[StitchOptions]) -> lis
         movflags="+faststart",
         **{"c:v": "libx264", "crf": opts.get("crf", 18), "preset": "medium", **codecs},
     )
-    return _compile(output, ffmpeg)
+    argv = _compile(output, ffmpeg)
+    if subtitles is not None:  # ffmpeg-python takes each option once: the track's three tags go in by hand
+        argv[-1:-1] = [arg for tag in (f"title={SUBTITLE_TITLE}", f"handler_name={SUBTITLE_TITLE}",
+                                       f"language={SUBTITLE_LANGUAGE}") for arg in ("-metadata:s:s:0", tag)]
+    return argv
 
 
 def plan_normalize(ffmpeg: str, frames: Path, out_dir: Path, *, size: tuple[int, int], fit: str = "pad") -> list[str]:
@@ -436,8 +467,9 @@ def plan_normalize(ffmpeg: str, frames: Path, out_dir: Path, *, size: tuple[int,
     return _compile(stream, ffmpeg)
 
 
-def _needs_normalizing(frames: Path, out: Path) -> bool:
-    """Whether the frames differ in PNG IHDR (size, bit depth, colour type) or are not all PNGs."""
+def _count_frames(frames: Path, out: Path) -> tuple[int, bool]:
+    """How many frames ``frames/NNNNNN.png`` holds, and whether they differ in PNG IHDR (size, bit depth, colour
+    type) or are not all PNGs. MediaError(out, ...) if there are none."""
     kinds = set()
     i = 0
     while (path := _frame(frames, i)).exists():
@@ -448,31 +480,60 @@ def _needs_normalizing(frames: Path, out: Path) -> bool:
         i += 1
     if i == 0:
         raise MediaError(out, f"no frames to stitch ({frames / '000000.png'} is missing)")
-    return len(kinds) > 1 or None in kinds
+    return i, len(kinds) > 1 or None in kinds
 
 
-def stitch(ffmpeg: str, frames: Path, *, timeout: float, **opts: Unpack[StitchOptions]) -> None:
-    """Run `plan_stitch` (see it for the contract), first fitting the frames into a temporary directory next to `out`
-    when they differ in size or pixel format. Any failure raises MediaError(out, reason), or DiskFull when ffmpeg
-    ran out of space; `timeout` covers each ffmpeg run. ffmpeg is recorded in `out`'s folder while it runs."""
-    frames, out = Path(frames), Path(opts["out"])
+def stitch(ffmpeg: str, frames: Path, *, fps: float, timeout: float, transition_seconds: float = 0.5,
+           **opts: Unpack[EncodeOptions]) -> None:
+    """Stitch ``frames/000000.png``... as frame i shown from i/`fps` s (`timeline.held`; with a transition other
+    than "cut", each change takes `transition_seconds`, `timeline.with_transitions`) by `plan_stitch` (see it for
+    the rest), in a temporary folder next to `out` for the concat script and, when the frames differ in size or
+    pixel format, the frames fitted first. Any failure raises MediaError(out, reason), or DiskFull when ffmpeg ran
+    out of space; `timeout` covers each ffmpeg run. ffmpeg is recorded in `out`'s folder while it runs."""
+    frames, out = Path(frames).absolute(), Path(opts["out"])
     where: dict[str, Any] = {"timeout": timeout, "path_for_errors": out, "check": True, "folder": out.parent}
-    if not _needs_normalizing(frames, out):
-        run(plan_stitch(ffmpeg, frames, **opts), **where)
-        return
-    with tempfile.TemporaryDirectory(prefix=".shd-fit-", dir=out.parent) as tmp:
-        run(plan_normalize(ffmpeg, frames, Path(tmp), size=opts["size"], fit=opts.get("fit", "pad")), **where)
-        run(plan_stitch(ffmpeg, Path(tmp), **opts), **where)
+    count, mixed = _count_frames(frames, out)
+    with tempfile.TemporaryDirectory(prefix=".shd-stitch-", dir=out.parent) as tmp:
+        if mixed:
+            fitted = Path(tmp).absolute() / "fit"
+            fitted.mkdir()
+            run(plan_normalize(ffmpeg, frames, fitted, size=opts["size"], fit=opts.get("fit", "pad")), **where)
+            frames = fitted
+        shown = timeline.held([_frame(frames, i) for i in range(count)], fps)
+        if opts.get("transition", "cut") != "cut":
+            shown = timeline.with_transitions(shown, transition_seconds)
+        script = Path(tmp) / "timeline.ffconcat"
+        script.write_text(timeline.ffconcat(shown, end=opts["duration"], out_fps=opts.get("out_fps", 30)),
+                          encoding="utf-8", errors="surrogateescape")
+        run(plan_stitch(ffmpeg, script, **opts), **where)
+
+
+def plan_fit_picture(ffmpeg: str, picture: Path, dest: Path, *, size: tuple[int, int], fit: str) -> list[str]:
+    """`picture` fitted to `size` by `fit` as the one PNG `dest` (the source frame SDXL paints over, img2img)."""
+    stream = _fit(ffmpeg_python.input(str(picture)), size, fit).filter("format", "rgb24")
+    return _compile(stream.output(str(dest), vframes=1, f="image2", update=1), ffmpeg)
+
+
+def fit_picture(ffmpeg: str, picture: Path, dest: Path, *, size: tuple[int, int], fit: str, timeout: float) -> None:
+    """Write `picture` fitted to `size` as the PNG `dest`, complete or not at all: made in a folder of its own next
+    to `dest` (where ffmpeg is recorded while it runs), then renamed. MediaError(picture, ...) if ffmpeg fails,
+    DiskFull if it ran out of space."""
+    with tempfile.TemporaryDirectory(prefix=".shd-fit-", dir=dest.parent) as tmp:
+        made = Path(tmp) / "picture.png"
+        run(plan_fit_picture(ffmpeg, picture, made, size=size, fit=fit), timeout=timeout, path_for_errors=picture,
+            check=True, folder=Path(tmp))
+        os.replace(made, dest)
 
 
 # ---------------------------------------------------------------------------------------------------- verifying
 
 
 def plan_verify(ffmpeg: str, video: Path) -> list[str]:
-    """Decode every stream of `video` to the end and throw the pictures away, stopping at the first error
-    (``-xerror``); ffmpeg says nothing at ``-v error`` unless something is wrong."""
+    """Decode every stream of `video` to the end and throw the pictures away (subtitles too: turned into plain
+    text), stopping at the first error (``-xerror``); ffmpeg says nothing at ``-v error`` unless something is
+    wrong."""
     return [ffmpeg, "-hide_banner", "-nostdin", "-v", "error", "-xerror", "-i", str(video), "-map", "0",
-            "-f", "null", "-"]
+            "-c:s", "text", "-f", "null", "-"]
 
 
 def verify(ffmpeg: str, video: Path, *, duration: float, tolerance: float, timeout: float) -> None:

@@ -5,8 +5,8 @@ wait for every frame to be painted or failed, fill the gaps by policy, stitch, v
 store recorded (already-recorded frames are not extracted twice). It first stops any ffmpeg an earlier, killed
 run left working in the job folder (`children.stop_leftovers`), and every run extracts and stitches under names of
 its own. The stitched video is checked (it decodes to the end, it lasts as long as the source) and only then
-staged as `<job folder>/publish/video.mp4`; a staged video is never stitched again, and `publish.publish` gives it
-its outbox name (crash-safe through `publish/journal`).
+staged with its sidecars in `<job folder>/publish/` (outputs.py); a staged video is never stitched again, and
+`publish.publish` gives the set its outbox stem (crash-safe through `publish/journal`).
 A full disk defers the job (`deferred`: tried again later), whichever write ran out of space.
 No SQL and no ffmpeg argv here: those live in store.py and media.py.
 """
@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from shd import children, diskfull, logs, media, perms, publish
+from shd import children, diskfull, logs, media, outputs, perms, publish
 from shd.config import Config
 from shd.errors import DiskError, DiskFull, InputError, MediaError, OutputExists, ShdError, StoreError
 from shd.fill import FillRefused, plan_fill
@@ -139,7 +139,8 @@ class JobRunner:
         probe = media.probe(self.ffmpeg, src)
         self.store.update_job(job.id, duration=probe.duration, width=probe.width, height=probe.height,
                               has_audio=int(probe.has_audio))
-        log.info("probed", duration=probe.duration, size=f"{probe.width}x{probe.height}", audio=probe.has_audio)
+        log.info("probed", duration=probe.duration, size=f"{probe.width}x{probe.height}", audio=probe.has_audio,
+                 sar=f"{probe.sar[0]}:{probe.sar[1]}")
         work = Path(job.work_dir)
         frames_dir = work / "frames"
         frames_dir.mkdir(parents=True, exist_ok=True)
@@ -166,7 +167,8 @@ class JobRunner:
 
         try:
             count = media.extract(self.ffmpeg, src, scratch, job.fps, on_frame, timeout=self.cfg.ffmpeg.timeout,
-                                  should_stop=should_stop)
+                                  should_stop=should_stop,
+                                  size=None if probe.sar == (1, 1) else (probe.width, probe.height))
         except MediaError:
             why = self.give_up()
             if why is not None:
@@ -222,12 +224,13 @@ class JobRunner:
                     self.engine.frame_done.wait(timeout=WAKE_EVERY)
 
     # --- stitching and publishing --------------------------------------------------------------------------------
-    def _stitch(self, job: Job, log: Any) -> Path:
-        """The job's verified video, staged in its folder (made now unless an earlier run staged it already)."""
+    def _stitch(self, job: Job, log: Any) -> tuple[Path, dict[str, Path]]:
+        """The job's verified video and its sidecars, staged in its folder (made now unless an earlier run staged
+        them already)."""
         work = Path(job.work_dir)
-        staged = work / "publish" / "video"
-        if staged.exists():
-            return staged
+        done = outputs.staged(work / "publish")
+        if done is not None:
+            return done
         frames = self.store.frames(job.id)
         if not frames:
             raise MediaError(job.source_name, "no frames to stitch")
@@ -250,33 +253,28 @@ class JobRunner:
             if fills:
                 self.store.set_filled(job.id, fills)
                 log.warning("frames_filled", count=len(fills), policy=self.cfg.pipeline.on_frame_failure)
-            out = run_dir / "video.mp4"
-            duration = job.duration or len(frames) / job.fps
+                frames = self.store.frames(job.id)  # with how each slot was filled, for prompts.csv
             audio = (Path(job.source_path or job.origin_path)
                      if self.cfg.pipeline.audio == "auto" and job.has_audio else None)
-            media.stitch(self.ffmpeg, seq, fps=job.fps, duration=duration,
-                         size=media.output_size(job.width or 2, job.height or 2), out=out, audio_src=audio,
-                         fit=self.cfg.pipeline.fit, out_fps=self.cfg.pipeline.output_fps,
-                         crf=self.cfg.pipeline.crf, timeout=self.cfg.ffmpeg.timeout)
-            media.verify(self.ffmpeg, out, duration=duration, tolerance=2 / self.cfg.pipeline.output_fps + 0.05,
-                         timeout=self.cfg.ffmpeg.timeout)
-            with out.open("rb") as fh:
-                os.fsync(fh.fileno())
-            staged.parent.mkdir(exist_ok=True)
-            os.replace(out, staged)
+            video = outputs.Video(seq, job.fps, job.duration or len(frames) / job.fps,
+                                  media.output_size(job.width or 2, job.height or 2), audio)
+            done = outputs.make(self.ffmpeg, self.cfg, run_dir, work / "publish", frames, slots, video)
         finally:
             shutil.rmtree(run_dir, ignore_errors=True)
-        log.info("stitched", frames=len(slots))
-        return staged
+        log.info("stitched", frames=len(slots), transition=self.cfg.output.transition)
+        return done
 
-    def _publish(self, job: Job, staged: Path) -> Path:
-        """Give the staged video its name: `--output FILE`, else the first free `<stem>[-N].mp4` in the outbox; a job
-        published before (`shd retry` of a done job) replaces its video in place, under the same name."""
+    def _publish(self, job: Job, staged: tuple[Path, dict[str, Path]]) -> Path:
+        """Give the staged video and its sidecars their names: `--output FILE` (the sidecars beside it, same stem),
+        else the first free `<stem>[-N]` in the outbox for the whole set. A job published before (`shd retry` of a
+        done job) replaces its set in place, under the same names."""
+        video, sidecar_files = staged
         if job.output:
             old = Path(job.output)
             perms.make_folder(old.parent)
-            done = publish.republish({old.suffix: staged}, old.with_name(old.name[:len(old.name) - len(old.suffix)]),
-                                     video=old.suffix, journal=staged.with_name("journal"), mode=perms.output_mode())
+            done = publish.republish({**sidecar_files, old.suffix: video},
+                                     old.with_name(old.name[:len(old.name) - len(old.suffix)]), video=old.suffix,
+                                     journal=video.with_name("journal"), mode=perms.output_mode())
             return done[old.suffix]
         bases: Iterable[Path]
         if job.output_target:
@@ -286,16 +284,17 @@ class JobRunner:
         else:
             suffix = VIDEO_SUFFIX
             folder = self.cfg.paths.outbox
-            bases = publish.candidates(folder, Path(job.source_name).stem, [suffix])
+            bases = publish.candidates(folder, Path(job.source_name).stem, [*sidecar_files, suffix])
             if not folder.is_dir() and not folder.parent.is_dir():  # not made again on the root file system
                 raise DiskError(f"{folder}: the outbox is gone, and the folder it was in too (an unmounted share?); "
-                                f"the finished video waits in {staged.parent} and is published once it is back")
+                                f"the finished video waits in {video.parent} and is published once it is back")
         perms.make_folder(folder)
+        files = {**sidecar_files, suffix: video}  # an --output ending like a sidecar (.srt...) takes its place
         try:
-            done = publish.publish({suffix: staged}, bases, video=suffix, journal=staged.with_name("journal"),
+            done = publish.publish(files, bases, video=suffix, journal=video.with_name("journal"),
                                    overwrite=bool(job.overwrite), mode=perms.output_mode())
         except FileExistsError:
-            raise OutputExists(job.output_target or folder, f"the finished video is kept in {staged}: move that "
+            raise OutputExists(job.output_target or folder, f"the finished video is kept in {video}: move that "
                                f"file away, then `shd retry {job.id}` publishes it") from None
         return done[suffix]
 

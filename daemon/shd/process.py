@@ -14,6 +14,7 @@ ends, with one line saying why and the exit code of the README's table.
   resumes it. Following a daemon, the daemon's holds (its heartbeat, liveness.py) end it the same way.
 Interrupted (Ctrl-C, SIGTERM), the job stays recorded: `shd run` resumes it, or the daemon goes on with it.
 The source video is never moved or changed, whoever works on it.
+On a terminal, progress is one live line (`Screen`, progress.py), warnings above it; elsewhere, log lines.
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TextIO
 
 from shd import app as app_mod
-from shd import config, identity, liveness, logs, perms
+from shd import config, identity, liveness, logs, outputs, perms, progress, status
 from shd.config import Config
 from shd.errors import BackendError, Interrupted, OutputExists, ShdError
 from shd.lock import StateLock
@@ -39,8 +42,38 @@ FINISHED = (JobState.DONE, JobState.FAILED, JobState.CANCELED)
 RESUMES = "`shd process` (the same file) or `shd run` resumes it"
 
 
-def _say(text: str) -> None:
-    print(f"shd: {text}", file=sys.stderr, flush=True)
+class Screen:
+    """Where `shd process` speaks: stderr, line by line; on a terminal, one live progress line (progress.py) with
+    messages and warnings printed above it (every log line with `verbose`). `log_file`: the log goes there."""
+
+    def __init__(self, cfg: Config, *, verbose: bool = False, log_file: TextIO | None = None):
+        self.live = progress.LiveLine(sys.stderr) if sys.stderr.isatty() else None
+        if log_file is not None:
+            logs.setup(cfg.log.level, cfg.log.format, out=log_file)
+        elif self.live is not None:
+            level = cfg.log.level if verbose else max(cfg.log.level, "warning", key=logs.LEVELS.index)
+            logs.setup(level, cfg.log.format, out=self.live)
+
+    def say(self, text: str) -> None:
+        out = self.live or sys.stderr
+        out.write(f"shd: {text}\n")
+        out.flush()
+
+    @contextmanager
+    def following(self, store: Store, job_id: str) -> Iterator[None]:
+        """Show the job's progress on the live line (if any) while the block runs."""
+        if self.live is None:
+            yield
+            return
+        ticker = progress.Ticker(self.live, lambda: status.job_summary(store, store.job(job_id))).start()
+        try:
+            yield
+        finally:
+            ticker.stop()
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.close()
 
 
 def give_up(paused: Sequence[Paused], patience: float, now: float) -> str | None:
@@ -65,30 +98,32 @@ class Source:
         except OSError:
             self.digest = None  # missing or unreadable: its job fails with the reason (exit 3)
 
-    def job(self, cfg: Config, store: Store) -> tuple[Job, bool]:
-        """The unfinished job of the same work, pointed at this file and output (True), else a new job (False)."""
-        if self.digest is not None:
-            old = store.unfinished_job_of("process", self.digest, self.settings)
-            if old is not None:
-                store.update_job(old.id, source_path=self.video.absolute(), overwrite=int(self.overwrite),
-                                 output_target=self.output.absolute() if self.output else None)
-                return store.job(old.id), True
-        job = app_mod.create_process_job(cfg, store, self.video, self.output, overwrite=self.overwrite,
-                                         source_sha256=self.digest, settings_sha256=self.settings)
-        return job, False
+    def job(self, cfg: Config, store: Store, screen: Screen, tail: str = "") -> Job:
+        """The unfinished job of the same work, pointed at this file and output, else a new job; said on `screen`."""
+        old = None if self.digest is None else store.unfinished_job_of("process", self.digest, self.settings)
+        if old is not None:
+            store.update_job(old.id, source_path=self.video.absolute(), overwrite=int(self.overwrite),
+                             output_target=self.output.absolute() if self.output else None)
+            job = store.job(old.id)
+            again = " (the same file again: its unfinished job resumes, nothing paid for is paid again)"
+        else:
+            job = app_mod.create_process_job(cfg, store, self.video, self.output, overwrite=self.overwrite,
+                                             source_sha256=self.digest, settings_sha256=self.settings)
+            again = ""
+        screen.say(f"job {job.id}: {job.source_name}{again}{tail}")
+        return job
 
 
-def _announce(job: Job, resumed: bool, tail: str = "") -> None:
-    again = " (the same file again: its unfinished job resumes, nothing paid for is paid again)" if resumed else ""
-    _say(f"job {job.id}: {job.source_name}{again}{tail}")
-
-
-def run(cfg: Config, video: Path, output: Path | None, overwrite: bool) -> int:
+def run(cfg: Config, video: Path, output: Path | None, overwrite: bool, *, verbose: bool = False,
+        log_file: TextIO | None = None) -> int:
     """Process `video` (output: `output`, else the outbox); returns the exit code, prints the output path."""
     config.read_token(cfg)  # nothing starts without a token, whoever ends up doing the work
-    if output is not None and not overwrite and output.exists():
-        raise OutputExists(output, "choose another --output, or add --overwrite to replace it")
+    taken = [path for path in outputs.beside(output) if path.exists()] if output is not None and not overwrite else []
+    if taken:
+        raise OutputExists(taken[0], ("" if taken[0] == output else "the output's sidecars go there; ")
+                           + "choose another --output, or add --overwrite to replace it")
     source = Source(cfg, video, output, overwrite)
+    screen = Screen(cfg, verbose=verbose, log_file=log_file)
     lock = StateLock(cfg.paths.state_dir)
     job_id: str | None = None
     waiting_for: int | None = None
@@ -99,30 +134,31 @@ def run(cfg: Config, video: Path, output: Path | None, overwrite: bool) -> int:
                 store = Store.open(cfg.paths.database)
                 try:
                     if job_id is None:
-                        job, resumed = source.job(cfg, store)
-                        job_id = job.id
-                        _announce(job, resumed, f": handed to the daemon (pid {holder.pid}) that runs on "
-                                                f"{cfg.paths.state_dir}; following it")
-                    followed = _follow(cfg, store, job_id, lock)
+                        job_id = source.job(cfg, store, screen, f": handed to the daemon (pid {holder.pid}) that "
+                                                                f"runs on {cfg.paths.state_dir}; following it").id
+                    with screen.following(store, job_id):
+                        followed = _follow(cfg, store, job_id, lock)
                 except KeyboardInterrupt:
-                    _say(f"interrupted; the daemon (pid {holder.pid}) goes on with job {job_id}")
+                    screen.say(f"interrupted; the daemon (pid {holder.pid}) goes on with job {job_id}")
                     return Interrupted.exit_code
                 finally:
                     store.close()
                 if isinstance(followed, Job):
-                    return _report(followed)
+                    return _report(followed, screen)
                 if isinstance(followed, ShdError):
-                    _say(f"{followed}; the daemon (pid {holder.pid}) goes on with job {job_id} once that is fixed")
+                    screen.say(f"{followed}; the daemon (pid {holder.pid}) goes on with job {job_id} once that "
+                               "is fixed")
                     return followed.exit_code
-                _say(f"the daemon stopped; job {job_id} goes on here")
+                screen.say(f"the daemon stopped; job {job_id} goes on here")
                 break
             if holder is not None and holder.pid != waiting_for:
                 waiting_for = holder.pid
-                _say(f"waiting for `shd process` (pid {holder.pid}), which works on {cfg.paths.state_dir}")
+                screen.say(f"waiting for `shd process` (pid {holder.pid}), which works on {cfg.paths.state_dir}")
             time.sleep(FOLLOW_EVERY)
-        return _work(cfg, source, job_id)
+        return _work(cfg, source, job_id, screen)
     finally:
         lock.release()
+        screen.close()
 
 
 def _follow(cfg: Config, store: Store, job_id: str, lock: StateLock) -> Job | ShdError | None:
@@ -142,16 +178,14 @@ def _follow(cfg: Config, store: Store, job_id: str, lock: StateLock) -> Job | Sh
         time.sleep(FOLLOW_EVERY)
 
 
-def _work(cfg: Config, source: Source, job_id: str | None) -> int:
+def _work(cfg: Config, source: Source, job_id: str | None, screen: Screen) -> int:
     app = app_mod.build(cfg, check_store=True)
     stop_beating: Callable[[], None] | None = None
     try:
         if source.output is None:  # made at the start, as the daemon does: publishing waits if it vanishes later
             perms.make_configured_folder("outbox", cfg.paths.outbox)
         if job_id is None:
-            job, resumed = source.job(cfg, app.store)
-            _announce(job, resumed)
-            job_id = job.id
+            job_id = source.job(cfg, app.store, screen).id
         stop_beating = _heartbeat(cfg, app, job_id)
 
         def left() -> ShdError | None:
@@ -161,7 +195,8 @@ def _work(cfg: Config, source: Source, job_id: str | None) -> int:
         app.runner.give_up = left
         stopped: ShdError
         try:
-            job = app.runner.run_job(job_id)
+            with screen.following(app.store, job_id):
+                job = app.runner.run_job(job_id)
         except KeyboardInterrupt:
             job, stopped = app.store.job(job_id), Interrupted("interrupted")
         else:
@@ -171,8 +206,8 @@ def _work(cfg: Config, source: Source, job_id: str | None) -> int:
             stop_beating()
         app.close()
     if job.state in FINISHED:
-        return _report(job)
-    _say(f"{stopped}; job {job_id} is recorded: {RESUMES}")  # said last, once everything has stopped
+        return _report(job, screen)
+    screen.say(f"{stopped}; job {job_id} is recorded: {RESUMES}")  # said last, once everything has stopped
     return stopped.exit_code
 
 
@@ -203,9 +238,10 @@ def _heartbeat(cfg: Config, app: app_mod.App, job_id: str) -> Callable[[], None]
     return stop
 
 
-def _report(job: Job) -> int:
+def _report(job: Job, screen: Screen) -> int:
+    screen.close()  # the live line ends before the output path or the reason
     if job.state == JobState.DONE:
-        print(job.output)
+        print(job.output, flush=True)
         return 0
-    _say(job.error or f"job {job.id} is {job.state}")
+    screen.say(job.error or f"job {job.id} is {job.state}")
     return job.exit_code or 1

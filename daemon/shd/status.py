@@ -19,8 +19,9 @@ from typing import Any
 from shd import liveness
 from shd.liveness import Beat
 from shd.names import printable
+from shd.sheet import time_label
 from shd.states import UNFINISHED_JOBS, JobState
-from shd.store import Job, Store
+from shd.store import Frame, Job, Store
 
 
 @dataclass(frozen=True)
@@ -100,11 +101,24 @@ def job_detail(store: Store, job: Job, who: Who = WORKING) -> dict[str, Any]:
     return d
 
 
-def as_json(store: Store, job_ref: str | None = None, state_dir: Path | None = None) -> str:
+def frame_row(f: Frame) -> dict[str, Any]:
+    """One frame for `shd status JOB --frames`: its time in the source, state, prompt, seed, and why it failed and
+    what filled its slot."""
+    return {"frame": f.idx, "time": round(f.ts, 3), "state": f.state, "prompt": f.prompt, "seed": f.seed,
+            "error": f.error, "filled_with": f.filled_with}
+
+
+def as_json(store: Store, job_ref: str | None = None, *, frames: bool = False, state_dir: Path | None = None) -> str:
+    """The contract's JSON, with its `daemon` object (who works on `state_dir`); for one job its detail, and with
+    `frames` each frame (`frame_list`, see frame_row)."""
     who = Who.of(state_dir) if state_dir is not None else WORKING
     daemon = daemon_object(who.worker)
     if job_ref:
-        return json.dumps({"daemon": daemon, "jobs": [job_detail(store, store.find_job(job_ref), who)]}, indent=2)
+        job = store.find_job(job_ref)
+        detail = job_detail(store, job, who)
+        if frames:
+            detail["frame_list"] = [frame_row(f) for f in store.frames(job.id)]
+        return json.dumps({"daemon": daemon, "jobs": [detail]}, indent=2)
     return json.dumps({"daemon": daemon, "jobs": [job_summary(store, j, who=who) for j in store.jobs()]}, indent=2)
 
 
@@ -132,6 +146,21 @@ def _dur(seconds: float | None) -> str:
         return "-"
     s = int(seconds)
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+def frames_table(store: Store, job_ref: str) -> str:
+    """Each frame of one job on a line: number, time, state, then its prompt (or why it failed), whole."""
+    job = store.find_job(job_ref)
+    rows = [("FRAME", "TIME", "STATE", "PROMPT")]
+    for f in store.frames(job.id):
+        text = f.prompt or ""
+        if f.state == "failed":
+            text = f"{text}  [failed: {f.error or '?'}" + (f"; filled: {f.filled_with}]" if f.filled_with else "]")
+        rows.append((str(f.idx), time_label(f.ts), f.state, printable(text)))
+    if len(rows) == 1:
+        return f"job {job.id} has no frames yet"
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    return "\n".join("  ".join([*(c.ljust(w) for c, w in zip(r, widths)), r[3]]).rstrip() for r in rows)
 
 
 def as_table(store: Store, job_ref: str | None = None, state_dir: Path | None = None) -> str:

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 def decodes_fully(video: Path) -> str:
     """ffmpeg's complaints while decoding every stream of `video` to the end ("" when it decodes cleanly)."""
     r = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-xerror", "-i", str(video),
-                        "-map", "0", "-f", "null", "-"], capture_output=True, text=True, timeout=60)
+                        "-map", "0", "-c:s", "text", "-f", "null", "-"], capture_output=True, text=True, timeout=60)
     return r.stderr.strip() or ("" if r.returncode == 0 else f"ffmpeg exited with {r.returncode}")
 
 
@@ -56,7 +56,9 @@ def test_same_stem_videos_finishing_together_each_get_their_own_output(
     assert all(j["state"] == "done" for j in jobs), jobs
     outputs = {j["source"]: Path(j["output"]) for j in jobs}
     assert len(set(outputs.values())) == 6, outputs
-    assert sorted(p.name for p in (tmp_path / "outbox").iterdir()) == sorted(p.name for p in outputs.values())
+    sidecars = (".prompts.csv", ".srt", ".vtt", ".sheet.png")  # each video with its own, under its stem
+    assert sorted(p.name for p in (tmp_path / "outbox").iterdir()) == sorted(
+        out.with_suffix(s).name for out in outputs.values() for s in (".mp4", *sidecars))
     for name, out in outputs.items():
         assert out.parent == tmp_path / "outbox" and out.name.startswith("c") and out.suffix == ".mp4"
         assert video_size(out) == sizes[name], name

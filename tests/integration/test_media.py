@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import struct
 import subprocess
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from shd import media
+from shd import media, png, sheet, sidecars
 from shd.errors import DiskFull, InputError, MediaError
 from tests.videos import (
     ffmpeg_exe,
@@ -22,6 +23,8 @@ from tests.videos import (
     make_truncated,
     make_video,
     probe_duration,
+    stream_descriptions,
+    subtitle_texts,
     video_size,
 )
 
@@ -250,7 +253,7 @@ def test_stitch_matches_source_duration_audio_size_and_colours(vids, tmp_path, n
     assert has_audio(out) is audio
     assert video_size(out) == (160, 120)
     _assert_slot_colours(out, fps, p.duration, colours)
-    assert [x.name for x in tmp_path.iterdir() if x.name.startswith(".shd-fit-")] == []  # temp dir cleaned up
+    assert [x.name for x in tmp_path.iterdir() if x.name.startswith(".shd-")] == []  # temp dir cleaned up
 
 
 def test_stitch_holds_the_last_frame_when_frames_are_short(tmp_path):
@@ -368,3 +371,98 @@ def test_verify_accepts_a_whole_video_and_refuses_a_cut_or_wrong_one(vids, tmp_p
     damaged.write_bytes(bytes(data))
     with pytest.raises(MediaError, match="does not decode"):
         media.verify(FF, damaged, duration=3.0, tolerance=0.1, timeout=60)
+
+
+# ---------------------------------------------------------------------------------------------------- the outputs
+# (non-square pixels, transitions, the subtitle track, the contact sheet, img2img's source picture)
+
+
+def test_a_source_with_non_square_pixels_is_extracted_at_the_shape_it_is_shown(tmp_path):
+    src = make_video(tmp_path / "sar.mp4", seconds=2.0, size=(176, 144), sar=(128, 117), audio=False)
+    p = media.probe(FF, src)
+    assert (p.width, p.height, p.sar) == (192, 144, (128, 117))
+    paths: list[Path] = []
+    media.extract(FF, src, tmp_path / "f", 1, lambda i, path: paths.append(path), timeout=30, size=(192, 144))
+    assert len(paths) == 2 and {png.size(x.read_bytes()) for x in (tmp_path / "f").glob("*.png")} == {(192, 144)}
+
+
+def _three_paintings(tmp_path: Path) -> Path:
+    for i, c in enumerate([RED, GREEN, BLUE]):
+        make_png(tmp_path / "p" / f"{i:06d}.png", c, (64, 48))
+    return tmp_path / "p"
+
+
+def _far(a: tuple[int, int, int], b: tuple[int, int, int]) -> bool:
+    return max(abs(x - y) for x, y in zip(a, b)) > 40
+
+
+@pytest.mark.parametrize("transition", ["crossfade", "motion"])
+def test_a_transition_keeps_the_length_and_the_sound_and_goes_between_the_paintings(vids, tmp_path, transition):
+    out = tmp_path / "out.mp4"
+    media.stitch(FF, _three_paintings(tmp_path), fps=1, duration=3.0, size=(64, 48), out=out,
+                 audio_src=vids["3s"], transition=transition, transition_seconds=0.5, timeout=60)
+    assert abs(probe_duration(out) - 3.0) <= ONE_OUTPUT_FRAME and has_audio(out)
+    for t, want in ((0.5, RED), (1.5, GREEN), (2.6, BLUE)):  # each painting holds between the changes
+        got = frame_rgb(out, t)
+        assert not _far(got, want), (t, got, want)
+    for t, (a, b) in ((1.0, (RED, GREEN)), (2.0, (GREEN, BLUE))):  # the middle of a change is neither painting
+        got = frame_rgb(out, t)
+        assert _far(got, a) and _far(got, b), (t, got)
+
+
+def test_the_subtitle_track_is_mov_text_titled_prompts_and_keeps_the_text_exactly(tmp_path):
+    prompts = [r"a <b>bold</b> door & {\an8} sign", "a quiet street --> at night \\N"]
+    cue_list = [sidecars.Cue(0.0, 1.0, prompts[0]), sidecars.Cue(1.0, 3.0, prompts[1])]
+    srt = tmp_path / "p.srt"
+    srt.write_text(sidecars.srt(cue_list), encoding="utf-8")
+    out = tmp_path / "out.mp4"
+    media.stitch(FF, _three_paintings(tmp_path), fps=1, duration=3.0, size=(64, 48), out=out, audio_src=None,
+                 subtitles=srt, timeout=60)
+    (track,) = stream_descriptions(out, "Subtitle")
+    assert "mov_text" in track and "(eng)" in track and re.search(r"name\s+: Prompts", track)
+    assert [t.replace(sidecars.WORD_JOINER, "") for t in subtitle_texts(out)] == prompts
+    media.verify(FF, out, duration=3.0, tolerance=0.1, timeout=60)  # the track decodes too
+
+
+def test_the_contact_sheet_has_the_layouts_size_whatever_the_pictures(tmp_path):
+    d = tmp_path / "sheet"
+    sizes = [(64, 48), (100, 30), (48, 64), (320, 240), (64, 48)]  # mixed, as paintings may be
+    lay = sheet.layout(len(sizes), 4 / 3)
+    for k, size in enumerate(sizes):
+        make_png(d / "sources" / f"{k:06d}.png", RED, (160, 120))
+        make_png(d / "paintings" / f"{k:06d}.png", COLOURS[k], size)
+        (d / "labels").mkdir(exist_ok=True)
+        (d / "labels" / f"{k:06d}.png").write_bytes(sheet.label(sheet.time_label(k), lay.cell[0]))
+    out = tmp_path / "sheet.png"
+    media.run(sheet.plan(FF, d / "sources", d / "paintings", d / "labels", out, lay, media.GLOBAL_ARGS),
+              timeout=60, path_for_errors=out, check=True)
+    assert png.size(out.read_bytes()) == lay.size == (1586, 342)
+    x0, y0 = sheet.MARGIN, sheet.MARGIN
+    pw, ph = lay.picture
+    cell_w, cell_h = lay.cell
+    for k in range(len(sizes)):  # each cell: the source on the left, its painting on the right
+        col, row = k % lay.columns, k // lay.columns
+        left = (x0 + col * (cell_w + sheet.PADDING) + pw // 2, y0 + row * (cell_h + sheet.PADDING) + ph // 2)
+        right = (left[0] + pw + sheet.GAP, left[1])
+        assert not _far(_pixel(out, left), RED) and not _far(_pixel(out, right), COLOURS[k]), k
+
+
+def _pixel(path: Path, xy: tuple[int, int]) -> tuple[int, int, int]:
+    w, h = png.size(path.read_bytes()) or (0, 0)
+    data = subprocess.run([FF, "-loglevel", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+                          capture_output=True, check=True).stdout
+    i = (xy[1] * w + xy[0]) * 3
+    return data[i], data[i + 1], data[i + 2]
+
+
+def test_fit_picture_writes_the_picture_at_the_size_or_says_why_not(tmp_path):
+    src = make_png(tmp_path / "f.png", GREEN, (192, 144))
+    dest = tmp_path / "img2img" / "000000-1024x768.png"
+    dest.parent.mkdir()
+    media.fit_picture(FF, src, dest, size=(1024, 768), fit="crop", timeout=60)
+    assert png.size(dest.read_bytes()) == (1024, 768) and os.listdir(dest.parent) == [dest.name]
+    bad = tmp_path / "bad.png"
+    bad.write_text("not a picture")
+    with pytest.raises(MediaError) as e:
+        media.fit_picture(FF, bad, tmp_path / "img2img" / "x.png", size=(64, 64), fit="pad", timeout=60)
+    assert e.value.path == str(bad) and os.listdir(dest.parent) == [dest.name]

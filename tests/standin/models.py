@@ -1,7 +1,8 @@
 """The fake models served by the stand-in: schemas, deterministic outputs, and cheap solid-colour PNGs.
 
 Each model is a pure function of its (defaulted) input: ``img2prompt`` returns :func:`prompt_for` of the image
-bytes, ``sdxl`` returns ``num_outputs`` PNG URLs whose solid colour is :func:`color_for` ``(prompt, seed + i)``,
+bytes, ``sdxl`` returns ``num_outputs`` PNG URLs whose solid colour is :func:`color_for` ``(prompt, seed + i)``
+(``width`` x ``height``; with an ``image`` (img2img) the image's size, as the real model paints),
 ``frame-interpolation`` returns one PNG (or a fake MP4) URL, and the "official" ``flux-schnell`` is a text->image
 model usable through ``POST /v1/models/{owner}/{name}/predictions``.
 """
@@ -126,11 +127,22 @@ def _run_img2prompt(inp: JSON, files: dict[str, bytes], url_for: Callable[[str],
                    log_header="Loading CLIP model...\nInterrogating image\n")
 
 
+def _png_size(data: bytes) -> tuple[int, int] | None:
+    if data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
+        return None
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
 def _run_sdxl(inp: JSON, files: dict[str, bytes], url_for: Callable[[str], str], rng: random.Random,
               n: int | None) -> RunPlan:
     seed = _pick_seed(inp, rng)
     count = inp["num_outputs"] if n is None else max(0, n)
-    urls, outs = _images(inp["prompt"], seed, count, inp["width"], inp["height"], url_for)
+    # img2img paints at the input image's size, ignoring width and height (replicate/cog-sdxl predict.py:
+    # `width = sdxl_kwargs["image"].width`); inpainting and txt2img use them.
+    size = _png_size(files.get("image", b"")) if inp.get("image") and not inp.get("mask") else None
+    width, height = size or (inp["width"], inp["height"])
+    urls, outs = _images(inp["prompt"], seed, count, width, height, url_for)
     mode = "inpaint mode" if inp.get("mask") else ("img2img mode" if inp.get("image") else "txt2img mode")
     header = f"Using seed: {seed}\nPrompt: {inp['prompt']}\n{mode}\n"
     return RunPlan(output=urls, files=outs, log_header=header, steps=inp["num_inference_steps"], seed=seed)

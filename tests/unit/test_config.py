@@ -24,7 +24,8 @@ def test_the_shipped_config_loads_and_paths_resolve_against_its_folder(tmp_path:
     cfg = config.load(REPO / "config" / "shd.toml")
     assert cfg.paths.inbox == Path.home() / "shd" / "inbox"  # out of the checkout, and the built-in default
     assert cfg.paths == config.from_mapping({}, None).paths  # no config file at all: the same places
-    assert config.load(write(tmp_path, '[paths]\ninbox = "in"\n')).paths.inbox == tmp_path / "in"
+    other = config.load(write(tmp_path, '[paths]\ninbox = "in"\n')).paths  # a file's own paths are beside it
+    assert other.inbox == tmp_path / "in" and other.state_dir == tmp_path / "state"
     assert cfg.pipeline.fps == 1.0 and cfg.pipeline.audio == "auto" and cfg.replicate.concurrency == 8
     assert cfg.replicate.prompt_model == config.IMG2PROMPT and cfg.replicate.image_model == config.SDXL
 
@@ -80,6 +81,34 @@ def test_image_input_overrides_merge_with_the_defaults(tmp_path: Path) -> None:
     cfg = config.load(write(tmp_path, "[replicate.image_input]\nwidth = 512\n"))
     assert cfg.replicate.image_input["width"] == 512
     assert cfg.replicate.image_input["num_outputs"] == 1
+
+
+# ../shared/docs/first-version.md, step 3: the first version's SDXL inputs, exactly (its size aside).
+FIRST_VERSION = {"refine": "expert_ensemble_refiner", "scheduler": "K_EULER", "lora_scale": 0.6, "num_outputs": 1,
+                 "guidance_scale": 7.5, "apply_watermark": False, "high_noise_frac": 0.8, "negative_prompt": "",
+                 "prompt_strength": 0.8, "num_inference_steps": 25}
+
+
+def test_the_default_image_inputs_are_the_first_versions_but_the_size_follows_the_source(tmp_path: Path) -> None:
+    for cfg in (config.from_mapping({}, None), config.load(REPO / "config" / "shd.toml")):
+        assert dict(cfg.replicate.image_input) == FIRST_VERSION
+        assert cfg.replicate.image_from == "none" and cfg.output == config.Output()
+    assert config.Output() == config.Output(transition="cut", transition_seconds=0.5, subtitles=True)
+
+
+def test_output_and_image_from_are_checked(tmp_path: Path) -> None:
+    p = write(tmp_path, '[output]\ntransition = "wipe"\ntransition_seconds = 0\nsubtitles = "yes"\n'
+                        '[replicate]\nimage_from = "frame"\n')
+    with pytest.raises(ConfigError) as e:
+        config.load(p)
+    for part in ("output.transition = 'wipe' is not allowed: must be one of 'cut', 'crossfade', 'motion'",
+                 "output.transition_seconds = 0 is not allowed", "output.subtitles must be true or false",
+                 "replicate.image_from = 'frame' is not allowed: must be one of 'none', 'source'"):
+        assert part in str(e.value)
+    cfg = config.load(write(tmp_path, '[output]\ntransition = "motion"\ntransition_seconds = 1\n'
+                                      '[replicate]\nimage_from = "source"\n'))
+    assert cfg.output.transition == "motion" and cfg.output.transition_seconds == 1
+    assert cfg.replicate.image_from == "source"
 
 
 def test_token_comes_from_the_credential_then_the_environment_then_the_file(tmp_path: Path) -> None:

@@ -165,6 +165,28 @@ def test_parse_older_style_skips_cover_art_and_reads_rotation():
     assert p.has_audio
 
 
+SAR_CLIP = """\
+Input #0, mov,mp4,m4a,3gp,3g2,mj2, from 'sar.mp4':
+  Duration: 00:00:03.00, start: 0.000000, bitrate: 171 kb/s
+  Stream #0:0[0x1](und): Video: h264 (High) (avc1 / 0x31637661), yuv420p(progressive), 176x144 [SAR 128:117 DAR 1408:1053], 98 kb/s, 10 fps, 10 tbr, 10240 tbn (default)
+  Stream #0:1[0x2](und): Audio: aac (LC) (mp4a / 0x6134706D), 44100 Hz, mono, fltp, 69 kb/s (default)
+At least one output file must be specified
+"""
+
+
+def test_parse_applies_the_sample_aspect_ratio():
+    p = media.parse_probe(SRC, SAR_CLIP)
+    assert (p.width, p.height, p.sar) == (192, 144, (128, 117))  # shown 4:3
+    assert media.parse_probe(SRC, GOOD_WITH_AUDIO).sar == (1, 1)
+
+
+def test_parse_rotation_turns_the_sample_aspect_ratio_too():
+    rotated = SAR_CLIP.replace("(default)\n  Stream #0:1", "(default)\n    Side data:\n      Display Matrix: "
+                               "rotation of -90.00 degrees\n  Stream #0:1")
+    p = media.parse_probe(SRC, rotated)
+    assert (p.width, p.height, p.sar) == (132, 176, (117, 128))  # shown 3:4
+
+
 def test_parse_fps_falls_back_to_tbr():
     p = media.parse_probe(SRC, NO_FPS)
     assert p.fps == 1000.0 and (p.width, p.height) == (320, 240) and p.video_codec == "vp9"
@@ -277,26 +299,42 @@ def test_plan_extract(fps, text, tmp_path):
     assert argv[-1] == str(tmp_path / "%06d.png")
 
 
+def test_plan_extract_scales_non_square_pixels_to_the_display_size(tmp_path):
+    argv = media.plan_extract(FF, SRC, tmp_path, 1, size=(192, 144))
+    assert _value(argv, "-vf") == "fps=1,scale=192:144,setsar=1"
+
+
+def test_plan_verify_decodes_every_stream_subtitles_as_text():
+    argv = media.plan_verify(FF, Path("/v.mp4"))
+    assert _value(argv, "-map") == "0" and _value(argv, "-c:s") == "text" and argv[-3:] == ["-f", "null", "-"]
+
+
+def test_plan_fit_picture_writes_one_png_of_the_size():
+    argv = media.plan_fit_picture(FF, Path("/f/000003.png"), Path("/i/x.png"), size=(1024, 768), fit="crop")
+    graph = _graph(argv)
+    assert "scale=1024:768:force_original_aspect_ratio=increase" in graph and "crop=1024:768" in graph
+    assert _value(argv, "-vframes") == "1" and argv[-1] == "/i/x.png"
+
+
 # ---------------------------------------------------------------------------------------------------- plan_stitch
 
 
 def _stitch(**kw) -> list[str]:
-    args = dict(fps=1, duration=2.5, size=(160, 120), out=Path("/out/.x.mp4.tmp"), audio_src=None)
+    args = dict(duration=2.5, size=(160, 120), out=Path("/out/.x.mp4.tmp"), audio_src=None)
     args.update(kw)
-    return media.plan_stitch(FF, Path("/frames"), **args)
+    return media.plan_stitch(FF, Path("/run/timeline.ffconcat"), **args)
 
 
 def _graph(argv: list[str]) -> str:
     return _value(argv, "-filter_complex")
 
 
-def test_plan_stitch_input_output_and_encoding():
+def test_plan_stitch_reads_the_timeline_and_encodes_h264_to_the_duration():
     argv = _stitch()
     assert argv[0] == FF and "-y" in argv and _value(argv, "-loglevel") == "error"
-    assert _value(argv, "-framerate") == "1"
-    assert _value(argv, "-start_number") == "0"
-    assert _value(argv, "-i") == "/frames/%06d.png"
-    assert _value(argv, "-f") == "image2"  # the first -f is the input's
+    assert _value(argv, "-f") == "concat"  # the first -f is the input's
+    assert _value(argv, "-safe") == "0"  # the script names pictures by absolute path
+    assert _value(argv, "-i") == "/run/timeline.ffconcat"
     assert argv[-1] == "/out/.x.mp4.tmp"
     out_opts = argv[argv.index("-filter_complex") :]
     assert _value(out_opts, "-f") == "mp4"
@@ -305,18 +343,27 @@ def test_plan_stitch_input_output_and_encoding():
     assert _value(argv, "-movflags") == "+faststart"
     assert _value(argv, "-t") == "2.5"
     graph = _graph(argv)
-    assert "fps=30" in graph
-    assert "tpad=stop_duration=2.5:stop_mode=clone" in graph
-    assert graph.index("fps=30") < graph.index("tpad") < graph.index("format=yuv420p")
-    assert "setsar=1" in graph
+    assert "fps=fps=30" in graph and "setsar=1" in graph
+    assert graph.index("setsar=1") < graph.index("fps=fps=30") < graph.index("format=yuv420p")
 
 
 def test_plan_stitch_rates_and_quality():
-    argv = _stitch(fps=0.5, out_fps=25, crf=23, duration=3.0)
-    assert _value(argv, "-framerate") == "0.5"
-    assert "fps=25" in _graph(argv)
+    argv = _stitch(out_fps=25, crf=23, duration=3.0)
+    assert "fps=fps=25" in _graph(argv)
     assert _value(argv, "-crf") == "23"
     assert _value(argv, "-t") == "3"
+
+
+@pytest.mark.parametrize("transition, text", [
+    ("cut", "fps=fps=30["),
+    ("crossfade", "framerate=fps=30:interp_end=255:interp_start=0:scene=100"),
+    ("motion", "minterpolate=fps=30:mc_mode=aobmc:me_mode=bidir:mi_mode=mci:scd=none"),
+])
+def test_plan_stitch_makes_each_transition_with_its_filter(transition, text):
+    graph = _graph(_stitch(transition=transition))
+    assert text in graph
+    others = {"cut": "fps=fps", "crossfade": "framerate=", "motion": "minterpolate="}
+    assert [t for t, f in others.items() if f in graph] == [transition]
 
 
 @pytest.mark.parametrize(
@@ -358,7 +405,19 @@ def test_plan_stitch_without_audio_maps_video_only():
     assert argv.count("-i") == 1
     maps = [argv[i + 1] for i, a in enumerate(argv) if a == "-map"]
     assert len(maps) == 1 and maps[0].startswith("[")
-    assert "-c:a" not in argv and "1:a:0" not in argv
+    assert "-c:a" not in argv and "1:a:0" not in argv and "-c:s" not in argv
+
+
+def test_plan_stitch_adds_the_subtitles_as_a_mov_text_track_titled_prompts():
+    argv = _stitch(audio_src=SRC, subtitles=Path("/run/prompts.srt"))
+    inputs = [argv[i + 1] for i, a in enumerate(argv) if a == "-i"]
+    assert inputs == ["/run/timeline.ffconcat", str(SRC), "/run/prompts.srt"]
+    maps = [argv[i + 1] for i, a in enumerate(argv) if a == "-map"]
+    assert maps[1:] == ["1:a:0", "2:s:0"]
+    assert _value(argv, "-c:s") == "mov_text"
+    tags = [argv[i + 1] for i, a in enumerate(argv) if a == "-metadata:s:s:0"]
+    assert tags == ["title=Prompts", "handler_name=Prompts", "language=eng"]
+    assert argv.index("-metadata:s:s:0") < len(argv) - 1 and argv[-1] == "/out/.x.mp4.tmp"  # output options
 
 
 def test_plan_normalize_has_no_timing_filters():
@@ -367,3 +426,9 @@ def test_plan_normalize_has_no_timing_filters():
     assert "crop=64:48" in graph and "fps=" not in graph and "tpad" not in graph
     assert _value(argv, "-fps_mode") == "passthrough"
     assert argv[-1] == "/tmp/fit/%06d.png"
+
+
+def test_every_configurable_transition_has_its_filter():
+    from shd import config
+
+    assert set(media.TRANSITION_FILTERS) == set(config.TRANSITIONS)

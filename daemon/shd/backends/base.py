@@ -109,8 +109,10 @@ class PromptToImage(ABC):
     ref: str
 
     @abstractmethod
-    def input_for(self, prompt: str, seed: int) -> dict[str, Any]:
-        """The prediction input for this prompt and seed."""
+    def input_for(self, prompt: str, seed: int, *, size: tuple[int, int] | None = None,
+                  image: Path | None = None) -> dict[str, Any]:
+        """The prediction input for this prompt and seed, painted `size` (width, height) when given, over the
+        picture `image` when given (img2img: uploaded through the Remote; the model then paints at its size)."""
 
     @abstractmethod
     def result(self, status: Status) -> bytes:

@@ -6,9 +6,10 @@ seconds after they finish, uploaded files, the one token it accepts, and failure
 `MemoryRemote` is a client of it and implements `Remote` to the same contract as Replicate's (tests/contract/ runs
 one suite against both); several clients may share one service, as a restarted daemon meets the same server.
 
-Two models are built in, told apart by their input: an input with `image` is described (img2prompt's shape: one
-line, deterministic in the image's bytes), one with `prompt` is painted (SDXL's shape: a list of one PNG, a solid
-colour deterministic in the prompt and seed, `width` x `height`).
+Two models are built in, told apart by their input: one with `prompt` is painted (SDXL's shape: a list of one PNG,
+a solid colour deterministic in the prompt and seed, `width` x `height`, or the size of its `image` when it has one,
+as SDXL's img2img does), one with only an `image` is described (img2prompt's shape: one line, deterministic in the
+image's bytes).
 """
 
 from __future__ import annotations
@@ -17,15 +18,14 @@ import base64
 import functools
 import hashlib
 import itertools
-import struct
 import threading
 import time
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from shd import png
 from shd.backends.base import TERMINAL, Remote, Status, ledger_form
 from shd.errors import AuthFailed, BackendError, ModelFailed, OutputGone, Rejected, Transient
 
@@ -130,9 +130,10 @@ class MemoryService:
         """The next `times` creates raise `error` and create nothing (a 429, 401, 422 or 5xx answer)."""
         self._add(_Rule("refuse", times, error))
 
-    def lose_create_answers(self, times: int = 1) -> None:
-        """The next `times` creates create their prediction, then fail as a dropped connection does."""
-        self._add(_Rule("lose_answer", times))
+    def lose_create_answers(self, times: int = 1, model: str | None = None) -> None:
+        """The next `times` creates (of `owner/name`, or of any model) create their prediction, then fail as a
+        dropped connection does."""
+        self._add(_Rule("lose_answer", times, None, model and model.split(":")[0]))
 
     def fail_predictions(self, error: BackendError, times: int = 1, model: str | None = None) -> None:
         """The next `times` predictions (of `owner/name`, or of any model) end `failed`; `failure()` says `error`."""
@@ -160,6 +161,12 @@ class MemoryService:
         """How many predictions were created (each one paid)."""
         with self._lock:
             return len(self._predictions)
+
+    @property
+    def uploads(self) -> list[bytes]:
+        """The files uploaded so far, oldest first."""
+        with self._lock:
+            return list(self._files.values())
 
     def _add(self, rule: _Rule) -> None:
         with self._lock:
@@ -235,7 +242,7 @@ class MemoryService:
                       predict_time=p.run_time if status == "succeeded" else None)
 
     def _output(self, p: _Prediction) -> Any:
-        if "image" in p.input:
+        if "prompt" not in p.input:
             return f"a painting of {hashlib.sha256(self._file(p.input['image'])).hexdigest()[:12]}, in memory\n "
         return [f"{OUTPUTS}{p.id}/0.png"]
 
@@ -254,8 +261,9 @@ class MemoryService:
         if self._status(p).output is None:
             raise OutputGone(f"output file is gone ({text})")
         digest = hashlib.sha256(f"{p.input.get('prompt')}\x00{p.input.get('seed')}".encode()).digest()
-        return solid_png((digest[0], digest[1], digest[2]), int(p.input.get("width", 64)),
-                         int(p.input.get("height", 64)))
+        size = png.size(self._file(p.input["image"])) if "image" in p.input else None
+        width, height = size or (int(p.input.get("width", 64)), int(p.input.get("height", 64)))
+        return solid_png((digest[0], digest[1], digest[2]), width, height)
 
 
 class MemoryRemote(Remote):
@@ -312,9 +320,4 @@ class MemoryRemote(Remote):
 @functools.lru_cache(maxsize=64)
 def solid_png(rgb: tuple[int, int, int], width: int, height: int) -> bytes:
     """A `width` x `height` 8-bit RGB PNG of one colour."""
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
-
-    raw = (b"\x00" + bytes(rgb) * width) * height
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    return png.encode(width, height, [bytes(rgb) * width] * height)

@@ -2,8 +2,9 @@
 
 - `Prompter`: an image-to-prompt model shaped like methexis-inc/img2prompt (CLIP Interrogator): input `image`
   (the frame, made available through `Remote.upload`), output one string (or a list of string pieces).
-- `Painter`: a text-to-image model shaped like stability-ai/sdxl: input `prompt` and `seed` over the configured
-  defaults, output a list of image files (the first one is downloaded at once through `Remote.fetch`).
+- `Painter`: a text-to-image model shaped like stability-ai/sdxl: input `prompt` and `seed` (and `width`/`height`,
+  and an `image` to paint over) over the configured defaults, output a list of image files (the first one is
+  downloaded at once through `Remote.fetch`).
 """
 
 from __future__ import annotations
@@ -44,8 +45,14 @@ class Painter(PromptToImage):
     def __init__(self, remote: Remote, ref: str, extra_input: Mapping[str, Any] | None = None):
         self.remote, self.ref, self.extra = remote, ref, dict(extra_input or {})
 
-    def input_for(self, prompt: str, seed: int) -> dict[str, Any]:
-        return {**self.extra, "prompt": prompt, "seed": seed}
+    def input_for(self, prompt: str, seed: int, *, size: tuple[int, int] | None = None,
+                  image: Path | None = None) -> dict[str, Any]:
+        inp = {**self.extra, "prompt": prompt, "seed": seed}
+        if size is not None:
+            inp["width"], inp["height"] = size
+        if image is not None:
+            inp["image"] = self.remote.upload(image)
+        return inp
 
     def result(self, status: Status) -> bytes:
         out = status.output

@@ -28,7 +28,7 @@ from shd.scheduler.outage import Outage
 from shd.scheduler.paid_call import PaidCalls
 from shd.scheduler.pause import AuthPause
 from shd.scheduler.runner import StageRunner
-from shd.scheduler.stages import ImageStage, PromptStage
+from shd.scheduler.stages import FitPicture, ImageStage, PromptStage
 from shd.states import Stage
 from shd.store import Store
 
@@ -37,7 +37,8 @@ class Engine:
     """Runs the paid stages of every enqueued frame. Thread-safe; `start()` it, `enqueue()` work, `stop()` it."""
 
     def __init__(self, cfg: Config, store: Store, backend: Backend, *,
-                 token_provider: Callable[[], str] | None = None, clock: Callable[[], float] = time.monotonic):
+                 token_provider: Callable[[], str] | None = None, clock: Callable[[], float] = time.monotonic,
+                 fit_picture: FitPicture | None = None):
         self.cfg = cfg
         self.frame_done = threading.Condition()   # notified whenever a frame becomes generated or failed
         self._stop = threading.Event()
@@ -51,7 +52,7 @@ class Engine:
         settings = self._settings
         calls = PaidCalls(store, backend.remote, self.limit, settings=settings, stop=self._stop, clock=clock)
         stages = {Stage.PROMPT: PromptStage(store, backend.prompter),
-                  Stage.IMAGE: ImageStage(store, backend.painter, settings)}
+                  Stage.IMAGE: ImageStage(store, backend.painter, settings, fit_picture)}
         self.dispatch = Dispatcher(lambda task, release, log: self.runner.run(task, release, log),
                                    concurrency=r.concurrency, gate=self.holds, stop=self._stop, clock=clock)
         self.runner = StageRunner(store, backend.remote, stages, calls, limit=self.limit, pause=self.auth,

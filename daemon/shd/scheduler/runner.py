@@ -66,7 +66,7 @@ class StageRunner:
                     if why is not None:
                         self._fail_frame(task, why, log)
                         return None
-                inp, seed = stage.input_for(frame, task)
+                inp, seed = stage.input_for(job, frame, task)
                 pred, status = self.calls.create(task, stage.ref, inp, seed=seed, frame_state=FrameState(frame.state),
                                                  defer_success=stage.settles_with_result, log=log)
             self.outage.reached()

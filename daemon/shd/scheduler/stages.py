@@ -6,7 +6,10 @@ drives every stage the same way: resume or create, poll, then `keep` the result.
 
 - `PromptStage`: the frame's picture -> img2prompt -> the prompt, stored with the frame; queues the image stage.
 - `ImageStage`: the prompt and the frame's seed -> SDXL -> the painted image, downloaded at once and written
-  atomically into the job's `generated/` folder; the frame is done.
+  atomically into the job's `generated/` folder; the frame is done. It paints at the size that follows the source's
+  shape (`shape.painting_for`) and, with `replicate.image_from = "source"`, over the source frame (img2img), fitted
+  to that size first (`img2img/NNNNNN-WxH.png` in the job folder, made once by the `FitPicture` given) and uploaded
+  with each create; a create resumed from the ledger uploads nothing (its recorded input is polled or looked up).
 """
 
 from __future__ import annotations
@@ -18,12 +21,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from shd import shape
 from shd.backends.base import ImageToPrompt, PromptToImage, Status
 from shd.config import Config
-from shd.errors import BackendError, Transient
+from shd.errors import BackendError, MediaError, Rejected, Transient
 from shd.scheduler.dispatch import Task
 from shd.states import FrameState, Stage
 from shd.store import Frame, Job, Store
+
+# (source frame, destination PNG, size, fit): writes the frame fitted to size as the destination, or raises
+# MediaError (DiskFull when the disk is full). app.py gives media.fit_picture with the configured ffmpeg.
+FitPicture = Callable[[Path, Path, tuple[int, int], str], None]
 
 
 class PaidStage(ABC):
@@ -41,7 +49,7 @@ class PaidStage(ABC):
         """The model, 'owner/name:version'."""
 
     @abstractmethod
-    def input_for(self, frame: Frame, task: Task) -> tuple[dict[str, Any], int | None]:
+    def input_for(self, job: Job, frame: Frame, task: Task) -> tuple[dict[str, Any], int | None]:
         """The prediction input (may upload the frame) and the seed to record with it (None: no seed)."""
 
     @abstractmethod
@@ -62,7 +70,7 @@ class PromptStage(PaidStage):
     def ref(self) -> str:
         return self.prompter.ref
 
-    def input_for(self, frame: Frame, task: Task) -> tuple[dict[str, Any], int | None]:
+    def input_for(self, job: Job, frame: Frame, task: Task) -> tuple[dict[str, Any], int | None]:
         return self.prompter.input_for(Path(frame.path)), None
 
     def keep(self, task: Task, job: Job, status: Status, record: Callable[[], object] | None, log: Any) -> list[Task]:
@@ -85,20 +93,39 @@ class ImageStage(PaidStage):
     stage = Stage.IMAGE
     finishes_frame = True
 
-    def __init__(self, store: Store, painter: PromptToImage, settings: Callable[[], Config]):
+    def __init__(self, store: Store, painter: PromptToImage, settings: Callable[[], Config],
+                 fit_picture: FitPicture | None = None):
         self.store = store
         self.painter = painter
         self.settings = settings
+        self.fit_picture = fit_picture  # None: img2img sends the source frame as extracted
         self._rng = random.Random()
 
     @property
     def ref(self) -> str:
         return self.painter.ref
 
-    def input_for(self, frame: Frame, task: Task) -> tuple[dict[str, Any], int | None]:
+    def input_for(self, job: Job, frame: Frame, task: Task) -> tuple[dict[str, Any], int | None]:
         assert frame.prompt is not None  # the frame is prompted: the state machine says so
-        seed = choose_seed(frame.seed, task, self.settings().replicate.seed, self._rng)
-        return self.painter.input_for(frame.prompt, seed), seed
+        cfg = self.settings()
+        seed = choose_seed(frame.seed, task, cfg.replicate.seed, self._rng)
+        size = shape.painting_for(cfg.replicate.image_input, (job.width, job.height)) if job.width and job.height \
+            else None
+        image = self._source_picture(job, frame, size) if cfg.replicate.image_from == "source" else None
+        return self.painter.input_for(frame.prompt, seed, size=size, image=image), seed
+
+    def _source_picture(self, job: Job, frame: Frame, size: tuple[int, int] | None) -> Path:
+        """The frame as SDXL paints over it: fitted to the painting's size (made once per size), or as extracted."""
+        if size is None or self.fit_picture is None:
+            return Path(frame.path)
+        dest = Path(job.work_dir) / "img2img" / f"{frame.idx:06d}-{size[0]}x{size[1]}.png"
+        if not dest.exists():
+            dest.parent.mkdir(exist_ok=True)
+            try:
+                self.fit_picture(Path(frame.path), dest, size, self.settings().pipeline.fit)
+            except MediaError as e:
+                raise Rejected(f"cannot prepare the source frame for img2img: {e}") from None
+        return dest
 
     def keep(self, task: Task, job: Job, status: Status, record: Callable[[], object] | None, log: Any) -> list[Task]:
         data = self.painter.result(status)

@@ -14,7 +14,7 @@ from typing import Any
 from shd.live import DaemonView
 from shd.states import UNFINISHED_JOBS, FrameState
 from shd.liveness import Beat
-from shd.status import daemon_object, job_summary
+from shd.status import daemon_object, frame_row, job_summary
 from shd.store import Frame, Job, Store
 
 RECENT = 20     # finished jobs shown on the overview
@@ -38,8 +38,7 @@ def overview(store: Store, view: DaemonView, *, actions: bool) -> dict[str, Any]
 
 def frame_doc(f: Frame) -> dict[str, Any]:
     base = f"/jobs/{f.job_id}/frames/{f.idx}"
-    return {"frame": f.idx, "time": round(f.ts, 3), "state": f.state, "prompt": f.prompt, "error": f.error,
-            "filled_with": f.filled_with, "source": f"{base}/source",
+    return {**frame_row(f), "source": f"{base}/source",
             "painted": f"{base}/painted" if f.image_path and f.state == FrameState.GENERATED else None,
             "version": int(f.updated_at * 1000)}
 
