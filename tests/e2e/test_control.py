@@ -160,6 +160,9 @@ def test_retry_on_a_done_job_paints_its_failed_frames_and_replaces_the_video_in_
     assert f1.state == "failed" and f1.filled_with == "held frame 0"
     assert close(frame_rgb(out, t=1.5), color_for(f0.prompt or "", f0.seed or 0))  # the slot holds frame 0
     old = out.read_bytes()
+    published = [p.name for p in out.parent.iterdir()]  # the video and its sidecars
+    csv = out.parent / "clip.prompts.csv"
+    assert "held frame 0" in csv.read_text()
     standin.remove_rule(rule.id)
     with out.open("rb") as reader, Daemon(cfg, shd_env, tmp_path) as d:
         d.ready()
@@ -171,7 +174,8 @@ def test_retry_on_a_done_job_paints_its_failed_frames_and_replaces_the_video_in_
         assert reader.read() == old
     f1 = Store.open_readonly(db).frames(job.id)[1]
     assert f1.state == "generated" and f1.filled_with is None
-    assert sorted(p.name for p in out.parent.iterdir()) == ["clip.mp4"] and out.read_bytes() != old
+    assert sorted(p.name for p in out.parent.iterdir()) == sorted(published)  # the same names: no clip-2.*
+    assert out.read_bytes() != old and "held frame 0" not in csv.read_text()  # the sidecars replaced with it
     assert close(frame_rgb(out, t=1.5), color_for(f1.prompt or "", f1.seed or 0))  # now painted itself
     assert standin.count_creates("stability-ai/sdxl") == 3 and standin.count_creates("methexis-inc/img2prompt") == 2
 
