@@ -63,6 +63,51 @@ def make_video(
     return path
 
 
+def make_still_video(path: Path, *, seconds: float = 3.0, colour: str = "black",
+                     size: tuple[int, int] = (64, 48)) -> Path:
+    """Write a video of one solid colour (every frame identical, as black frames and title cards are), no audio."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    w, h = size
+    _ffmpeg("-f", "lavfi", "-i", f"color=c={colour}:size={w}x{h}:rate=10", "-t", str(seconds), "-c:v", "libx264",
+            "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-f", "mp4", str(path))
+    return path
+
+
+def make_ten_hour_still(path: Path) -> Path:
+    """A file of about 1.4 KB whose one frame lasts ten hours: its header claims 10:00:00, and extracting it at
+    fps=1 really decodes 36,000 frames (the fps filter repeats the picture)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _ffmpeg("-f", "lavfi", "-i", "color=c=black:size=16x16:rate=1/36000", "-frames:v", "1", "-c:v", "libx264",
+            "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-f", "mp4", str(path))
+    return path
+
+
+def understate_duration(src: Path, dst: Path, factor: int = 5) -> Path:
+    """Copy an MP4 (as `make_video` writes it) with the durations in its header (mvhd, tkhd, mdhd) divided by
+    `factor`: ffmpeg then reports 1/factor of the length, but decodes every frame."""
+    data = bytearray(Path(src).read_bytes())
+
+    def patch(start: int, end: int) -> None:
+        i = start
+        while i < end:
+            size, kind = struct.unpack(">I4s", data[i:i + 8])
+            if kind in (b"moov", b"trak", b"mdia"):
+                patch(i + 8, i + size)
+            elif kind in (b"mvhd", b"mdhd"):  # version 0: flags, creation, modification, timescale, duration
+                at = i + 8 + 4 + 4 + 4 + 4
+                struct.pack_into(">I", data, at, struct.unpack(">I", data[at:at + 4])[0] // factor)
+            elif kind == b"tkhd":  # version 0: flags, creation, modification, track id, reserved, duration
+                at = i + 8 + 4 + 4 + 4 + 4 + 4
+                struct.pack_into(">I", data, at, struct.unpack(">I", data[at:at + 4])[0] // factor)
+            i += size
+
+    patch(0, len(data))
+    Path(dst).write_bytes(bytes(data))
+    return Path(dst)
+
+
 def make_audio_only(path: Path, seconds: float = 2.0) -> Path:
     """Write an MP4 (m4a) holding only an AAC sine: a real media file with no video stream."""
     path = Path(path)

@@ -5,7 +5,9 @@ Exit codes (the README's table): 0 ok; 1 the job failed, or an unexpected error;
 usage (an unknown job id, nothing to retry, another daemon runs, an --output that exists, an inbox that is not a
 folder); 3 bad input video; 4 ffmpeg failed, or a disk error (full, a vanished folder: the job is kept); 5 database
 error (damaged, locked: the job is kept); 6 Replicate error (credentials refused, unreachable: the job is kept);
-130 interrupted (Ctrl-C; SIGTERM for `shd process`); 141 the output was cut off (a closed pipe, e.g. `| head`).
+8 held by a budget cap (`shd process`: the job is kept and resumes once the budget allows); 130 interrupted (Ctrl-C;
+SIGTERM for `shd process`); 141 the output was cut off (a closed pipe, e.g. `| head`). 7 is not used (it was a full
+disk, now 4).
 Every command makes the files it creates private first (perms.py).
 """
 
@@ -46,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
                         "line (by default only warnings and errors)")
     logged.add_argument("--log-file", type=argparse.FileType("a", encoding="utf-8"), metavar="FILE",
                         help="append the log to FILE (JSON lines) instead of the terminal")
+    sp = add("estimate", "print what painting a video would cost (frames, predictions, dollars, time); pays nothing")
+    sp.add_argument("video", type=Path)
     sp = add("status", "show jobs and their progress")
     sp.add_argument("job", nargs="?", help="one job (id or unique prefix): its failed frames and reasons")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
@@ -107,22 +111,47 @@ def cmd_process(cfg: config.Config, args: argparse.Namespace) -> int:
             args.log_file.close()
 
 
+def cmd_estimate(cfg: config.Config, args: argparse.Namespace) -> int:
+    from shd import estimate, media, pricing
+    from shd.store import Store
+
+    ffmpeg = media.find_ffmpeg(cfg.ffmpeg.path)
+    store = Store.open_readonly(cfg.paths.database) if cfg.paths.database.exists() else None
+    try:
+        probe, est = estimate.for_video(cfg, ffmpeg, args.video, store)
+    finally:
+        if store is not None:
+            store.close()
+    print(f"{args.video}: {pricing.duration(probe.duration)} at fps={cfg.pipeline.fps:g}: {est.summary()}")
+    for line in est.details():
+        print(f"  {line}")
+    if est.frames > cfg.pipeline.max_frames:
+        print(f"  over pipeline.max_frames = {cfg.pipeline.max_frames}: shd would refuse it before any paid call")
+    if cfg.budget.per_job_usd is not None and est.usd > cfg.budget.per_job_usd:
+        print(f"  over budget.per_job_usd = {pricing.usd(cfg.budget.per_job_usd)}: shd would hold it before its "
+              f"first paid call")
+    print("An estimate, not a quote: Replicate bills each prediction's predict_time on its hardware; reused "
+          "results cost nothing.")
+    return 0
+
+
 def cmd_status(cfg: config.Config, args: argparse.Namespace) -> int:
     from shd import status
     from shd.store import Store
 
     store = Store.open_readonly(cfg.paths.database)
+    zone = cfg.budget.timezone
     try:
         if args.watch:
             from shd.status_watch import watch
 
-            return watch(lambda: status.as_table(store, args.job, cfg.paths.state_dir), args.interval)
+            return watch(lambda: status.as_table(store, args.job, cfg.paths.state_dir, zone=zone), args.interval)
         if args.json:
-            print(status.as_json(store, args.job, frames=args.frames, state_dir=cfg.paths.state_dir))
+            print(status.as_json(store, args.job, frames=args.frames, state_dir=cfg.paths.state_dir, zone=zone))
         elif args.frames:
             print(status.frames_table(store, args.job))
         else:
-            print(status.as_table(store, args.job, cfg.paths.state_dir))
+            print(status.as_table(store, args.job, cfg.paths.state_dir, zone=zone))
     finally:
         store.close()
     return 0
@@ -167,4 +196,5 @@ def cmd_run(cfg: config.Config, args: argparse.Namespace) -> int:
     return service.run(cfg, args.config)
 
 
-COMMANDS = {"run": cmd_run, "process": cmd_process, "status": cmd_status, "retry": cmd_retry, "cancel": cmd_cancel}
+COMMANDS = {"run": cmd_run, "process": cmd_process, "estimate": cmd_estimate, "status": cmd_status,
+            "retry": cmd_retry, "cancel": cmd_cancel}

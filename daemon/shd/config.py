@@ -6,9 +6,10 @@ folder (and a file that leaves a path out keeps it there); `~` is the home direc
 
 `load()` either returns a complete, valid `Config` or raises `ConfigError(path, problems)` naming every unknown key,
 wrong type and impossible value, whatever TOML value of whatever type is where (tests/unit/test_config.py checks
-that with random values in every key and table); nothing starts on a bad config and a reload keeps the old one.
-Numbers must be finite and at most MAX_NUMBER (a timeout of 1e308 s would overflow a wait), paths must not contain
-NUL. The Replicate token is deliberately not a config key: see `read_token()`.
+that with random values in every key and table), and every configured model without a price; nothing starts on a bad
+config and a reload keeps the old one. Numbers must be finite and at most MAX_NUMBER (a timeout of 1e308 s would
+overflow a wait), paths must not contain NUL. The Replicate token is deliberately not a config key: see
+`read_token()`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from shd import budget, pricing
 from shd.errors import ConfigError, TokenMissing
 
 IMG2PROMPT = "methexis-inc/img2prompt:50adaf2d3ad20a6f911a8a9e3ccf777b263b8596fbd2c8fc26e8888f8a0edbb5"
@@ -98,6 +100,7 @@ class Pipeline:
     output_fps: int = 30
     crf: int = 18
     max_jobs: int = 4
+    max_frames: int = 3600
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,7 @@ class Replicate:
     backoff_max: float = 60.0
     auth_recheck: float = 30.0
     unreachable_patience: float = 300.0
+    reuse: str = "prompts"
     image_from: str = "none"
 
 
@@ -141,6 +145,18 @@ class FFmpeg:
 class Log:
     level: str = "info"
     format: str = "auto"
+
+
+@dataclass(frozen=True)
+class Budget:
+    per_job_usd: float | None = None
+    daily_usd: float | None = None
+    monthly_usd: float | None = None
+    timezone: str = "UTC"
+
+    @property
+    def caps(self) -> budget.Caps:
+        return budget.Caps(self.per_job_usd, self.daily_usd, self.monthly_usd)
 
 
 @dataclass(frozen=True)
@@ -167,6 +183,8 @@ class Config:
     replicate: Replicate = field(default_factory=Replicate)
     ffmpeg: FFmpeg = FFmpeg()
     log: Log = Log()
+    budget: Budget = Budget()
+    prices: Mapping[str, pricing.Price] = field(default_factory=lambda: dict(pricing.DEFAULT_PRICES))
     web: Web = Web()
     hooks: Hooks = Hooks()
     output: Output = Output()
@@ -199,6 +217,20 @@ def _one_of(*choices: str) -> tuple[Check, str]:
 def _model_ref(v: Any) -> bool:
     owner_name, _, version = str(v).partition(":")
     return owner_name.count("/") == 1 and all(owner_name.split("/")) and len(version) >= 8
+
+
+def _model_name(v: Any) -> bool:
+    """'owner/name' or 'owner/name:version' (a [prices] key)."""
+    owner_name, colon, version = str(v).partition(":")
+    return owner_name.count("/") == 1 and all(owner_name.split("/")) and (not colon or len(version) >= 8)
+
+
+def _time_zone(v: Any) -> bool:
+    try:
+        budget.zone(v)
+    except (KeyError, ValueError, OSError):  # an unknown zone is a KeyError (ZoneInfoNotFoundError), a malformed one
+        return False                         # a ValueError
+    return True
 
 
 def parse_listen(v: str) -> tuple[str, int] | None:
@@ -269,6 +301,7 @@ RULES: dict[str, dict[str, tuple[Any, tuple[Check, str] | None]]] = {
         "output_fps": (int, (lambda v: 1 <= v <= 120, "an integer from 1 to 120")),
         "crf": (int, (lambda v: 0 <= v <= 51, "an integer from 0 to 51")),
         "max_jobs": (int, (lambda v: v >= 1, "an integer >= 1")),
+        "max_frames": (int, (lambda v: v >= 1, "an integer >= 1")),
     },
     "replicate": {
         "concurrency": (int, (lambda v: 1 <= v <= 256, "an integer from 1 to 256")),
@@ -290,6 +323,7 @@ RULES: dict[str, dict[str, tuple[Any, tuple[Check, str] | None]]] = {
         "backoff_max": (_NUM, _POS),
         "auth_recheck": (_NUM, _POS),
         "unreachable_patience": (_NUM, _POS),
+        "reuse": (str, _one_of("prompts", "all", "none")),
         "image_from": (str, _one_of("none", "source")),
     },
     "output": {
@@ -314,35 +348,63 @@ RULES: dict[str, dict[str, tuple[Any, tuple[Check, str] | None]]] = {
         "level": (str, _one_of("debug", "info", "warning", "error")),
         "format": (str, _one_of("auto", "console", "json", "journal")),
     },
+    "budget": {
+        "per_job_usd": (_NUM, _POS),
+        "daily_usd": (_NUM, _POS),
+        "monthly_usd": (_NUM, _POS),
+        "timezone": (str, (_time_zone, "a time zone name such as 'UTC' or 'Europe/Berlin'")),
+    },
+}
+
+# [prices."owner/name"] (or "owner/name:version"): each model's table, merged over pricing.DEFAULT_PRICES.
+PRICE_RULES: dict[str, tuple[Any, tuple[Check, str] | None]] = {
+    "per_second": (_NUM, _NONNEG),
+    "per_output": (_NUM, _NONNEG),
+    "typical_seconds": (_NUM, _POS),
 }
 
 _TYPE_NAMES = {str: "a string", int: "an integer", dict: "a table", _NUM: "a number", bool: "true or false"}
 
 
+def _check_table(name: str, table: Mapping[str, Any], rules: Mapping[str, tuple[Any, tuple[Check, str] | None]],
+                 problems: list[str]) -> None:
+    for key, v in table.items():
+        rule = rules.get(key)
+        if rule is None:
+            problems.append(f"unknown key {name}.{key} (known: {', '.join(rules)})")
+            continue
+        typ, check = rule
+        if (isinstance(v, bool) and typ is not bool) or not isinstance(v, typ):
+            problems.append(f"{name}.{key} must be {_TYPE_NAMES[typ]}, not {_short(v)}")
+        elif isinstance(v, float) and not math.isfinite(v):
+            problems.append(f"{name}.{key} = {v!r} is not allowed: must be a finite number")
+        elif check is not None and not check[0](v):
+            problems.append(f"{name}.{key} = {_short(v)} is not allowed: must be {check[1]}")
+        elif typ is dict:
+            problems += [f"{name}.{key}.{k} must be a string, a finite number or a boolean, not {_short(x)}"
+                         for k, x in v.items() if not _model_input(x)]
+
+
 def _validate(raw: Mapping[str, Any]) -> list[str]:
     problems: list[str] = []
     for section, value in raw.items():
-        if section not in RULES:
-            problems.append(f"unknown section [{section}] (known: {', '.join(RULES)})")
+        if section not in RULES and section != "prices":
+            problems.append(f"unknown section [{section}] (known: {', '.join([*RULES, 'prices'])})")
             continue
         if not isinstance(value, dict):
             problems.append(f"[{section}] must be a table")
             continue
-        for key, v in value.items():
-            rule = RULES[section].get(key)
-            if rule is None:
-                problems.append(f"unknown key {section}.{key} (known: {', '.join(RULES[section])})")
-                continue
-            typ, check = rule
-            if (isinstance(v, bool) and typ is not bool) or not isinstance(v, typ):
-                problems.append(f"{section}.{key} must be {_TYPE_NAMES[typ]}, not {_short(v)}")
-            elif isinstance(v, float) and not math.isfinite(v):
-                problems.append(f"{section}.{key} = {v!r} is not allowed: must be a finite number")
-            elif check is not None and not check[0](v):
-                problems.append(f"{section}.{key} = {_short(v)} is not allowed: must be {check[1]}")
-            elif typ is dict:
-                problems += [f"{section}.{key}.{k} must be a string, a finite number or a boolean, not {_short(x)}"
-                             for k, x in v.items() if not _model_input(x)]
+        if section != "prices":
+            _check_table(section, value, RULES[section], problems)
+            continue
+        for model, table in value.items():
+            if not _model_name(model):
+                problems.append(f"[prices.{_short(model)}]: the key must be a model, 'owner/name' or "
+                                "'owner/name:version'")
+            elif not isinstance(table, dict):
+                problems.append(f"prices.{model!r} must be a table (per_second, per_output, typical_seconds)")
+            else:
+                _check_table(f"prices.{model!r}", table, PRICE_RULES, problems)
     return problems
 
 
@@ -354,6 +416,14 @@ def _model_input(v: Any) -> bool:
 def _short(v: Any) -> str:
     text = repr(v)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _unpriced(cfg: Config) -> list[str]:
+    """A configured model without a price cannot be counted against a budget: say which, and how to add one."""
+    return [f"replicate.{key} {ref!r} has no price: add [prices.\"{ref.partition(':')[0]}\"] per_second = ... "
+            f"(dollars per second of predict_time; see the README, \"What it costs\")"
+            for key, ref in (("prompt_model", cfg.replicate.prompt_model), ("image_model", cfg.replicate.image_model))
+            if pricing.price_for(cfg.prices, ref) is None]
 
 
 def find_config(explicit: str | os.PathLike[str] | None = None) -> Path | None:
@@ -408,7 +478,10 @@ def from_mapping(raw: Mapping[str, Any], source: Path | None) -> Config:
     f = section("ffmpeg")
     if f.get("path"):
         f["path"] = str(resolve(f["path"])) if "/" in f["path"] else f["path"]
-    return Config(
+    prices = dict(pricing.DEFAULT_PRICES)
+    for model, table in section("prices").items():
+        prices[model] = dataclasses.replace(pricing.price_for(prices, model) or pricing.Price(), **table)
+    cfg = Config(
         source=source.absolute() if source else None,
         paths=paths,
         watch=Watch(**w),
@@ -416,10 +489,16 @@ def from_mapping(raw: Mapping[str, Any], source: Path | None) -> Config:
         replicate=Replicate(**r),
         ffmpeg=FFmpeg(**f),
         log=Log(**section("log")),
+        budget=Budget(**section("budget")),
+        prices=prices,
         web=Web(**section("web")),
         hooks=Hooks(**h),
         output=Output(**section("output")),
     )
+    problems = _unpriced(cfg)
+    if problems:
+        raise ConfigError(source or "<defaults>", problems)
+    return cfg
 
 
 def read_token(cfg: Config, environ: Mapping[str, str] | None = None) -> str:

@@ -12,6 +12,7 @@
     ├── MediaError               ffmpeg failed on a file we made or trusted (names the file and why)
     ├── DiskError                a file or folder shd writes cannot be written: the job waits, never failed for it
     │   └── DiskFull             ... for lack of space
+    ├── BudgetHeld               `shd process`: the job is held by a budget cap (the job is kept, never failed)
     ├── StoreError               the SQLite store refused or failed
     │   ├── IllegalTransition    a state change the state machine does not allow
     │   └── DatabaseDamaged      the database file is corrupt (says how to recover)
@@ -121,6 +122,17 @@ class DiskFull(DiskError):
     def __init__(self, path: Path | str, detail: str = ""):
         self.path = str(path)
         super().__init__(f"{self.path}: no space left on device" + (f" ({detail})" if detail else ""))
+
+
+class BudgetHeld(ShdError):
+    """Reported when `shd process` ends because its job is held by a budget cap (budget.py) and nothing of it is in
+    flight: the job keeps its frames and what it paid for, and goes on once the budget allows (exit 8)."""
+
+    exit_code = 8
+
+    def __init__(self, why: str):
+        self.why = why
+        super().__init__(f"held: {why}")
 
 
 class StoreError(ShdError):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from shd import jobs
+from shd import jobs, status
 from shd.app import App
 from shd.states import UNFINISHED_JOBS
 from shd.watcher import is_ignored
@@ -64,8 +64,8 @@ class DaemonView(Protocol):
         """Files in the inbox not yet claimed."""
 
     def spend(self) -> Mapping[str, float] | None:
-        """Spend so far ({"today_usd", "month_usd", "total_usd"}) once shd computes it (the cost issue); None
-        until then, and the page and /metrics leave it out."""
+        """Spend so far from the ledger ({"today_usd", "month_usd", "total_usd"}); None leaves it out of the page
+        and /metrics."""
 
     def retry(self, job_id: str) -> str:
         """`shd retry` for one job; returns what happened in one line; raises ShdError if it cannot."""
@@ -94,7 +94,7 @@ class AppView:
         return inbox_files(self.app.cfg.paths.inbox)
 
     def spend(self) -> Mapping[str, float] | None:
-        return None  # the cost issue computes spend from the ledger; then the page and /metrics show it
+        return status.spend(self.app.store, self.app.cfg.budget.timezone)
 
     def retry(self, job_id: str) -> str:
         job = jobs.retry(self.app.cfg, self.app.store, job_id)

@@ -21,6 +21,7 @@ source's duration, so the output lasts D within one output frame.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -286,6 +287,12 @@ def frame_timestamp(index: int, fps: float, start: float = 0.0) -> float:
     """Source time (seconds) of extracted frame `index` (0-based): ``start + index/fps`` (see the module docstring:
     the picture is the source frame nearest before the middle of that slot, at most ``0.5/fps`` later)."""
     return start + index / fps
+
+
+def frame_count(duration: float, fps: float) -> int:
+    """How many frames `plan_extract` gives a source of `duration` seconds: ``round(duration*fps)``, halves up (see
+    the module docstring). From a probe this is what the header promises; only extraction says what is there."""
+    return math.floor(duration * fps + 0.5)
 
 
 def plan_extract(ffmpeg: str, src: Path, out_dir: Path, fps: float, size: tuple[int, int] | None = None) -> list[str]:

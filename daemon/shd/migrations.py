@@ -98,12 +98,41 @@ def m002_job_exit_code_and_overwrite(db: Database) -> None:
 
 
 @migrations()
-def m003_job_source_and_settings_digests(db: Database) -> None:
+def m003_cost_and_reuse(db: Database) -> None:
+    """The bill: each prediction's cost, content keys for reusing paid results, and a job's estimate and hold."""
+    for column in (
+        "cost_usd REAL",        # dollars: predict_time x the price in force when it finished; NULL: not billed
+        "reuse_key TEXT",       # the content key of its result (model, inputs, the frame's bytes): see reuse.py
+        "reused_from INTEGER",  # status 'reused': the paid prediction whose result was used instead of paying
+        "saved_usd REAL",       # status 'reused': what that prediction cost, saved this time
+    ):
+        db.execute(f"ALTER TABLE predictions ADD COLUMN {column}")
+    for column in (
+        "estimate_usd REAL",       # the expected cost of the whole job (pricing.Estimate), once probed
+        "estimate_seconds REAL",   # and the expected time of its predictions
+        "held TEXT",               # why no new prediction of this job starts now (a budget cap), else NULL
+    ):
+        db.execute(f"ALTER TABLE jobs ADD COLUMN {column}")
+    db.execute("CREATE INDEX predictions_reuse ON predictions(reuse_key) WHERE reuse_key IS NOT NULL")
+    db.execute("CREATE INDEX predictions_spend ON predictions(completed_at, cost_usd)")
+    db.execute("CREATE INDEX predictions_live ON predictions(status)"
+               " WHERE status IN ('creating', 'starting', 'processing')")
+    # Predictions recorded before costs were kept are priced at this version's default prices.
+    db.execute("UPDATE predictions SET cost_usd = predict_time * CASE"
+               " WHEN model LIKE 'methexis-inc/img2prompt:%' THEN 0.000225"
+               " WHEN model LIKE 'stability-ai/sdxl:%' THEN 0.000975 END WHERE predict_time IS NOT NULL")
+
+
+@migrations()
+def m004_job_source_and_settings_digests(db: Database) -> None:
     # What a `shd process` job is the work of (identity.py): the source's SHA-256 and a digest of the settings its
     # frames and predictions depend on, so that the same file run again resumes its unfinished job.
     db.execute("ALTER TABLE jobs ADD COLUMN source_sha256 TEXT")
     db.execute("ALTER TABLE jobs ADD COLUMN settings_sha256 TEXT")
     db.execute("CREATE INDEX jobs_source ON jobs(source_sha256)")
+
+
+COSTS = 3  # the schema version from which the ledger has costs (m003): `shd status` may read an older database
 
 
 def apply(db: Database) -> int:

@@ -1,5 +1,10 @@
-"""One job's steps, through store, media and the scheduler: probe, extract (streaming frames to the scheduler),
-wait for every frame to be painted or failed, fill the gaps by policy, stitch, verify, and publish.
+"""One job's steps, through store, media and the scheduler: probe and estimate, extract (streaming frames to the
+scheduler), wait for every frame to be painted or failed, fill the gaps by policy, stitch, verify, and publish.
+
+Size guard (`pipeline.max_frames`): a source whose header promises more frames is refused before extraction; one
+that decodes into more than its header promised is refused as soon as extraction passes the limit, and its frames
+past the promise wait for the count before anything is paid for them. Either way nothing is paid beyond the frames
+the header promised, and a refused file is moved aside with its frame count and estimate.
 
 `run_job()` is idempotent and resumable: called again after a crash at any point it carries on from the state the
 store recorded (already-recorded frames are not extracted twice). It first stops any ffmpeg an earlier, killed
@@ -22,7 +27,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from shd import children, diskfull, logs, media, outputs, perms, publish
+from shd import children, diskfull, estimate, logs, media, outputs, perms, pricing, publish
 from shd.config import Config
 from shd.errors import DiskError, DiskFull, InputError, MediaError, OutputExists, ShdError, StoreError
 from shd.fill import FillRefused, plan_fill
@@ -65,7 +70,11 @@ class JobRunner:
         self.on_finished = on_finished
         self.deferred: dict[str, ShdError] = {}  # job id -> why its last run stopped short (disk full, database...)
         # Asked while a job waits (`shd process` sets it): an error to stop waiting with, the job kept; None: wait on.
+        # `shd process` ends so when the credentials are refused, the API is unreachable too long, or the job is held
+        # by a budget cap with nothing of it in flight (errors.BudgetHeld).
         self.give_up: Callable[[], ShdError | None] = lambda: None
+        # `shd process`: told the estimate before anything is paid.
+        self.on_estimate: Callable[[Job, pricing.Estimate], None] | None = None
 
     def run_job(self, job_id: str) -> Job:
         job = self.store.job(job_id)
@@ -141,11 +150,15 @@ class JobRunner:
                               has_audio=int(probe.has_audio))
         log.info("probed", duration=probe.duration, size=f"{probe.width}x{probe.height}", audio=probe.has_audio,
                  sar=f"{probe.sar[0]}:{probe.sar[1]}")
+        promised = media.frame_count(probe.duration, job.fps)
+        est = self._estimate(job, promised, log)
+        if promised > self.cfg.pipeline.max_frames:
+            raise InputError(src, estimate.over_limit(self.cfg, str(promised), est, "by its header"))
         work = Path(job.work_dir)
         frames_dir = work / "frames"
         frames_dir.mkdir(parents=True, exist_ok=True)
         # Frames recorded by an interrupted run are kept (their prompts may be paid for); resume their work now.
-        self._enqueue_unfinished(job.id)
+        self._enqueue_unfinished(job.id, below=promised)
         # A scratch folder of this run's own (an earlier run's ffmpeg was stopped above; its folder goes).
         for old in work.glob("extract.*"):
             shutil.rmtree(old, ignore_errors=True)
@@ -153,13 +166,18 @@ class JobRunner:
         scratch.mkdir(parents=True)
 
         def on_frame(index: int, path: Path) -> None:
+            if index >= self.cfg.pipeline.max_frames:
+                over = estimate.for_frames(self.cfg, index + 1, self.store)
+                raise InputError(src, estimate.over_limit(self.cfg, f"more than {index}", over,
+                                                          f"decoded; its header promised {promised}"))
             final = frames_dir / f"{index:06d}.png"
             if self._known_frame(job.id, index):
                 path.unlink(missing_ok=True)
                 return
             os.replace(path, final)
             ts = media.frame_timestamp(index, job.fps)  # seconds from the start of the source
-            if self.store.add_frame(job.id, index, ts, final):
+            # A frame past what the header promised waits for the count (the job's next step offers it).
+            if self.store.add_frame(job.id, index, ts, final) and index < promised:
                 self.engine.enqueue(Task(job.id, index, Stage.PROMPT))
 
         def should_stop() -> bool:
@@ -178,6 +196,19 @@ class JobRunner:
             shutil.rmtree(scratch, ignore_errors=True)
         self.store.update_job(job.id, frames_total=count)
         log.info("extracted", frames=count)
+        if count != promised:
+            self._estimate(job, count, log)
+
+    def _estimate(self, job: Job, frames: int, log: Any) -> pricing.Estimate:
+        """Estimate the job (before its first paid call: a job over budget.per_job_usd is held on it), record and
+        log it, and tell `shd process`."""
+        est = estimate.for_frames(self.cfg, frames, self.store)
+        self.store.update_job(job.id, estimate_usd=round(est.usd, 6), estimate_seconds=round(est.seconds, 1))
+        log.info("job_estimate", frames=frames, predictions=est.predictions, usd=round(est.usd, 4),
+                 seconds=round(est.seconds), estimate=est.summary())
+        if self.on_estimate is not None:
+            self.on_estimate(job, est)
+        return est
 
     def _known_frame(self, job_id: str, index: int) -> bool:
         try:
@@ -189,10 +220,11 @@ class JobRunner:
     def _gone(self, job_id: str) -> bool:
         return self.store.job(job_id).state in (JobState.CANCELED, JobState.FAILED)
 
-    def _enqueue_unfinished(self, job_id: str) -> None:
+    def _enqueue_unfinished(self, job_id: str, below: int | None = None) -> None:
+        """Offer the engine every unfinished frame (of those before `below`, when given)."""
         for f in self.store.frames(job_id):
             stage = STAGE_FOR[FrameState(f.state)]
-            if stage is not None:
+            if stage is not None and (below is None or f.idx < below):
                 self.engine.enqueue(Task(job_id, f.idx, stage))
 
     # --- waiting for the paid stages ----------------------------------------------------------------------------

@@ -13,6 +13,8 @@ ends, with one line saying why and the exit code of the README's table.
   it (exit 4 or 5), each with the reason; the job stays recorded and `shd process` (the same file) or `shd run`
   resumes it. Following a daemon, the daemon's holds (its heartbeat, liveness.py) end it the same way.
 Interrupted (Ctrl-C, SIGTERM), the job stays recorded: `shd run` resumes it, or the daemon goes on with it.
+Held by a budget cap, it ends too (exit 8, saying why, once nothing of the job is in flight): the job keeps its
+frames and what it paid for, and goes on when the budget allows. The estimate is printed before anything is paid.
 The source video is never moved or changed, whoever works on it.
 On a terminal, progress is one live line (`Screen`, progress.py), warnings above it; elsewhere, log lines.
 """
@@ -28,9 +30,9 @@ from pathlib import Path
 from typing import TextIO
 
 from shd import app as app_mod
-from shd import config, identity, liveness, logs, outputs, perms, progress, status
+from shd import config, identity, liveness, logs, outputs, perms, pricing, progress, status
 from shd.config import Config
-from shd.errors import BackendError, Interrupted, OutputExists, ShdError
+from shd.errors import BackendError, BudgetHeld, Interrupted, OutputExists, ShdError
 from shd.lock import StateLock
 from shd.scheduler.holds import Paused
 from shd.scheduler.outage import KIND as UNREACHABLE
@@ -137,7 +139,7 @@ def run(cfg: Config, video: Path, output: Path | None, overwrite: bool, *, verbo
                         job_id = source.job(cfg, store, screen, f": handed to the daemon (pid {holder.pid}) that "
                                                                 f"runs on {cfg.paths.state_dir}; following it").id
                     with screen.following(store, job_id):
-                        followed = _follow(cfg, store, job_id, lock)
+                        followed = _follow(cfg, store, job_id, lock, screen)
                 except KeyboardInterrupt:
                     screen.say(f"interrupted; the daemon (pid {holder.pid}) goes on with job {job_id}")
                     return Interrupted.exit_code
@@ -161,12 +163,18 @@ def run(cfg: Config, video: Path, output: Path | None, overwrite: bool, *, verbo
         screen.close()
 
 
-def _follow(cfg: Config, store: Store, job_id: str, lock: StateLock) -> Job | ShdError | None:
-    """Wait for the daemon to finish the job: the job once finished; the reason to stop following if the daemon is
-    held too long (its heartbeat says why); None once the daemon is gone and this process holds the lock."""
+def _follow(cfg: Config, store: Store, job_id: str, lock: StateLock, screen: Screen) -> Job | ShdError | None:
+    """Wait for the daemon to finish the job: the job once finished, or held by a budget cap; the reason to stop
+    following if the daemon is held too long otherwise (its heartbeat says why); None once the daemon is gone and
+    this process holds the lock."""
+    told = False
     while True:
         job = store.job(job_id)
-        if job.state in FINISHED:
+        if job.estimate_usd is not None and not told:  # the daemon estimates the job once it has probed it
+            told = True
+            screen.say(f"estimate: about {pricing.usd(job.estimate_usd)} and "
+                       f"{pricing.duration(job.estimate_seconds or 0)} of predictions")
+        if job.state in FINISHED or job.held:
             return job
         if lock.acquire("process"):
             return None
@@ -190,9 +198,16 @@ def _work(cfg: Config, source: Source, job_id: str | None, screen: Screen) -> in
 
         def left() -> ShdError | None:
             why = give_up(app.engine.paused_by(), cfg.replicate.unreachable_patience, time.time())
-            return None if why is None else BackendError(why)
+            if why is not None:
+                return BackendError(why)
+            # Held by a budget cap (its own, or the day's or month's): ends once nothing of it is in flight.
+            held = app.store.job(job_id).held
+            if held and not app.store.predictions(job_id, live=True):
+                return BudgetHeld(held)
+            return None
 
         app.runner.give_up = left
+        app.runner.on_estimate = lambda _job, est: screen.say(f"estimate: {est.summary()}")
         stopped: ShdError
         try:
             with screen.following(app.store, job_id):
@@ -243,5 +258,9 @@ def _report(job: Job, screen: Screen) -> int:
     if job.state == JobState.DONE:
         print(job.output, flush=True)
         return 0
+    if job.held and job.state not in FINISHED:  # followed: the daemon holds it
+        screen.say(f"{BudgetHeld(job.held)}; job {job.id} keeps its frames and what it paid for, and the daemon goes "
+                   "on with it without paying twice once the budget allows")
+        return BudgetHeld.exit_code
     screen.say(job.error or f"job {job.id} is {job.state}")
     return job.exit_code or 1

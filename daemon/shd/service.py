@@ -163,7 +163,11 @@ class Daemon:
             done += p["generated"]
             failed += p["failed"]
             total += max(j.frames_total or 0, p["extracted"])
-        paused = f"; PAUSED: {self.app.engine.paused}" if self.app.engine.paused else ""
+        reason = self.app.engine.paused
+        paused = f"; PAUSED: {reason}" if reason else ""
+        held = [j.held for j in active if j.held]
+        if held:  # by a budget cap: the daily or monthly one is the pause, a job's own is said here
+            paused += f"; HELD: {len(held)} job(s)" + ("" if reason in held else f": {held[0]}")
         return f"{len(active)} job(s) active, {done}/{total} frames painted, {failed} failed{paused}"
 
     def healthy(self) -> bool:

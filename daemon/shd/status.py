@@ -1,11 +1,13 @@
 """`shd status`: jobs and their progress, as a table for people and as JSON for scripts (the contract's schema).
 
 Reads through a read-only connection: it never writes and never blocks the daemon. The table shows control
-characters in names and reasons as escapes (`\\n`), so every job stays on one line.
+characters in names and reasons as escapes (`\\n`), so every job stays on one line. Spend comes from the ledger:
+each finished prediction's cost; today and this month are counted in `budget.timezone` (UTC unless configured).
 
 It tells the truth about who works (liveness.py): the `daemon` object says whether a daemon runs on the state
-directory and why it is paused; an unfinished job nobody works on is `interrupted`: its clock stops when the work
-stopped and it has no ETA, until `shd run` (or `shd process` on the same file) resumes it.
+directory and why it is paused (the credentials, the API, a budget cap); an unfinished job nobody works on is
+`interrupted`: its clock stops when the work stopped and it has no ETA, until `shd run` (or `shd process` on the
+same file) resumes it.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shd import liveness
+from shd import budget, liveness, pricing
 from shd.liveness import Beat
 from shd.names import printable
 from shd.sheet import time_label
@@ -84,7 +86,19 @@ def job_summary(store: Store, job: Job, now: float | None = None, who: Who = WOR
         "elapsed": elapsed,
         "eta": eta,
         "interrupted": stopped is not None,
+        "cost": store.job_cost(job.id),
+        "estimate": None if job.estimate_usd is None else {"usd": job.estimate_usd, "seconds": job.estimate_seconds},
+        "held": job.held if job.state in UNFINISHED_JOBS else None,  # a finished job is not held
     }
+
+
+def spend(store: Store, zone: str = "UTC", now: float | None = None) -> dict[str, float]:
+    """Dollars spent today, this month (in `zone`) and ever, all jobs."""
+    now = time.time() if now is None else now
+    tz = budget.zone(zone)
+    return {"today_usd": round(store.spent_since(budget.day_start(now, tz)), 6),
+            "month_usd": round(store.spent_since(budget.month_start(now, tz)), 6),
+            "total_usd": round(store.spent_since(float("-inf")), 6)}
 
 
 def job_detail(store: Store, job: Job, who: Who = WORKING) -> dict[str, Any]:
@@ -108,9 +122,10 @@ def frame_row(f: Frame) -> dict[str, Any]:
             "error": f.error, "filled_with": f.filled_with}
 
 
-def as_json(store: Store, job_ref: str | None = None, *, frames: bool = False, state_dir: Path | None = None) -> str:
-    """The contract's JSON, with its `daemon` object (who works on `state_dir`); for one job its detail, and with
-    `frames` each frame (`frame_list`, see frame_row)."""
+def as_json(store: Store, job_ref: str | None = None, *, frames: bool = False, state_dir: Path | None = None,
+            zone: str = "UTC") -> str:
+    """The contract's JSON, with its `daemon` object (who works on `state_dir`) and `spend` (days and months in
+    `zone`); for one job its detail, and with `frames` each frame (`frame_list`, see frame_row)."""
     who = Who.of(state_dir) if state_dir is not None else WORKING
     daemon = daemon_object(who.worker)
     if job_ref:
@@ -118,8 +133,10 @@ def as_json(store: Store, job_ref: str | None = None, *, frames: bool = False, s
         detail = job_detail(store, job, who)
         if frames:
             detail["frame_list"] = [frame_row(f) for f in store.frames(job.id)]
-        return json.dumps({"daemon": daemon, "jobs": [detail]}, indent=2)
-    return json.dumps({"daemon": daemon, "jobs": [job_summary(store, j, who=who) for j in store.jobs()]}, indent=2)
+        jobs = [detail]
+    else:
+        jobs = [job_summary(store, j, who=who) for j in store.jobs()]
+    return json.dumps({"daemon": daemon, "jobs": jobs, "spend": spend(store, zone)}, indent=2)
 
 
 def _state(d: dict[str, Any]) -> str:
@@ -142,10 +159,24 @@ def daemon_line(who: Who, state_dir: Path, unfinished: int) -> str:
 
 
 def _dur(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    s = int(seconds)
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+    return "-" if seconds is None else pricing.duration(seconds)
+
+
+def _cost(d: dict[str, Any]) -> str:
+    """A job's cost in words: dollars, paid predictions, reused results and what reuse saved, the estimate."""
+    c = d["cost"]
+    text = f"{pricing.usd(c['usd'])} for {c['predictions']} paid predictions ({c['predict_seconds']:g} s)"
+    if c["reused"]:
+        text += f", {c['reused']} results reused (saved {pricing.usd(c['saved_usd'])})"
+    if d["estimate"]:
+        text += f"; estimated {pricing.usd(d['estimate']['usd'])}"
+    return text
+
+
+def _spend_line(store: Store, zone: str) -> str:
+    s = spend(store, zone)
+    return (f"spend: today {pricing.usd(s['today_usd'])}, this month {pricing.usd(s['month_usd'])}, "
+            f"all time {pricing.usd(s['total_usd'])} ({zone})")
 
 
 def frames_table(store: Store, job_ref: str) -> str:
@@ -163,7 +194,7 @@ def frames_table(store: Store, job_ref: str) -> str:
     return "\n".join("  ".join([*(c.ljust(w) for c, w in zip(r, widths)), r[3]]).rstrip() for r in rows)
 
 
-def as_table(store: Store, job_ref: str | None = None, state_dir: Path | None = None) -> str:
+def as_table(store: Store, job_ref: str | None = None, state_dir: Path | None = None, *, zone: str = "UTC") -> str:
     who = Who.of(state_dir) if state_dir is not None else WORKING
     if job_ref:
         d = job_detail(store, store.find_job(job_ref), who)
@@ -171,11 +202,13 @@ def as_table(store: Store, job_ref: str | None = None, state_dir: Path | None = 
         lines = [
             f"job      {d['id']}",
             f"source   {printable(d['source'])}",
-            f"state    {_state(d)}" + (": nobody works on it; `shd run` (or `shd process` on the same file) "
-                                       "resumes it" if d["interrupted"] else ""),
+            f"state    {_state(d)}" + (f" (held: {d['held']})" if d["held"] else "")
+            + (": nobody works on it; `shd run` (or `shd process` on the same file) resumes it"
+               if d["interrupted"] else ""),
             f"frames   {fr['generated']}/{fr['total']} generated, {fr['prompted']} prompted, "
             f"{fr['extracted']} extracted, {fr['failed']} failed, {d['filled']} filled",
             f"elapsed  {_dur(d['elapsed'])}   eta {_dur(d['eta'])}",
+            f"cost     {_cost(d)}",
             f"paid     {d['predictions']['by_status']}  predict_time {d['predictions']['predict_time']}s"
             + (f"  ({d['predictions']['refused']} create(s) turned away or never sent: not paid)"
                if d["predictions"]["refused"] else ""),
@@ -190,16 +223,21 @@ def as_table(store: Store, job_ref: str | None = None, state_dir: Path | None = 
             lines.append(f"  frame {f['frame']} @{f['time']}s: {printable(f['error'] or '')}"
                          + (f" (filled: {f['filled_with']})" if f["filled_with"] else ""))
         return "\n".join(lines)
-    rows = [("ID", "SOURCE", "STATE", "EXTR", "PROMPT", "GEN", "FAIL", "TOTAL", "ELAPSED", "ETA")]
+    rows = [("ID", "SOURCE", "STATE", "EXTR", "PROMPT", "GEN", "FAIL", "TOTAL", "ELAPSED", "ETA", "COST", "REUSED")]
     unfinished = 0
+    held = []
     for j in store.jobs():
         d = job_summary(store, j, who=who)
         unfinished += d["interrupted"]
-        fr = d["frames"]
-        rows.append((d["id"], printable(d["source"])[:32], _state(d), str(fr["extracted"]), str(fr["prompted"]),
-                     str(fr["generated"]), str(fr["failed"]), str(fr["total"]), _dur(d["elapsed"]), _dur(d["eta"])))
+        fr, c = d["frames"], d["cost"]
+        rows.append((d["id"], printable(d["source"])[:32], _state(d) + (" (held)" if d["held"] else ""),
+                     str(fr["extracted"]), str(fr["prompted"]), str(fr["generated"]), str(fr["failed"]),
+                     str(fr["total"]), _dur(d["elapsed"]), _dur(d["eta"]), pricing.usd(c["usd"]), str(c["reused"])))
+        if d["held"]:
+            held.append(printable(f"held {d['id']}: {d['held']}"))
     head = [printable(daemon_line(who, state_dir, unfinished))] if state_dir is not None else []
     if len(rows) == 1:
         return "\n".join(head + ["no jobs yet"])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join(head + ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows])
+    table = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    return "\n".join([*head, *table, *held, _spend_line(store, zone)])

@@ -35,8 +35,9 @@ from shd.errors import DatabaseDamaged, DiskFull, ShdError, StoreError, UsageErr
 from shd.states import FrameState, JobState, Stage
 
 # Prediction ledger statuses: 'creating' is written before the create request is sent; the rest mirror Replicate's,
-# plus 'lost' (the server no longer knows the id, or its output expired before we downloaded it) and 'refused'
-# (the create was turned away, e.g. 429 or 401, so nothing was created or billed; not counted against retry budgets).
+# plus 'lost' (the server no longer knows the id, or its output expired before we downloaded it), 'refused'
+# (the create was turned away, e.g. 429 or 401, so nothing was created or billed; not counted against retry budgets)
+# and 'reused' (no call at all: the result of the paid prediction `reused_from` was used; see scheduler/reuse.py).
 LIVE_PREDICTION = ("creating", "starting", "processing")
 
 # SQLite's primary result codes (the low byte of sqlite3.Error.sqlite_errorcode).
@@ -68,7 +69,11 @@ class Job:
     # Added by migration m002 (defaults: `shd status` may read a database the daemon has not migrated yet).
     exit_code: int | None = None  # the CLI exit code a failed job calls for (3: bad input, 4: ffmpeg...)
     overwrite: int = 0            # `shd process --overwrite`: the output may replace an existing file
-    # Added by migration m003: what a `shd process` job is the work of (identity.py).
+    # Added by migration m003.
+    estimate_usd: float | None = None       # what the whole job is expected to cost (dollars), once probed
+    estimate_seconds: float | None = None   # and how long its predictions are expected to take
+    held: str | None = None                 # why no new prediction of it starts (a budget cap), else None
+    # Added by migration m004: what a `shd process` job is the work of (identity.py).
     source_sha256: str | None = None
     settings_sha256: str | None = None
 
@@ -106,6 +111,11 @@ class Prediction:
     created_at: float
     updated_at: float
     completed_at: float | None
+    # Added by migration m003.
+    cost_usd: float | None = None      # dollars, once finished (predict_time x the price then); 0 for a reuse
+    reuse_key: str | None = None       # the content key of its result (scheduler/reuse.py)
+    reused_from: int | None = None     # status 'reused': the paid prediction whose result was taken
+    saved_usd: float | None = None     # status 'reused': what that prediction cost
 
     @property
     def input(self) -> dict[str, Any]:
@@ -131,6 +141,7 @@ class Store:
         self._depth = 0
         self._durable = True
         self.damaged: DatabaseDamaged | None = None  # set once SQLite has found the file corrupt
+        self.schema = migrations.LATEST  # a read-only store may be older (the daemon migrates it at its next start)
 
     def _error(self, e: sqlite3.Error, what: str = "") -> ShdError:
         """The ShdError that says what an sqlite3 exception means for shd (see the module docstring)."""
@@ -197,6 +208,7 @@ class Store:
         if version > migrations.LATEST:
             conn.close()
             raise StoreError(f"{path}: schema version {version} is newer than this shd understands")
+        store.schema = version
         return store
 
     def close(self) -> None:
@@ -334,9 +346,10 @@ class Store:
 
     def update_job(self, job_id: str, **values: Any) -> None:
         """Set plain (non-state) columns of a job: source_path, duration, width, height, has_audio, frames_total,
-        output, output_target and overwrite (a resumed `shd process` job), error (where its file is now)."""
+        output, output_target and overwrite (a resumed `shd process` job), error (where its file is now),
+        estimate_usd, estimate_seconds."""
         allowed = {"source_path", "duration", "width", "height", "has_audio", "frames_total", "output",
-                   "output_target", "overwrite", "error"}
+                   "output_target", "overwrite", "error", "estimate_usd", "estimate_seconds"}
         if not values or not set(values) <= allowed:
             raise StoreError(f"update_job: cannot set {sorted(set(values) - allowed)}")
         cols = ", ".join(f"{k} = :{k}" for k in values)
@@ -368,6 +381,17 @@ class Store:
             )
             self._event(job_id, "job", job.state, target, detail=error)
         return self.job(job_id)
+
+    def set_held(self, job_id: str, why: str | None) -> None:
+        """Record why no new prediction of the job starts (a budget cap), or that it goes on again (None)."""
+        with self.tx() as db:
+            db.execute("UPDATE jobs SET held = ?, updated_at = ? WHERE id = ?", (why, time.time(), job_id))
+            self._event(job_id, "budget", None, "held" if why else "resumed", detail=why)
+
+    def clear_held(self) -> None:
+        """Forget every job's hold (a starting engine checks the budget afresh before its next create)."""
+        with self.tx() as db:
+            db.execute("UPDATE jobs SET held = NULL WHERE held IS NOT NULL")
 
     # --- frames -------------------------------------------------------------------------------------------------
     def add_frame(self, job_id: str, idx: int, ts: float, path: Path) -> bool:
@@ -441,9 +465,11 @@ class Store:
 
     # --- the prediction ledger ----------------------------------------------------------------------------------
     def begin_prediction(self, job_id: str, idx: int, stage: Stage, *, model: str, input: Mapping[str, Any],
-                         reason: str, seed: int | None = None, expect: FrameState | None = None) -> Prediction:
+                         reason: str, seed: int | None = None, expect: FrameState | None = None,
+                         reuse_key: str | None = None) -> Prediction:
         """Record a paid call BEFORE it is sent (status 'creating', durably) and move the frame to its in-flight
-        state. `expect`: the frame's state as the caller read it (saves reading it again when it still is)."""
+        state. `expect`: the frame's state as the caller read it (saves reading it again when it still is).
+        `reuse_key`: the content key of its result (scheduler/reuse.py)."""
         before, inflight, _ = states.STAGE_STATES[stage]
         move = "UPDATE frames SET state = ?, seed = COALESCE(?, seed), updated_at = ? WHERE job_id = ? AND idx = ?"
         with self.tx() as db:
@@ -460,9 +486,10 @@ class Store:
             input_json = json.dumps(dict(input), sort_keys=True)
             pid, attempt = self._conn.execute(
                 "INSERT INTO predictions (job_id, frame_idx, stage, attempt, reason, model, input_json, status,"
-                " created_at, updated_at) VALUES (?, ?, ?, (SELECT COUNT(*) + 1 FROM predictions"
-                " WHERE job_id = ? AND frame_idx = ? AND stage = ?), ?, ?, ?, 'creating', ?, ?) RETURNING id, attempt",
-                (job_id, idx, stage, job_id, idx, stage, reason, model, input_json, now, now),
+                " created_at, updated_at, reuse_key) VALUES (?, ?, ?, (SELECT COUNT(*) + 1 FROM predictions"
+                " WHERE job_id = ? AND frame_idx = ? AND stage = ?), ?, ?, ?, 'creating', ?, ?, ?)"
+                " RETURNING id, attempt",
+                (job_id, idx, stage, job_id, idx, stage, reason, model, input_json, now, now, reuse_key),
             ).fetchone()
             self._event(job_id, "prediction", None, "creating", frame=idx, prediction=pid,
                         detail=f"{stage} attempt {attempt}: {reason}")
@@ -471,7 +498,7 @@ class Store:
         return Prediction(id=pid, job_id=job_id, frame_idx=idx, stage=str(stage), attempt=attempt, reason=reason,
                           model=model, input_json=input_json, remote_id=None,
                           status="creating", error=None, output_json=None, predict_time=None, created_at=now,
-                          updated_at=now, completed_at=None)
+                          updated_at=now, completed_at=None, reuse_key=reuse_key)
 
     def prediction(self, pid: int) -> Prediction:
         row = self._one("SELECT * FROM predictions WHERE id = ?", (pid,))
@@ -481,9 +508,9 @@ class Store:
 
     def update_prediction(self, pred: int | Prediction, *, status: str, remote_id: str | None = None,
                           error: str | None = None, output: Any = None, predict_time: float | None = None,
-                          durable: bool = True) -> Prediction:
-        """Record what the server said about a prediction (the remote id as soon as it is known). Given the
-        Prediction as last recorded (not just its id), it is not read again."""
+                          cost_usd: float | None = None, durable: bool = True) -> Prediction:
+        """Record what the server said about a prediction (the remote id as soon as it is known), and once it is
+        finished what it cost. Given the Prediction as last recorded (not just its id), it is not read again."""
         with self.tx(durable=durable) as db:
             old = pred if isinstance(pred, Prediction) else self.prediction(pred)
             pid = old.id
@@ -492,9 +519,10 @@ class Store:
             db.execute(
                 "UPDATE predictions SET status = ?, remote_id = COALESCE(?, remote_id), error = COALESCE(?, error),"
                 " output_json = COALESCE(?, output_json), predict_time = COALESCE(?, predict_time),"
-                " updated_at = ?, completed_at = COALESCE(completed_at, ?) WHERE id = ?",
+                " cost_usd = COALESCE(?, cost_usd), updated_at = ?, completed_at = COALESCE(completed_at, ?)"
+                " WHERE id = ?",
                 (status, remote_id, error, json.dumps(output) if output is not None else None, predict_time,
-                 now, done, pid),
+                 cost_usd, now, done, pid),
             )
             if old.status != status:
                 self._event(old.job_id, "prediction", old.status, status, frame=old.frame_idx, prediction=pid,
@@ -502,6 +530,7 @@ class Store:
         return replace(old, status=status, remote_id=remote_id or old.remote_id, error=error or old.error,
                        output_json=json.dumps(output) if output is not None else old.output_json,
                        predict_time=predict_time if predict_time is not None else old.predict_time,
+                       cost_usd=cost_usd if cost_usd is not None else old.cost_usd,
                        updated_at=now, completed_at=old.completed_at or done)
 
     def latest_prediction(self, job_id: str, idx: int, stage: Stage) -> Prediction | None:
@@ -527,6 +556,74 @@ class Store:
         rows = self._all("SELECT * FROM predictions WHERE job_id = ? AND frame_idx = ? AND stage = ?"
                          " AND created_at >= ? ORDER BY id", (job_id, idx, stage, since))
         return [_row(Prediction, r) for r in rows]
+
+    # --- reuse of paid results ----------------------------------------------------------------------------------
+    def reusable(self, key: str, seed: int | None = None, limit: int = 5) -> list[Prediction]:
+        """The newest results with content key `key` (paid, or themselves reused), painted with `seed` if given."""
+        rows = self._all("SELECT * FROM predictions WHERE reuse_key = ? AND status IN ('succeeded', 'reused')"
+                         " AND (? IS NULL OR json_extract(input_json, '$.seed') = ?) ORDER BY id DESC LIMIT ?",
+                         (key, seed, seed, limit))
+        return [_row(Prediction, r) for r in rows]
+
+    def key_in_flight(self, key: str, seed: int | None = None) -> bool:
+        """Whether a prediction with content key `key` (and `seed`) is in flight for a frame of a job that is being
+        worked on (after a restart, before its task has resumed it)."""
+        return self._one("SELECT 1 AS x FROM predictions p JOIN jobs j ON j.id = p.job_id JOIN frames f"
+                         " ON f.job_id = p.job_id AND f.idx = p.frame_idx WHERE p.reuse_key = ?"
+                         " AND p.status IN ('creating', 'starting', 'processing')"
+                         " AND (? IS NULL OR json_extract(p.input_json, '$.seed') = ?)"
+                         " AND j.state IN ('extracting', 'running') AND f.state IN ('prompting', 'generating')"
+                         " LIMIT 1", (key, seed, seed)) is not None
+
+    def reuse_result(self, job_id: str, idx: int, stage: Stage, source: Prediction, **frame_values: Any) -> None:
+        """Settle a frame's stage with the result of `source` instead of paying: a ledger row with status
+        'reused' (pointing at the paid prediction, with what it cost as `saved_usd`) and the frame moved on to the
+        stage's next state with `frame_values` (prompt, or image_path and seed), in one transaction."""
+        _, inflight, after = states.STAGE_STATES[stage]
+        paid_id = source.reused_from or source.id
+        with self.tx(durable=False):  # lost to a power cut, it is looked up and reused again, for free
+            now = time.time()
+            saved = self._one("SELECT cost_usd FROM predictions WHERE id = ?", (paid_id,))
+            pid = self._conn.execute(
+                "INSERT INTO predictions (job_id, frame_idx, stage, attempt, reason, model, input_json, status,"
+                " output_json, predict_time, created_at, updated_at, completed_at, cost_usd, reuse_key, reused_from,"
+                " saved_usd) VALUES (?, ?, ?, (SELECT COUNT(*) + 1 FROM predictions WHERE job_id = ? AND"
+                " frame_idx = ? AND stage = ?), ?, ?, ?, 'reused', ?, NULL, ?, ?, ?, 0, ?, ?, ?) RETURNING id",
+                (job_id, idx, stage, job_id, idx, stage, f"reused prediction {paid_id}", source.model,
+                 source.input_json, source.output_json, now, now, now, source.reuse_key, paid_id,
+                 (saved or {}).get("cost_usd") or 0.0),
+            ).fetchone()[0]
+            self._event(job_id, "prediction", None, "reused", frame=idx, prediction=pid,
+                        detail=f"{stage}: result of prediction {paid_id}")
+            self.transition_frame(job_id, idx, inflight, durable=False)
+            self.transition_frame(job_id, idx, after, expect=inflight, durable=False, **frame_values)
+
+    # --- spend --------------------------------------------------------------------------------------------------
+    def spent_since(self, since: float) -> float:
+        """Dollars of the predictions that finished at or after `since` (epoch seconds), all jobs."""
+        if self.schema < migrations.COSTS:
+            return 0.0
+        row = self._one("SELECT SUM(cost_usd) AS usd FROM predictions WHERE completed_at >= ?", (since,))
+        return float((row or {}).get("usd") or 0.0)
+
+    def job_cost(self, job_id: str) -> dict[str, Any]:
+        """What a job's predictions cost: dollars, predict seconds, paid predictions, reused results and what
+        reusing saved."""
+        if self.schema < migrations.COSTS:
+            return {"usd": 0.0, "predict_seconds": 0.0, "predictions": 0, "reused": 0, "saved_usd": 0.0}
+        row = self._one(
+            "SELECT COALESCE(SUM(cost_usd), 0) AS usd, COALESCE(SUM(predict_time), 0) AS predict_seconds,"
+            " SUM(status NOT IN ('refused', 'reused')) AS predictions, SUM(status = 'reused') AS reused,"
+            " COALESCE(SUM(saved_usd), 0) AS saved_usd FROM predictions WHERE job_id = ?", (job_id,)) or {}
+        return {"usd": round(float(row["usd"]), 6), "predict_seconds": round(float(row["predict_seconds"]), 3),
+                "predictions": int(row["predictions"] or 0), "reused": int(row["reused"] or 0),
+                "saved_usd": round(float(row["saved_usd"]), 6)}
+
+    def recent_predict_times(self, model: str, limit: int = 1000) -> list[float]:
+        """The predict_time of model `model`'s most recent succeeded predictions (what a typical one takes)."""
+        rows = self._all("SELECT predict_time FROM predictions WHERE model = ? AND status = 'succeeded'"
+                         " AND predict_time IS NOT NULL ORDER BY id DESC LIMIT ?", (model, limit))
+        return [float(r["predict_time"]) for r in rows]
 
     def events(self, job_id: str) -> list[dict[str, Any]]:
         return self._all("SELECT * FROM events WHERE job_id = ? ORDER BY id", (job_id,))

@@ -159,6 +159,7 @@ def test_a_failed_prediction_says_what_follows(h: Harness, frame: Path, kind: st
     h.fail_next_prediction(kind)
     failed = h.settle(h.remote, h.remote.create(painter.ref, painter.input_for("a red door", 7)).remote_id)
     assert failed.status == "failed" and failed.error
+    assert failed.predict_time is not None  # it ran, so it is billed: shd counts its cost
     reason = h.remote.failure(failed)
     assert type(reason) is error
     assert getattr(reason, "retry_with_new_seed", False) is new_seed

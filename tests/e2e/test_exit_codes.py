@@ -8,6 +8,8 @@
     4    test_ffmpeg_failing_on_a_file_shd_made_exits_4; a full disk: test_state_dir.py
     5    a damaged database: test_state_dir.py; a locked one: test_process_ends.py
     6    refused credentials, an unreachable API: test_process_ends.py
+    8    a budget cap: test_bill_end_to_end.py::test_shd_process_at_a_cap_ends_with_exit_8_saying_why; following a
+         daemon's held job: test_bill_end_to_end.py::test_the_daemon_holds_at_the_daily_cap_says_why_and_resumes...
     130  test_the_daemon_stopped_by_ctrl_c_exits_130; `shd process`: test_process_ends.py
     141  test_a_reader_that_goes_away_exits_141_quietly
 """
@@ -47,7 +49,7 @@ def test_bad_usage_exits_2_with_one_line(tmp_path: Path, standin: StandIn, shd_e
     for command in ("status", "retry", "cancel"):
         r = shd(command, "nosuchjob")
         assert r.returncode == 2 and one_line(r) == "shd: no job matches 'nosuchjob'"
-    (job_id,) = [line.split()[0] for line in shd("status").stdout.splitlines()[2:]]
+    (job_id,) = [line.split()[0] for line in shd("status").stdout.splitlines()[2:-1]]  # daemon, header ... spend
     r = shd("retry", job_id)
     assert r.returncode == 2 and "is done and none of its frames failed; nothing to retry" in one_line(r)
     r = shd("cancel", job_id)

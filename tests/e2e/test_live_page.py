@@ -246,6 +246,8 @@ def test_metrics_of_a_real_run_match_its_ledger(tmp_path: Path, standin: StandIn
         assert {s.labels["state"]: s.value for s in m["shd_jobs"].samples}["done"] == 1
         assert m["shd_up"].samples[0].value == 1 and m["shd_paused"].samples[0].value == 0
         assert m["shd_predictions_in_flight"].samples[0].value == 0 and m["shd_queue_length"].samples[0].value == 0
+        (spent,) = db.execute("SELECT SUM(cost_usd) FROM predictions").fetchone()
+        assert spent > 0 and m["shd_spend_usd"].samples[0].value == pytest.approx(spent, abs=1e-6)  # to a microdollar
 
 
 def test_a_busy_port_leaves_the_daemon_working_without_its_page(tmp_path: Path, standin: StandIn,

@@ -233,7 +233,7 @@ def _create(s: "StandIn", req: Request, model: M.FakeModel, body: JSON) -> Respo
         rec = PredictionRecord(
             id=pred_id, model=model.full_name, version=model.version, input=inp, effective_input=effective,
             input_sha256=sha, created=round(time.time() * 1e6) / 1e6,  # whole microseconds, as rendered
-            queue_delay=queue_delay, run_time=run_time, output_ttl=ttl,
+            queue_delay=queue_delay, run_time=run_time, output_ttl=ttl, billed_time=s._billed_time(model.full_name),
             outcome=outcome, error=error, output=output, files=plan.files, log_header=plan.log_header,
             steps=plan.steps, seed=plan.seed, create_number=s._create_count, base=s.url, extras=extras,
             rule=repr(rule.to_json()) if rule else None, missing_version=bool(rule and rule.missing_version),

@@ -7,6 +7,7 @@ POST endpoints take a JSON object whose keys are the keyword arguments of the ``
 * ``/__control/override``          -> :meth:`StandIn.override` (no ``match`` callable); returns ``{"rule": id}``
 * ``/__control/remove_rule``       ``{"rule": id}``;  ``/__control/clear_faults`` ``{}``
 * ``/__control/set_latency``       ``{"model", "queue_delay", "run_time", "output_ttl"?}``
+* ``/__control/set_predict_time``  ``{"model", "seconds"}`` (``null``: the time each one ran)
 * ``/__control/set_token``         ``{"token"}``
 * ``/__control/set_rate_limit``    -> :meth:`StandIn.set_rate_limit`
 * ``/__control/configure``         -> :meth:`StandIn.configure` (``sync_status``, ``output_ttl``, ...)
@@ -67,6 +68,7 @@ _ACTIONS: dict[str, Callable[["StandIn", JSON], JSON]] = {
     "remove_rule": _ok(lambda s, rule: s.remove_rule(int(rule))),
     "clear_faults": _ok(lambda s: s.clear_faults()),
     "set_latency": _ok(lambda s, **a: s.set_latency(**a)),
+    "set_predict_time": _ok(lambda s, model, seconds: s.set_predict_time(model, seconds)),
     "set_token": _ok(lambda s, token: s.set_token(token)),
     "set_rate_limit": _ok(lambda s, **a: s.set_rate_limit(**a)),
     "configure": _ok(lambda s, **a: s.configure(**a)),

@@ -96,6 +96,7 @@ class StandIn:
         if rate_limits:
             self.set_rate_limit(**rate_limits)
         self._latency: dict[str, tuple[float, float, float | None]] = {}
+        self._predict_time: dict[str, float] = {}
         for model, (queue_delay, run_time) in (latencies or {}).items():
             self.set_latency(model, queue_delay, run_time)
         self._predictions: dict[str, PredictionRecord] = {}
@@ -177,6 +178,20 @@ class StandIn:
         with self._cond:
             self._latency[model] = (float(queue_delay), float(run_time),
                                     None if output_ttl is None else float(output_ttl))
+
+    def set_predict_time(self, model: str, seconds: float | None) -> None:
+        """The ``metrics.predict_time`` that future predictions of ``owner/name`` report once they have run to their
+        end (succeeded or failed): the real API reports the seconds its hardware worked, which is what is billed;
+        a fixed figure makes cost tests exact whatever the machine's timing. A canceled prediction still reports the
+        time it really ran. ``None``: every prediction reports the time it ran (the default)."""
+        model = model.split(":", 1)[0]
+        if model not in M.BY_NAME:
+            raise ValueError(f"unknown model {model!r}; known: {sorted(M.BY_NAME)}")
+        with self._cond:
+            if seconds is None:
+                self._predict_time.pop(model, None)
+            else:
+                self._predict_time[model] = float(seconds)
 
     def configure(self, **options: Any) -> None:
         """Change :class:`Options` fields at runtime (e.g. ``configure(sync_status="processing")``)."""
@@ -341,6 +356,10 @@ class StandIn:
         with self._cond:
             self._requests.append(rec)
         return rec
+
+    def _billed_time(self, model: str) -> float | None:
+        with self._cond:
+            return self._predict_time.get(model)
 
     def _timing_for(self, model: str) -> tuple[float, float, float]:
         with self._cond:

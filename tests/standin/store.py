@@ -129,6 +129,7 @@ class PredictionRecord:
     extras: JSON = field(default_factory=dict)  # webhook, webhook_events_filter, stream ...
     rule: str | None = None  # repr of the outcome override that matched
     missing_version: bool = False
+    billed_time: float | None = None  # the predict_time reported once it ran to its end (None: the time it ran)
     processing_on_timeout: bool = False
     partial_output: bool = False
     canceled_at: float | None = None
@@ -227,8 +228,10 @@ class PredictionRecord:
         if actual in TERMINAL and shown in TERMINAL:
             end = self.terminal_time()
             body["completed_at"] = rfc3339(end)
-            body["metrics"] = {"predict_time": round(max(0.0, end - self.started), 6),
-                               "total_time": round(end - self.created, 6)}
+            ran = max(0.0, end - self.started)
+            if self.billed_time is not None and actual in ("succeeded", "failed"):
+                ran = self.billed_time
+            body["metrics"] = {"predict_time": round(ran, 6), "total_time": round(end - self.created, 6)}
         if actual == "succeeded":
             body["output"] = self.output
         elif actual == "failed":

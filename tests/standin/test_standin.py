@@ -86,6 +86,30 @@ def test_wait_timeout_then_cancel_running(standin: StandIn, client: replicate.Cl
     assert [s for s, _ in standin.prediction(body["id"]).history()] == ["starting", "processing", "canceled"]
 
 
+def test_finished_predictions_report_predict_time_as_the_api_does_and_it_can_be_fixed_per_model(
+        standin: StandIn, client: replicate.Client) -> None:
+    """metrics.predict_time (what Replicate bills) comes with every finished prediction: the time it ran, or the
+    figure set for its model with set_predict_time (succeeded and failed alike; a canceled one reports the time it
+    really ran)."""
+    standin.set_latency("stability-ai/sdxl", 0.0, 0.05)
+    ran = client.predictions.create(version=SDXL_VID, input=small(), wait=5)
+    assert ran.status == "succeeded" and ran.metrics and 0.04 <= ran.metrics["predict_time"] < 5
+    standin.set_predict_time("stability-ai/sdxl", 7.25)
+    fixed = client.predictions.create(version=SDXL_VID, input=small(), wait=5)
+    assert fixed.metrics and fixed.metrics["predict_time"] == 7.25
+    standin.fail_predictions("CUDA error", model="stability-ai/sdxl", times=1)
+    failed = client.predictions.create(version=SDXL_VID, input=small("x"), wait=5)
+    assert failed.status == "failed" and failed.metrics and failed.metrics["predict_time"] == 7.25
+    standin.set_latency("stability-ai/sdxl", 0.0, 30.0)
+    running = client.predictions.create(version=SDXL_VID, input=small("y"), wait=1)
+    canceled = client.predictions.cancel(running.id)
+    assert canceled.metrics and canceled.metrics["predict_time"] < 7.25
+    standin.set_predict_time("stability-ai/sdxl", None)
+    standin.set_latency("stability-ai/sdxl", 0.0, 0.05)
+    again = client.predictions.create(version=SDXL_VID, input=small("z"), wait=5)
+    assert again.metrics and again.metrics["predict_time"] != 7.25
+
+
 def test_progress_logs_grow(standin: StandIn, client: replicate.Client) -> None:
     """While processing, logs grow with tqdm lines that Prediction.progress parses."""
     standin.set_latency("stability-ai/sdxl", 0.0, 0.6)

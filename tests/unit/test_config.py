@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shd import config
+from shd import config, pricing
 from shd.errors import ConfigError, TokenMissing
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,6 +38,10 @@ def test_every_rule_is_documented_in_the_shipped_config_and_vice_versa() -> None
         for key in keys:
             documented = f"{key} =" in text or f"[{section}.{key}]" in text
             assert documented, f"{section}.{key} is not documented in config/shd.toml"
+    for model in pricing.DEFAULT_PRICES:
+        table = text[text.index(f'[prices."{model}"]'):]
+        for key in config.PRICE_RULES:
+            assert f"\n{key} =" in table.split("\n[", 1)[0], f'prices."{model}".{key} is not in config/shd.toml'
 
 
 def test_unknown_keys_wrong_types_and_impossible_values_are_all_reported(tmp_path: Path) -> None:
@@ -125,6 +129,32 @@ def test_token_comes_from_the_credential_then_the_environment_then_the_file(tmp_
         config.read_token(bare, {})
 
 
+def test_prices_are_per_model_merged_over_the_defaults_and_validated(tmp_path: Path) -> None:
+    cfg = config.load(write(tmp_path, '[prices."stability-ai/sdxl"]\nper_second = 0.000725\n'
+                                      '[prices."google-research/frame-interpolation"]\nper_second = 0.000725\n'))
+    sdxl = pricing.price_for(cfg.prices, config.SDXL)
+    assert sdxl == pricing.Price(per_second=0.000725, typical_seconds=10.0)  # the rest stays the default
+    assert pricing.price_for(cfg.prices, config.IMG2PROMPT) == pricing.DEFAULT_PRICES["methexis-inc/img2prompt"]
+    with pytest.raises(ConfigError) as e:
+        config.load(write(tmp_path, '[prices.sdxl]\nper_second = 1\n[prices."a/b"]\nper_second = -1\ncolour = 2\n'
+                                    '[budget]\ndaily_usd = 0\ntimezone = "Mars/Olympus"\n'))
+    msg = str(e.value)
+    for part in ("[prices.'sdxl']: the key must be a model", "prices.'a/b'.per_second = -1 is not allowed",
+                 "unknown key prices.'a/b'.colour", "budget.daily_usd = 0 is not allowed",
+                 "budget.timezone = 'Mars/Olympus' is not allowed"):
+        assert part in msg, part
+
+
+def test_a_configured_model_without_a_price_is_refused(tmp_path: Path) -> None:
+    """Spend cannot be counted, nor capped, without a price: nothing starts until it has one."""
+    p = write(tmp_path, '[replicate]\nimage_model = "someone/painter:0123456789abcdef"\n')
+    with pytest.raises(ConfigError, match=r'image_model .* has no price: add \[prices."someone/painter"\]'):
+        config.load(p)
+    p.write_text(p.read_text() + '[prices."someone/painter:0123456789abcdef"]\nper_output = 0.003\n')
+    assert pricing.price_for(config.load(p).prices, "someone/painter:0123456789abcdef") == pricing.Price(
+        per_output=0.003)
+
+
 def test_web_and_hooks_keys_are_checked_like_the_others(tmp_path: Path) -> None:
     p = write(tmp_path, """
 [web]
@@ -174,8 +204,13 @@ def toml_documents(draw: st.DrawFn) -> dict[str, Any]:
         table = doc.setdefault(section, {})
         if isinstance(table, dict):
             table[key] = draw(TOML_VALUES)
-    for section in draw(st.lists(st.sampled_from([*config.RULES, "extra"]), max_size=2)):
+    for section in draw(st.lists(st.sampled_from([*config.RULES, "prices", "extra"]), max_size=2)):
         doc[section] = draw(TOML_VALUES)
+    if draw(st.booleans()):  # [prices."owner/name"] tables: known and unknown keys, any values, odd model names
+        models = st.sampled_from([*pricing.DEFAULT_PRICES, config.SDXL, "a/b", "a/b:12345678", "sdxl", "", "a/b:1"])
+        keys = st.sampled_from([*config.PRICE_RULES, "colour"])
+        doc["prices"] = draw(st.dictionaries(models, TOML_VALUES | st.dictionaries(keys, TOML_VALUES, max_size=3),
+                                             max_size=3))
     return doc
 
 

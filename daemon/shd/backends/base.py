@@ -99,6 +99,11 @@ class ImageToPrompt(ABC):
         """The prediction input for this frame (may upload it through the Remote)."""
 
     @abstractmethod
+    def input_with(self, image: str) -> dict[str, Any]:
+        """The prediction input with `image` as the picture (what `input_for` sends once the frame is uploaded;
+        with the frame's digest instead, what its result is keyed by)."""
+
+    @abstractmethod
     def result(self, status: Status) -> str:
         """The cleaned prompt from a succeeded prediction (one line, no surrounding whitespace)."""
 

@@ -88,6 +88,11 @@ class _Prediction:
     def done_at(self) -> float:
         return float("inf") if self.stuck else self.created + self.queue_delay + self.run_time
 
+    def ran(self, now: float) -> float | None:
+        """Its predict_time (what is billed): the seconds it was processing, None if it never started."""
+        start, end = self.created + self.queue_delay, min(now, self.done_at, self.canceled_at or float("inf"))
+        return round(end - start, 6) if end >= start else None
+
     def status_at(self, now: float) -> str:
         if self.canceled_at is not None:
             return "canceled"
@@ -239,7 +244,7 @@ class MemoryService:
         if status == "succeeded" and not p.expired and now < p.done_at + self.output_ttl:
             output = self._output(p)
         return Status(p.id, status, output=output, error=str(p.failure) if status == "failed" else None,
-                      predict_time=p.run_time if status == "succeeded" else None)
+                      predict_time=p.ran(now) if status in TERMINAL else None)
 
     def _output(self, p: _Prediction) -> Any:
         if "prompt" not in p.input:

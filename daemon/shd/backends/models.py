@@ -25,7 +25,10 @@ class Prompter(ImageToPrompt):
         self.remote, self.ref, self.extra = remote, ref, dict(extra_input or {})
 
     def input_for(self, image: Path) -> dict[str, Any]:
-        return {**self.extra, "image": self.remote.upload(image)}
+        return self.input_with(self.remote.upload(image))
+
+    def input_with(self, image: str) -> dict[str, Any]:
+        return {**self.extra, "image": image}
 
     def result(self, status: Status) -> str:
         out = status.output

@@ -5,7 +5,8 @@
 - Bounded: at most `concurrency` tasks hold a slot at once. A task may give its slot back before it ends
   (`release`), as a download does once its prediction has finished.
 - Never twice: a (job, frame, stage) that is queued, waiting for a retry, or running is not queued again.
-- A retry waits in a timer queue until it is due; nothing is handed out while the gate (the auth pause) is closed.
+- A retry waits in a timer queue until it is due (or until `expedite` makes it due: the result it waits for is
+  ready, the budget it waits for was raised); nothing is handed out while the gate (the auth pause) is closed.
 - Never lost: a task that raises is queued again (a database error after `STORE_RETRY` s, a full disk after
   `DISK_FULL_RETRY` s, a bug after `CRASH_RETRY` s, with its traceback logged); the worker goes on.
 - Watched: `healthy()` is true only while the dispatching thread goes round its loop (at least every `IDLE_WAKE` s),
@@ -19,7 +20,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -82,6 +83,7 @@ class Dispatcher:
         self._delayed: list[tuple[float, int, Task]] = []
         self._seq = itertools.count()
         self._known: set[tuple[str, int, Stage]] = set()   # queued, delayed or running: never twice
+        self._due: set[tuple[str, int, str]] = set()        # expedited while running: not delayed when requeued
         self._in_flight = 0
         self._threads: list[threading.Thread] = []
         self._idle_workers = 0
@@ -129,6 +131,9 @@ class Dispatcher:
             self._queue_locked(task, delay)
 
     def _queue_locked(self, task: Task, delay: float) -> None:
+        if task.key in self._due:
+            self._due.discard(task.key)
+            delay = 0.0
         if delay > 0:
             self._delayed.append((self.clock() + delay, next(self._seq), task))
             self._delayed.sort()
@@ -142,6 +147,18 @@ class Dispatcher:
                 self._turn.append(task.job_id)
         self._cv.notify_all()
 
+    def expedite(self, keys: Iterable[tuple[str, int, str]]) -> None:
+        """Make these waiting tasks due now; one still running is not delayed when it asks to wait."""
+        wanted = set(keys)
+        if not wanted:
+            return
+        with self._cv:
+            now = self.clock()
+            delayed = {t.key for _, _, t in self._delayed}
+            self._delayed = sorted((min(at, now) if t.key in wanted else at, seq, t) for at, seq, t in self._delayed)
+            self._due |= {k for k in wanted - delayed if k in self._known}
+            self._cv.notify_all()
+
     def drop_job(self, job_id: str) -> None:
         """Forget a job's queued tasks (it was canceled or failed); running ones notice at their next step."""
         with self._cv:
@@ -150,6 +167,7 @@ class Dispatcher:
                 self._turn.remove(job_id)
             self._delayed = [d for d in self._delayed if d[2].job_id != job_id]
             self._known = {k for k in self._known if k[0] != job_id}
+            self._due = {k for k in self._due if k[0] != job_id}
 
     def queued(self, job_id: str) -> int:
         """How many of this job's tasks are held (queued, delayed for a retry, or running)."""
@@ -239,3 +257,4 @@ class Dispatcher:
                     self._queue_locked(*requeue)
                 else:
                     self._known.discard(task.key)
+                    self._due.discard(task.key)

@@ -3,14 +3,16 @@
 It wires the parts, each in a module of its own, and is what the pipeline and the service talk to:
 
     dispatch.py        fair queues across jobs, the slots, the worker threads, delayed retries
-    runner.py          one task: resume or create, poll, keep the result; failures through the retry policy
+    runner.py          one task: resume, reuse or create, poll, keep the result; failures through the retry policy
     stages.py          what each paid stage sends and keeps (prompt, image)
+    reuse.py           results already paid for, found by content; one payer per result in flight
+    budget_gate.py     the budget check before every create; held tasks
     paid_call.py       one prediction against the ledger: recorded before it is sent, resumed, looked up, polled
     retry.py           PURE: what follows a failure, and how many paid attempts a frame gets
     creation_limit.py  the client-side creation rate, slowed by 429s
     pause.py           the pause on a refused token, and the resume
     outage.py          the API outage: every task held, one shared growing backoff, one probe at a time
-    holds.py           every reason to hold work (auth, outage; a budget hold can join) as one gate and one reason
+    holds.py           every reason to hold work (auth, outage, budget) as one gate and one reason
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ from collections.abc import Callable
 
 from shd.backends.base import Backend
 from shd.config import Config
+from shd.scheduler.budget_gate import BudgetGate
 from shd.scheduler.creation_limit import CreationLimit
 from shd.scheduler.dispatch import Dispatcher, Task
 from shd.scheduler.holds import Holds, Paused
 from shd.scheduler.outage import Outage
 from shd.scheduler.paid_call import PaidCalls
 from shd.scheduler.pause import AuthPause
+from shd.scheduler.reuse import Reuse
 from shd.scheduler.runner import StageRunner
 from shd.scheduler.stages import FitPicture, ImageStage, PromptStage
 from shd.states import Stage
@@ -38,8 +42,9 @@ class Engine:
 
     def __init__(self, cfg: Config, store: Store, backend: Backend, *,
                  token_provider: Callable[[], str] | None = None, clock: Callable[[], float] = time.monotonic,
-                 fit_picture: FitPicture | None = None):
+                 wall: Callable[[], float] = time.time, fit_picture: FitPicture | None = None):
         self.cfg = cfg
+        self.store = store
         self.frame_done = threading.Condition()   # notified whenever a frame becomes generated or failed
         self._stop = threading.Event()
         r = cfg.replicate
@@ -47,17 +52,20 @@ class Engine:
                               token_provider=token_provider)
         self.outage = Outage(backoff_base=r.backoff_base, backoff_max=r.backoff_max, clock=clock,
                              on_change=self._wake)
-        self.holds = Holds([self.auth, self.outage])
-        self.limit = CreationLimit(r.creations_per_minute, stop=self._stop, clock=clock)
         settings = self._settings
-        calls = PaidCalls(store, backend.remote, self.limit, settings=settings, stop=self._stop, clock=clock)
-        stages = {Stage.PROMPT: PromptStage(store, backend.prompter),
-                  Stage.IMAGE: ImageStage(store, backend.painter, settings, fit_picture)}
+        # The budget is checked per create (`admit`); as a hold it gives its reason with the others'.
+        self.budget = BudgetGate(store, settings, lambda keys: self.dispatch.expedite(keys), wall=wall)
+        self.holds = Holds([self.auth, self.outage, self.budget])
+        self.limit = CreationLimit(r.creations_per_minute, stop=self._stop, clock=clock)
         self.dispatch = Dispatcher(lambda task, release, log: self.runner.run(task, release, log),
                                    concurrency=r.concurrency, gate=self.holds, stop=self._stop, clock=clock)
+        calls = PaidCalls(store, backend.remote, self.limit, settings=settings, stop=self._stop, clock=clock,
+                          on_cost=self.budget.spent)
+        stages = {Stage.PROMPT: PromptStage(store, backend.prompter, settings),
+                  Stage.IMAGE: ImageStage(store, backend.painter, settings, fit_picture)}
         self.runner = StageRunner(store, backend.remote, stages, calls, limit=self.limit, pause=self.auth,
                                   outage=self.outage, enqueue=self.dispatch.enqueue, frame_done=self.frame_done,
-                                  settings=settings)
+                                  settings=settings, budget=self.budget, reuse=Reuse(store, self.dispatch.expedite))
 
     def _settings(self) -> Config:
         return self.cfg
@@ -70,6 +78,7 @@ class Engine:
 
     # --- lifecycle ----------------------------------------------------------------------------------------------
     def start(self) -> None:
+        self.store.clear_held()  # every hold is checked afresh before the next create
         self.dispatch.start()
 
     def stop(self) -> None:
@@ -84,12 +93,14 @@ class Engine:
 
     def reload(self, cfg: Config) -> None:
         """Apply live settings: concurrency, rate, retry budgets and backoff, the poll interval and prediction timeout,
-        the seed (the service keeps what is built at start: service.RESTART_ONLY)."""
+        the seed, reuse, prices and budget (held tasks look again at once); the service keeps what is built at start
+        (service.RESTART_ONLY)."""
         self.cfg = cfg
         self.auth.recheck = cfg.replicate.auth_recheck
         self.outage.backoff_base, self.outage.backoff_max = cfg.replicate.backoff_base, cfg.replicate.backoff_max
         self.limit.set_rate(cfg.replicate.creations_per_minute)
         self.dispatch.set_concurrency(cfg.replicate.concurrency)
+        self.budget.reload()
 
     def in_flight(self) -> int:
         return self.dispatch.in_flight()
@@ -110,10 +121,11 @@ class Engine:
         """How many of this job's tasks the engine holds (queued, delayed for a retry, or running)."""
         return self.dispatch.queued(job_id)
 
-    # --- holds: the auth pause, the API outage -------------------------------------------------------------------
+    # --- holds: the auth pause, the API outage, the budget ------------------------------------------------------
     @property
     def paused(self) -> str | None:
-        """Why no predictions are created now (the credentials were refused, the API cannot be reached), or None."""
+        """Why no predictions are created now (the credentials were refused, the API cannot be reached, a daily or
+        monthly budget is spent), or None."""
         return self.holds.paused
 
     def paused_by(self) -> list[Paused]:

@@ -1,9 +1,11 @@
-"""Why no task is handed out: every reason to hold work (the auth pause, the API outage; a budget hold can join)
-as one gate for the dispatcher, and one answer for everyone who shows it.
+"""Why no task is handed out: every reason to hold work (the auth pause, the API outage, the budget) as one gate
+for the dispatcher, and one answer for everyone who shows it.
 
-Each hold is a gate with a `kind` ("auth", "unreachable", ...), the reason it holds work (`paused`, None while it
-does not) and when that began (`since`). `Holds.current()` lists the holds in force; `Holds.paused` joins their
+Each hold is a gate with a `kind` ("auth", "unreachable", "budget"), the reason it holds work (`paused`, None while
+it does not) and when that began (`since`). `Holds.current()` lists the holds in force; `Holds.paused` joins their
 reasons into the one string that `shd status`, systemd's STATUS=, the web page and the `daemon.paused` hook show.
+The budget's hold (scheduler/budget_gate.py) never closes the gate itself: it holds each create as it is asked for,
+so a task that resumes a prediction already paid for still goes on; it is here for its reason.
 """
 
 from __future__ import annotations

@@ -11,6 +11,9 @@
   retried. A job canceled meanwhile (`shd cancel`) cancels it on the server at once, also when the cancel came while
   the create was still in flight; the ledger then records how it ended on the server (`settle_cancel`: canceled, or
   succeeded if it finished first and is billed), never leaving a row `processing`.
+- Priced when it finishes: succeeded, failed or canceled, its `predict_time` x the model's price in force then
+  (`pricing.cost`) is recorded with it, and reported (`on_cost`, the budget's running totals). A prediction shd
+  cancels is read once more after the cancel, for the time it ran.
 Smaller steps (an id, a status) are committed without an fsync: after a power cut the prediction is found again
 by `resume`, from its id or by its input.
 """
@@ -22,7 +25,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from shd import testpoints
+from shd import pricing, testpoints
 from shd.backends.base import Remote, Status, ledger_form
 from shd.config import Config
 from shd.errors import BackendError, OutputGone, Transient
@@ -64,11 +67,13 @@ class PaidCalls:
     """Create, record, resume and poll predictions for the stage runner. Thread-safe (the store and remote are)."""
 
     def __init__(self, store: Store, remote: Remote, limit: CreationLimit, *, settings: Callable[[], Config],
-                 stop: threading.Event, clock: Callable[[], float]):
+                 stop: threading.Event, clock: Callable[[], float],
+                 on_cost: Callable[[Prediction, float], None] = lambda pred, usd: None):
         self.store = store
         self.remote = remote
         self.limit = limit
         self.settings = settings
+        self.on_cost = on_cost
         self._stop = stop
         self._clock = clock
 
@@ -98,12 +103,13 @@ class PaidCalls:
         return status
 
     def create(self, task: Task, ref: str, inp: dict[str, Any], *, seed: int | None, frame_state: FrameState,
-               defer_success: bool, log: Any) -> tuple[Prediction, Status]:
-        """Send one paid create, recorded first. `defer_success`: a create that comes back succeeded is left for the
-        caller to record together with its result."""
+               defer_success: bool, log: Any, reuse_key: str | None = None) -> tuple[Prediction, Status]:
+        """Send one paid create, recorded first (with the content key of its result, `reuse_key`). The budget has
+        admitted it (budget_gate.py). `defer_success`: a create that comes back succeeded is left for the caller to
+        record together with its result."""
         self.limit.wait()
         pred = self.store.begin_prediction(task.job_id, task.idx, task.stage, model=ref, input=ledger_form(inp),
-                                           reason=task.reason, seed=seed, expect=frame_state)
+                                           reason=task.reason, seed=seed, expect=frame_state, reuse_key=reuse_key)
         testpoints.reached("ledger-written")
         log = log.bind(prediction=pred.id, attempt=pred.attempt)
         try:
@@ -139,14 +145,32 @@ class PaidCalls:
         settle_cancel(self.store, self.remote, pred, remote_id, log, sleep=self._stop.wait,
                       poll_interval=self.settings().replicate.poll_interval)
 
-    def record(self, pred: Prediction, status: Status) -> Prediction:
-        """Write what the server said; a finished prediction's error, output and predict_time with it. Not durable:
-        after a power cut the prediction is found again by `resume` (from its id, or looked up by its input)."""
-        if status.terminal:
-            return self.store.update_prediction(pred, status=status.status, remote_id=status.remote_id,
-                                                error=status.error, output=status.output,
-                                                predict_time=status.predict_time, durable=False)
-        return self.store.update_prediction(pred, status=status.status, remote_id=status.remote_id, durable=False)
+    def record(self, pred: Prediction, status: Status, error: str | None = None) -> Prediction:
+        """Write what the server said; a finished prediction's error, output, predict_time and cost with it. Not
+        durable: after a power cut the prediction is found again by `resume` (from its id, or looked up by its
+        input), and priced then."""
+        if not status.terminal:
+            return self.store.update_prediction(pred, status=status.status, remote_id=status.remote_id, durable=False)
+        usd = None
+        if status.predict_time is not None:
+            price = pricing.price_for(self.settings().prices, pred.model) or pricing.Price()
+            usd = pricing.cost(price, status.predict_time, pricing.outputs_of(status.output))
+        recorded = self.store.update_prediction(pred, status=status.status, remote_id=status.remote_id,
+                                                error=error or status.error, output=status.output,
+                                                predict_time=status.predict_time, cost_usd=usd, durable=False)
+        if usd is not None and pred.cost_usd is None:
+            self.on_cost(pred, usd)
+        return recorded
+
+    def _canceled(self, pred: Prediction, remote_id: str, why: str) -> None:
+        """Record a prediction shd has just canceled, with the time it ran if the server says (it is billed)."""
+        final = None
+        with contextlib.suppress(BackendError):
+            final = self.remote.get(remote_id)
+        if final is not None and final.terminal:  # it may have finished meanwhile: then its result is resumed
+            self.record(pred, final, error=None if final.status == "succeeded" else why)
+        else:
+            self.store.update_prediction(pred, status="canceled", error=why)
 
     def poll(self, pred: Prediction, status: Status, *, defer_success: bool, log: Any) -> tuple[Prediction, Status]:
         """Wait until the prediction is finished (succeeded, failed or canceled), recording each change of status."""
@@ -159,7 +183,7 @@ class PaidCalls:
             if self._clock() > deadline:
                 with contextlib.suppress(BackendError):
                     self.remote.cancel(status.remote_id)
-                self.store.update_prediction(pred, status="canceled", error="timed out; canceled")
+                self._canceled(pred, status.remote_id, "timed out; canceled")
                 raise Transient(f"prediction {status.remote_id} took longer than {r.prediction_timeout:g}s")
             if self._stop.wait(r.poll_interval):
                 raise Stopped

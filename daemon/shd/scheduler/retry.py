@@ -15,7 +15,8 @@
 
 `attempts_exhausted(history, settings)` is asked before every create: at most `max_attempts` paid attempts per frame
 and stage since its job (re)started. A create the service turned away (429, 401/402/403) or that never reached it
-(no connection) is recorded as `refused` (`create_outcome`) and was not paid for, so it does not count.
+(no connection) is recorded as `refused` (`create_outcome`) and was not paid for, so it does not count; nor does a
+result `reused` instead of paying.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 
 REFUSED = "refused"   # the ledger status of a create that was turned away: nothing was created or billed
 LOST = "lost"         # a recorded prediction the service no longer has, or a create that may or may not exist
+REUSED = "reused"     # no call: the result of an earlier paid prediction was used (scheduler/reuse.py)
 FAILED = "failed"
 
 
@@ -46,8 +48,8 @@ class History:
 
     @property
     def paid(self) -> int:
-        """Creates that may have cost money: all but the refused ones."""
-        return sum(1 for o in self.outcomes if o != REFUSED)
+        """Creates that may have cost money: all but the refused ones (and results reused without a call)."""
+        return sum(1 for o in self.outcomes if o not in (REFUSED, REUSED))
 
 
 @dataclass(frozen=True)

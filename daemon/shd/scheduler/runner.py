@@ -1,5 +1,7 @@
-"""One task, start to end: resume the stage's prediction from the ledger or pay for a new one, wait for it, keep its
-result; on a failure, ask the retry policy (retry.py) what follows and do it. Any stage (stages.py) runs the same way.
+"""One task, start to end: resume the stage's prediction from the ledger, or take a result already paid for
+(reuse.py), or pay for a new one once the budget admits it (budget_gate.py); wait for it, keep its result; on a
+failure, ask the retry policy (retry.py) what follows and do it. Any stage (stages.py) runs the same way, so every
+create of every stage, retries included, passes the reuse lookup and the budget check first.
 """
 
 from __future__ import annotations
@@ -13,14 +15,18 @@ from shd.backends.base import Remote, Status
 from shd.config import Config
 from shd.errors import BackendError, Transient
 from shd.scheduler import retry
+from shd.scheduler.budget_gate import BudgetGate, Held
 from shd.scheduler.creation_limit import CreationLimit
 from shd.scheduler.dispatch import Requeue, Stopped, Task
 from shd.scheduler.outage import Outage
 from shd.scheduler.paid_call import PaidCalls
 from shd.scheduler.pause import AuthPause
+from shd.scheduler.reuse import Found, Lookup, Reuse, Wait
 from shd.scheduler.stages import PaidStage
 from shd.states import STAGE_STATES, FrameState, JobState, Stage
 from shd.store import LIVE_PREDICTION, Job, Prediction, Store
+
+REUSE_WAIT = 30.0  # seconds a task waits for another's prediction of the same result (it is woken when that ends)
 
 
 class StageRunner:
@@ -28,11 +34,13 @@ class StageRunner:
 
     def __init__(self, store: Store, remote: Remote, stages: Mapping[Stage, PaidStage], calls: PaidCalls, *,
                  limit: CreationLimit, pause: AuthPause, outage: Outage, enqueue: Callable[[Task], None],
-                 frame_done: threading.Condition, settings: Callable[[], Config]):
+                 frame_done: threading.Condition, settings: Callable[[], Config], budget: BudgetGate, reuse: Reuse):
         self.store = store
         self.remote = remote
         self.stages = stages
         self.calls = calls
+        self.budget = budget
+        self.reuse = reuse
         self.limit = limit
         self.pause = pause
         self.outage = outage
@@ -54,11 +62,14 @@ class StageRunner:
         # A frame's first try at a stage (the common case) has no ledger history to look at.
         first = frame.state == before and task.reason == "first"
         pred = None if first else self.store.latest_prediction(task.job_id, task.idx, task.stage)
+        owned: Lookup | None = None   # the key this task pays for (or resumes): its waiters wake when it ends
         try:
             status: Status | None = None
             if frame.state == inflight and pred is not None and (
                     pred.status in LIVE_PREDICTION or pred.status == "succeeded"):
+                self.budget.track(task.key, job.id, pred.model)
                 status = self.calls.resume(pred, log)
+                owned = Lookup(pred.reuse_key) if status is not None and pred.reuse_key else None
             if status is None:
                 if not first:
                     history = self._history(task, job, pred)
@@ -66,8 +77,19 @@ class StageRunner:
                     if why is not None:
                         self._fail_frame(task, why, log)
                         return None
-                inp, seed = stage.input_for(job, frame, task)
-                pred, status = self.calls.create(task, stage.ref, inp, seed=seed, frame_state=FrameState(frame.state),
+                seed = stage.seed_for(frame, task)
+                lookup = stage.lookup(job, frame, seed)
+                if lookup.active:
+                    got = self.reuse.find_or_claim(lookup, task.key, stage.available)
+                    if isinstance(got, Found):
+                        self._follow(stage, stage.reuse(task, job, got.source, log))
+                        return None
+                    if isinstance(got, Wait):
+                        return task, REUSE_WAIT
+                    owned = lookup
+                self.budget.admit(job, task.key, stage.ref)
+                pred, status = self.calls.create(task, stage.ref, stage.input_for(job, frame, seed), seed=seed,
+                                                 frame_state=FrameState(frame.state), reuse_key=lookup.key,
                                                  defer_success=stage.settles_with_result, log=log)
             self.outage.reached()
             assert pred is not None  # resumed from the ledger, or just created
@@ -75,8 +97,14 @@ class StageRunner:
             release()
             self._keep(task, job, stage, pred, status, log)
             return None
+        except Held as held:
+            return task, held.retry_in
         except BackendError as e:
             return self._failed(task, job, pred, e, log)
+        finally:
+            self.budget.release(task.key)
+            if owned is not None:
+                self.reuse.release(owned, task.key)
 
     def _keep(self, task: Task, job: Job, stage: PaidStage, pred: Prediction, status: Status, log: Any) -> None:
         if status.status == "failed":
@@ -86,8 +114,12 @@ class StageRunner:
                 raise Stopped
             raise Transient(f"prediction {status.remote_id} was canceled on the server")
         unrecorded = pred.status != status.status or pred.remote_id != status.remote_id
-        follow = stage.keep(task, job, status, (lambda: self.calls.record(pred, status)) if unrecorded else None, log)
-        for t in follow:
+        self._follow(stage, stage.keep(task, job, status, (lambda: self.calls.record(pred, status))
+                                       if unrecorded else None, log))
+
+    def _follow(self, stage: PaidStage, tasks: list[Task]) -> None:
+        """A stage's result is kept: queue what follows it, and tell the job when its frame is done."""
+        for t in tasks:
             self.enqueue(t)
         if stage.finishes_frame:
             self._notify_frame()

@@ -2,7 +2,8 @@
 
 A stage owns the ledger rows keyed (job, frame, its `Stage`) and moves its frame through `states.STAGE_STATES`:
 before -> in flight (when its prediction is recorded) -> after (when its result is kept). The runner (runner.py)
-drives every stage the same way: resume or create, poll, then `keep` the result.
+drives every stage the same way: resume, or reuse a result already paid for (`lookup`, `available`, `reuse`), or
+create; poll; then `keep` the result.
 
 - `PromptStage`: the frame's picture -> img2prompt -> the prompt, stored with the frame; queues the image stage.
 - `ImageStage`: the prompt and the frame's seed -> SDXL -> the painted image, downloaded at once and written
@@ -14,6 +15,7 @@ drives every stage the same way: resume or create, poll, then `keep` the result.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from abc import ABC, abstractmethod
@@ -26,8 +28,9 @@ from shd.backends.base import ImageToPrompt, PromptToImage, Status
 from shd.config import Config
 from shd.errors import BackendError, MediaError, Rejected, Transient
 from shd.scheduler.dispatch import Task
+from shd.scheduler.reuse import Lookup, content_key, file_digest, lookup_for
 from shd.states import FrameState, Stage
-from shd.store import Frame, Job, Store
+from shd.store import Frame, Job, Prediction, Store
 
 # (source frame, destination PNG, size, fit): writes the frame fitted to size as the destination, or raises
 # MediaError (DiskFull when the disk is full). app.py gives media.fit_picture with the configured ffmpeg.
@@ -48,30 +51,61 @@ class PaidStage(ABC):
     def ref(self) -> str:
         """The model, 'owner/name:version'."""
 
+    def seed_for(self, frame: Frame, task: Task) -> int | None:
+        """The seed this try sends and records (None: the model takes none)."""
+        return None
+
     @abstractmethod
-    def input_for(self, job: Job, frame: Frame, task: Task) -> tuple[dict[str, Any], int | None]:
-        """The prediction input (may upload the frame) and the seed to record with it (None: no seed)."""
+    def lookup(self, job: Job, frame: Frame, seed: int | None) -> Lookup:
+        """What the result is found again by (scheduler/reuse.py): its content key, under `replicate.reuse`."""
+
+    @abstractmethod
+    def input_for(self, job: Job, frame: Frame, seed: int | None) -> dict[str, Any]:
+        """The prediction input (may upload the frame)."""
 
     @abstractmethod
     def keep(self, task: Task, job: Job, status: Status, record: Callable[[], object] | None, log: Any) -> list[Task]:
         """Keep the result of a succeeded prediction and move the frame on; returns the tasks that follow.
         `record` writes the prediction's ledger row when it is not written yet (to be done with the result)."""
 
+    @abstractmethod
+    def available(self, source: Prediction) -> bool:
+        """Whether the result of `source` (a ledger row with this stage's content key) can still be taken."""
+
+    @abstractmethod
+    def reuse(self, task: Task, job: Job, source: Prediction, log: Any) -> list[Task]:
+        """Take the result of `source` instead of paying, move the frame on; returns the tasks that follow."""
+
 
 class PromptStage(PaidStage):
     stage = Stage.PROMPT
     settles_with_result = True
 
-    def __init__(self, store: Store, prompter: ImageToPrompt):
+    def __init__(self, store: Store, prompter: ImageToPrompt, settings: Callable[[], Config]):
         self.store = store
         self.prompter = prompter
+        self.settings = settings
 
     @property
     def ref(self) -> str:
         return self.prompter.ref
 
-    def input_for(self, job: Job, frame: Frame, task: Task) -> tuple[dict[str, Any], int | None]:
-        return self.prompter.input_for(Path(frame.path)), None
+    def lookup(self, job: Job, frame: Frame, seed: int | None) -> Lookup:
+        key = content_key(self.ref, self.prompter.input_with(picture_digest(Path(frame.path))))
+        return lookup_for(self.settings().replicate.reuse, key, painting=False, seed=None, seed_fixed=False)
+
+    def input_for(self, job: Job, frame: Frame, seed: int | None) -> dict[str, Any]:
+        return self.prompter.input_for(Path(frame.path))
+
+    def available(self, source: Prediction) -> bool:
+        return source.output_json is not None
+
+    def reuse(self, task: Task, job: Job, source: Prediction, log: Any) -> list[Task]:
+        assert source.output_json is not None  # `available` said so
+        prompt = self.prompter.result(Status(source.remote_id or "", "succeeded", json.loads(source.output_json)))
+        self.store.reuse_result(task.job_id, task.idx, self.stage, source, prompt=prompt)
+        log.info("frame_prompted_reused", prompt=prompt[:120], reused_from=source.reused_from or source.id)
+        return [Task(task.job_id, task.idx, Stage.IMAGE)]
 
     def keep(self, task: Task, job: Job, status: Status, record: Callable[[], object] | None, log: Any) -> list[Task]:
         try:
@@ -105,14 +139,30 @@ class ImageStage(PaidStage):
     def ref(self) -> str:
         return self.painter.ref
 
-    def input_for(self, job: Job, frame: Frame, task: Task) -> tuple[dict[str, Any], int | None]:
-        assert frame.prompt is not None  # the frame is prompted: the state machine says so
+    def seed_for(self, frame: Frame, task: Task) -> int | None:
+        return choose_seed(frame.seed, task, self.settings().replicate.seed, self._rng)
+
+    def _painting(self, job: Job, frame: Frame) -> tuple[tuple[int, int] | None, Path | None]:
+        """The painting's size (the source's shape) and the picture it is painted over (img2img), if any."""
         cfg = self.settings()
-        seed = choose_seed(frame.seed, task, cfg.replicate.seed, self._rng)
         size = shape.painting_for(cfg.replicate.image_input, (job.width, job.height)) if job.width and job.height \
             else None
         image = self._source_picture(job, frame, size) if cfg.replicate.image_from == "source" else None
-        return self.painter.input_for(frame.prompt, seed, size=size, image=image), seed
+        return size, image
+
+    def lookup(self, job: Job, frame: Frame, seed: int | None) -> Lookup:
+        assert frame.prompt is not None and seed is not None  # the frame is prompted: the state machine says so
+        r = self.settings().replicate
+        size, image = self._painting(job, frame)
+        inp = {k: v for k, v in self.painter.input_for(frame.prompt, seed, size=size).items() if k != "seed"}
+        if image is not None:
+            inp["image"] = picture_digest(image)
+        return lookup_for(r.reuse, content_key(self.ref, inp), painting=True, seed=seed, seed_fixed=r.seed is not None)
+
+    def input_for(self, job: Job, frame: Frame, seed: int | None) -> dict[str, Any]:
+        assert frame.prompt is not None and seed is not None  # the frame is prompted: the state machine says so
+        size, image = self._painting(job, frame)
+        return self.painter.input_for(frame.prompt, seed, size=size, image=image)
 
     def _source_picture(self, job: Job, frame: Frame, size: tuple[int, int] | None) -> Path:
         """The frame as SDXL paints over it: fitted to the painting's size (made once per size), or as extracted."""
@@ -127,18 +177,45 @@ class ImageStage(PaidStage):
                 raise Rejected(f"cannot prepare the source frame for img2img: {e}") from None
         return dest
 
-    def keep(self, task: Task, job: Job, status: Status, record: Callable[[], object] | None, log: Any) -> list[Task]:
-        data = self.painter.result(status)
+    def available(self, source: Prediction) -> bool:
+        path = self.store.frame(source.job_id, source.frame_idx).image_path
+        return bool(path) and Path(str(path)).is_file()
+
+    def reuse(self, task: Task, job: Job, source: Prediction, log: Any) -> list[Task]:
+        painted = Path(str(self.store.frame(source.job_id, source.frame_idx).image_path))
+        try:
+            data = painted.read_bytes()
+        except OSError as e:
+            raise Transient(f"{painted}: cannot read the painting to reuse: {e.strerror}") from None
+        out = self._write(job, task.idx, data, source.remote_id or "")
+        self.store.reuse_result(task.job_id, task.idx, self.stage, source, image_path=out,
+                                seed=source.input.get("seed"))
+        log.info("frame_generated_reused", path=str(out), reused_from=source.reused_from or source.id)
+        return []
+
+    def _write(self, job: Job, idx: int, data: bytes, remote_id: str) -> Path:
         suffix = image_suffix(data)
         if suffix is None:
-            raise Transient(f"prediction {status.remote_id}: downloaded output is not an image")
-        out = Path(job.work_dir) / "generated" / f"{task.idx:06d}{suffix}"
+            raise Transient(f"prediction {remote_id}: downloaded output is not an image")
+        out = Path(job.work_dir) / "generated" / f"{idx:06d}{suffix}"
         out.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(out, data)
+        return out
+
+    def keep(self, task: Task, job: Job, status: Status, record: Callable[[], object] | None, log: Any) -> list[Task]:
+        out = self._write(job, task.idx, self.painter.result(status), status.remote_id)
         self.store.transition_frame(task.job_id, task.idx, FrameState.GENERATED, image_path=out,
                                     expect=FrameState.GENERATING, durable=False)
         log.info("frame_generated", path=str(out))
         return []
+
+
+def picture_digest(path: Path) -> str:
+    """A picture input as a content key has it (reuse.py): the digest of its bytes. Rejected if it cannot be read."""
+    try:
+        return file_digest(path.read_bytes())
+    except OSError as e:
+        raise Rejected(f"{path}: cannot read frame: {e.strerror}") from None
 
 
 def choose_seed(recorded: int | None, task: Task, base: int | None, rng: random.Random) -> int:
