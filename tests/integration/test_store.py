@@ -204,7 +204,7 @@ def test_a_full_disk_is_disk_full_the_transaction_is_undone_and_the_store_works_
     state = tmpfs(tmp_path / "state", "2m")
     s = Store.open(state / "shd.db")
     ballast = state / "ballast"
-    with ballast.open("wb") as fh:
+    with ballast.open("wb", buffering=0) as fh:  # unbuffered: nothing is left to flush (and fail) at close
         try:
             while True:
                 fh.write(b"\0" * 65536)
