@@ -183,7 +183,7 @@ def cmd_cancel(cfg: config.Config, args: argparse.Namespace) -> int:
         token = config.read_token(cfg)
         logs.redact(token)
         remote = ReplicateRemote(token, request_timeout=cfg.replicate.request_timeout)
-        job, n = jobs.cancel(store, remote, args.job)
+        job, n = jobs.cancel(store, remote, args.job, prices=cfg.prices)
         print(f"job {job.id} canceled; {n} remote prediction(s) canceled")
     finally:
         store.close()

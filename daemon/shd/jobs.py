@@ -18,9 +18,10 @@ import os
 import secrets
 import shutil
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
-from shd import logs, names
+from shd import logs, names, pricing
 from shd.stability import why_not_regular
 from shd.backends.base import Remote
 from shd.config import Config
@@ -186,11 +187,13 @@ def retry(cfg: Config, store: Store, ref: str) -> Job:
     return store.job(job.id)
 
 
-def cancel(store: Store, remote: Remote | None, ref: str) -> tuple[Job, int]:
+def cancel(store: Store, remote: Remote | None, ref: str, *,
+           prices: Mapping[str, pricing.Price] = pricing.DEFAULT_PRICES) -> tuple[Job, int]:
     """`shd cancel JOB`: the job is canceled and its live remote predictions are canceled on the server, each
-    recorded as it ended there (paid_call.settle_cancel). A create whose id was never recorded (a daemon killed
-    while it was in flight) is looked up by its input first. A create still in flight in a running daemon is
-    canceled by its worker the moment it returns. Returns the job and how many predictions were canceled remotely."""
+    recorded as it ended there and priced at `prices` for the time it ran (paid_call.settle_cancel). A create whose
+    id was never recorded (a daemon killed while it was in flight) is looked up by its input first. A create still
+    in flight in a running daemon is canceled by its worker the moment it returns. Returns the job and how many
+    predictions were canceled remotely."""
     job = store.find_job(ref)
     if job.state in (JobState.DONE, JobState.FAILED, JobState.CANCELED):
         raise UsageError(f"job {job.id} is already {job.state}")
@@ -206,7 +209,8 @@ def cancel(store: Store, remote: Remote | None, ref: str) -> tuple[Job, int]:
             except BackendError as e:
                 log.warning("cancel_lookup_failed", prediction=p.id, error=str(e))
         if remote_id is not None and remote is not None:
-            if settle_cancel(store, remote, p, remote_id, log, sleep=time.sleep, poll_interval=0.5) == "canceled":
+            if settle_cancel(store, remote, p, remote_id, log, sleep=time.sleep, poll_interval=0.5,
+                             prices=prices) == "canceled":
                 n += 1
         else:
             store.update_prediction(p.id, status="canceled", error="canceled by the user")

@@ -38,6 +38,9 @@ def test_cancel_stops_the_job_and_cancels_its_predictions_on_the_server(
                  lambda: all(p.status == "canceled" for p in standin.predictions(model="stability-ai/sdxl")))
         (job,) = status_json(cfg, shd_env, tmp_path)
         assert job["state"] == "canceled" and job["error"] == "canceled by the user"
+        # Each is billed for the time it ran before the cancel: priced in the ledger.
+        image = [p for p in Store.open_readonly(db).predictions() if p.stage == "image"]
+        assert all(p.status == "canceled" and p.predict_time is not None and p.cost_usd is not None for p in image)
         again = run_shd("cancel", job["id"], "--config", str(cfg), env=shd_env, cwd=tmp_path)
         assert again.returncode == 2 and "already canceled" in again.stderr  # bad usage
         assert d.alive
@@ -207,4 +210,5 @@ def test_cancel_while_a_create_is_in_flight_cancels_what_it_created_and_the_ledg
         assert server == ("succeeded" if finished else "canceled")
         image = [p for p in Store.open_readonly(db).predictions() if p.stage == "image"]
         assert [(p.remote_id, p.status) for p in image] == [(created.id, server)]
+        assert image[0].predict_time is not None and image[0].cost_usd is not None  # billed for the time it ran
         assert d.alive

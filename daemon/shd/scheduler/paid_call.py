@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from shd import pricing, testpoints
@@ -39,11 +39,21 @@ KNOWN_STATUSES = ("starting", "processing", "succeeded", "failed", "canceled")
 SETTLE_WAIT = 5.0  # seconds a cancel waits for the server to say how the prediction ended
 
 
+def price_of(prices: Mapping[str, pricing.Price], model: str, status: Status) -> float | None:
+    """What a finished prediction cost (its predict_time at the model's price in force), None if the server did
+    not say how long it ran."""
+    if status.predict_time is None:
+        return None
+    price = pricing.price_for(prices, model) or pricing.Price()
+    return pricing.cost(price, status.predict_time, pricing.outputs_of(status.output))
+
+
 def settle_cancel(store: Store, remote: Remote, pred: Prediction, remote_id: str, log: Any, *,
-                  sleep: Callable[[float], object], poll_interval: float) -> str:
+                  sleep: Callable[[float], object], poll_interval: float, prices: Mapping[str, pricing.Price],
+                  on_cost: Callable[[Prediction, float], None] = lambda pred, usd: None) -> str:
     """Cancel a prediction of a canceled job on the server and record how it ended there (canceled, or succeeded if
-    it finished first: billed); a server that does not say within SETTLE_WAIT leaves it recorded `canceled`.
-    Returns the status recorded."""
+    it finished first), priced for the time it ran (it is billed); a server that does not say within SETTLE_WAIT
+    leaves it recorded `canceled`. Returns the status recorded."""
     status: Status | None = None
     try:
         remote.cancel(remote_id)
@@ -56,9 +66,12 @@ def settle_cancel(store: Store, remote: Remote, pred: Prediction, remote_id: str
     except BackendError as e:
         log.warning("cancel_failed", prediction_id=remote_id, error=str(e))
     final = status.status if status is not None and status.terminal else "canceled"
+    usd = price_of(prices, pred.model, status) if status is not None and status.terminal else None
     store.update_prediction(pred.id, status=final, remote_id=remote_id, error="canceled by the user",
                             output=status.output if status is not None and final == "succeeded" else None,
-                            predict_time=status.predict_time if status is not None else None)
+                            predict_time=status.predict_time if status is not None else None, cost_usd=usd)
+    if usd is not None and pred.cost_usd is None:
+        on_cost(pred, usd)
     log.info("prediction_canceled", prediction_id=remote_id, status=final)
     return final
 
@@ -143,7 +156,8 @@ class PaidCalls:
 
     def _settle(self, pred: Prediction, remote_id: str, log: Any) -> None:
         settle_cancel(self.store, self.remote, pred, remote_id, log, sleep=self._stop.wait,
-                      poll_interval=self.settings().replicate.poll_interval)
+                      poll_interval=self.settings().replicate.poll_interval, prices=self.settings().prices,
+                      on_cost=self.on_cost)
 
     def record(self, pred: Prediction, status: Status, error: str | None = None) -> Prediction:
         """Write what the server said; a finished prediction's error, output, predict_time and cost with it. Not
@@ -151,10 +165,7 @@ class PaidCalls:
         input), and priced then."""
         if not status.terminal:
             return self.store.update_prediction(pred, status=status.status, remote_id=status.remote_id, durable=False)
-        usd = None
-        if status.predict_time is not None:
-            price = pricing.price_for(self.settings().prices, pred.model) or pricing.Price()
-            usd = pricing.cost(price, status.predict_time, pricing.outputs_of(status.output))
+        usd = price_of(self.settings().prices, pred.model, status)
         recorded = self.store.update_prediction(pred, status=status.status, remote_id=status.remote_id,
                                                 error=error or status.error, output=status.output,
                                                 predict_time=status.predict_time, cost_usd=usd, durable=False)
