@@ -109,8 +109,10 @@ def job_detail(store: Store, job: Job, who: Who = WORKING) -> dict[str, Any]:
         for f in store.frames(job.id, ("failed",))
     ]
     paid = store.paid(job.id)
-    # Creates turned away (429, 401) or that never reached the server: recorded, but not paid and not attempts.
+    # Creates turned away (429, 401) or that never reached the server: recorded, but not paid and not attempts; and
+    # results reused instead of paying (no call at all: `cost` counts them and what they saved).
     paid["refused"] = paid["by_status"].pop("refused", 0)
+    paid["reused"] = paid["by_status"].pop("reused", 0)
     d["predictions"] = paid
     return d
 

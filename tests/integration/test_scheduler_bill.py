@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from shd import budget, config
+from shd import budget, config, status
 from shd.backends import models
 from shd.backends.memory import Clock, ManualClock, MemoryRemote, MemoryService, RealClock
 from shd.errors import Transient
@@ -273,6 +273,9 @@ def test_the_same_frames_again_cost_no_prompt_and_with_a_fixed_seed_nothing(make
     assert [Path(f.image_path or "").read_bytes() for f in again] == [Path(f.image_path or "").read_bytes()
                                                                      for f in first]
     assert {p.status for p in rig.ledger("again")} == {"reused"}
+    # `shd status JOB`: a reuse is neither a paid create nor a refused one.
+    paid = status.job_detail(rig.store, rig.store.job("again"))["predictions"]
+    assert paid["by_status"] == {} and paid["reused"] == 6 and paid["refused"] == 0
 
     del rig.overrides["replicate"]["seed"]
     rig.reload()  # random seeds: the prompts are reused, new paintings are paid for
