@@ -51,6 +51,19 @@ RESTART_ONLY = ("create_wait", "request_timeout", "inline_max_kb", "prompt_model
                 "image_input")
 
 
+def summary_line(active: int, done: int, total: int, failed: int, paused: str | None, held: list[str]) -> str:
+    """PURE: STATUS='s one line. `paused`: every hold's reason, joined (scheduler/holds.py); `held`: the reasons of
+    the jobs a budget cap holds. A daily or monthly cap is already among the pause's reasons; a job's own cap is
+    said after the count."""
+    line = f"{active} job(s) active, {done}/{total} frames painted, {failed} failed"
+    if paused:
+        line += f"; PAUSED: {paused}"
+    if held:
+        own = [h for h in held if not (paused and h in paused)]
+        line += f"; HELD: {len(held)} job(s)" + (f": {own[0]}" if own else "")
+    return line
+
+
 class Daemon:
     def __init__(self, cfg: Config, config_arg: str | None, notifier: Notifier | None = None):
         self.cfg = cfg
@@ -163,12 +176,8 @@ class Daemon:
             done += p["generated"]
             failed += p["failed"]
             total += max(j.frames_total or 0, p["extracted"])
-        reason = self.app.engine.paused
-        paused = f"; PAUSED: {reason}" if reason else ""
         held = [j.held for j in active if j.held]
-        if held:  # by a budget cap: the daily or monthly one is the pause, a job's own is said here
-            paused += f"; HELD: {len(held)} job(s)" + ("" if reason in held else f": {held[0]}")
-        return f"{len(active)} job(s) active, {done}/{total} frames painted, {failed} failed{paused}"
+        return summary_line(len(active), done, total, failed, self.app.engine.paused, held)
 
     def healthy(self) -> bool:
         return bool(self.watcher and self.watcher.is_alive() and self.app.engine.healthy())
