@@ -170,6 +170,10 @@ def test_the_daily_cap_stops_creations_holds_the_job_and_a_raise_and_reload_resu
     assert len(reached) == 1 and reached[0]["log_level"] == "error" and reached[0]["reason"] == held
     warned = [e for e in logs if e["event"] == "budget_warning"]
     assert [w["message"] for w in warned] == ["daily budget 89% used: $0.08 of $0.09 (spent and in flight)"]
+    # One of the engine's holds: its reason is the daemon's (status, STATUS=, the page, the hook), never an outage.
+    (hold,) = rig.engine.paused_by()
+    assert hold.kind == "budget" and hold.reason == held == rig.engine.paused and hold.since is not None
+    assert rig.engine.outage.since is None
 
     rig.reload(budget={"daily_usd": 1.0})
     frames = rig.finished("j1")
@@ -177,7 +181,7 @@ def test_the_daily_cap_stops_creations_holds_the_job_and_a_raise_and_reload_resu
     assert rig.creates() == 10 and rig.service.creates == 10  # nothing paid twice
     assert sorted((p.frame_idx, p.stage) for p in rig.ledger()) == sorted(
         (i, s) for i in range(5) for s in ("prompt", "image"))
-    assert rig.store.job("j1").held is None
+    assert rig.store.job("j1").held is None and rig.engine.paused is None and rig.engine.paused_by() == []
 
 
 def test_overshoot_is_bounded_by_what_was_in_flight(make_rig: Callable[..., Rig]) -> None:
