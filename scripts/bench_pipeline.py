@@ -4,13 +4,15 @@
     python3 scripts/bench_pipeline.py                 # 120 frames at concurrency 1, 8, 16, 32; faults; 600 frames
     python3 scripts/bench_pipeline.py --quick         # 40 frames, one run each (a smoke run)
     python3 scripts/bench_pipeline.py --levels 16 --repeat 5   # one level, five runs
+    python3 scripts/bench_pipeline.py --storm         # concurrency 16 clean, then with 20% of creates refused (429)
     python3 scripts/bench_pipeline.py --film          # only the FILM row (output.transition = "film")
 
 For each run it prints: wall time; the ideal wall time for that concurrency (frames x (prompt + image latency) /
 concurrency, plus extraction and stitching measured alone); efficiency = ideal / wall; speed-up over concurrency 1;
 peak RSS and CPU time of the process running shd (the stand-in runs in a process of its own, ffmpeg in children,
-so neither is counted); predictions created per frame. A run with 5% 429s and 5% failed predictions shows that the
-output is the same video and how many retries the ledger recorded. Frames are uploaded first (the default); one
+so neither is counted); predictions created per frame. A run with 20% of creates refused with a 429 shows what a
+storm of them costs; a run with 5% 429s and 5% failed predictions shows that the output is the same video and how
+many retries the ledger recorded. Frames are uploaded first (the default); one
 run sends them inline instead (replicate.inline_max_kb = 256). One run paints with FILM transitions
 (output.transition = "film", times_to_interpolate 4, FILM_RUN_S per in-between: a pair takes 15 x that): its ideal
 adds the pairs' predictions to the frames' and the assembly alone (decoding every pair's clip and stitching the
@@ -94,11 +96,14 @@ def one(spec: dict[str, Any]) -> dict[str, Any]:
         assert app.runner.run_job(warm.id).state == "done"
         job = app_mod.create_process_job(app.cfg, app.store, Path(spec["video"]), None)
         url = os.environ["REPLICATE_BASE_URL"]
-        if spec.get("faults"):  # 5% 429 on create, 5% failed predictions ("please retry")
+        if spec.get("faults") == "mixed":  # 5% 429 on create, 5% failed predictions ("please retry")
             control(url, "inject", route="POST /v1/predictions", kind="status", status=429, retry_after=1,
                     probability=0.05)
             control(url, "fail_predictions", error="Prediction interrupted; please retry (code: PA)",
                     probability=0.05)
+        elif spec.get("faults") == "429s":  # a storm: one create in five turned away ("resets in ~1s")
+            control(url, "inject", route="POST /v1/predictions", kind="status", status=429, retry_after=1,
+                    probability=0.2)
         creates0 = control(url, "count_creates")["count"]
         ru0 = resource.getrusage(resource.RUSAGE_SELF)
         cpu0 = time.process_time()
@@ -232,6 +237,8 @@ def main() -> int:
                     help="only the FILM row: concurrency 16 with output.transition = \"film\"")
     ap.add_argument("--no-http", action="store_true",
                     help="only measure shd's own CPU per frame, through the in-memory backend (no HTTP requests)")
+    ap.add_argument("--storm", action="store_true",
+                    help="only the clean concurrency-16 run and the one with 20%% of creates refused with a 429")
     args = ap.parse_args()
     if args.one:
         print(json.dumps(one(json.loads(args.one))))
@@ -246,6 +253,8 @@ def main() -> int:
 
     frames = args.frames or (40 if args.quick else 120)
     levels = [int(c) for c in args.levels.split(",")] if args.levels else [1, 16] if args.quick else [1, 8, 16, 32]
+    if args.storm:
+        levels = [16]
     root = Path(tempfile.mkdtemp(prefix="shd-bench-"))
     standin, info = start_standin(root / "standin")
     env = dict(os.environ, REPLICATE_BASE_URL=info["url"], SSL_CERT_FILE=info["cert"],
@@ -321,11 +330,21 @@ def main() -> int:
             times = (args.repeat or 1) if c == 1 else repeat
             results[f"c{c}"] = measure(f"concurrency {c}", c, video, frames, times,
                                        inline_max_kb=args.inline_max_kb)
-        if args.levels:  # just the levels asked for
+        if args.levels and not args.storm:  # just the levels asked for
+            return 0
+
+        # A 429 storm: one create in five refused ("resets in ~1s"), at concurrency 16. shd waits as the server
+        # says, once per refusal window, and its rate is back as soon as creates go through.
+        r = measure("c16, 20% 429s", 16, video, frames, repeat, faults="429s")
+        same = decoded_md5(r["output"]) == decoded_md5(results["c16"]["output"])
+        print(f"  429 storm: same video as the clean c16 run: {same}; {r['wall'] / results['c16']['wall']:.1f}x its "
+              f"wall time; {r['by_status'].get('refused', 0)} creates refused, none paid; server created "
+              f"{r['server_creates']} predictions for {2 * frames} stages")
+        if args.storm:
             return 0
 
         # Faults: 5% 429 on create, 5% failed predictions ("please retry"), at concurrency 16.
-        r = measure("c16, 5% 429 + 5% fail", 16, video, frames, repeat, faults=True)
+        r = measure("c16, 5% 429 + 5% fail", 16, video, frames, repeat, faults="mixed")
         creates = r["server_creates"]
         same = decoded_md5(r["output"]) == decoded_md5(results["c16"]["output"])
         print(f"  faults: same video as the clean c16 run: {same}; ledger {r['by_status']}; "

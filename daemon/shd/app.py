@@ -70,13 +70,16 @@ def build(cfg: Config, *, on_finished: Callable[[Job], None] | None = None, back
 
 
 def create_process_job(cfg: Config, store: Store, video: Path, output: Path | None, *,
-                       overwrite: bool = False) -> Job:
+                       overwrite: bool = False, source_sha256: str | None = None,
+                       settings_sha256: str | None = None) -> Job:
     """A job for `shd process`: the source stays where it is, untouched. InputError for a path the store cannot
-    record (a name that is not UTF-8)."""
+    record (a name that is not UTF-8). The digests say what work it is (identity.py), so the same file run again
+    resumes it."""
     src = video.absolute()
     if names.storable(str(src)) != str(src):
         raise InputError(names.storable(str(src)), "its path is not valid UTF-8: rename it first")
     job_id = new_job_id()
     return store.create_job(job_id, source_name=src.name, origin_path=src, source_path=src,
                             work_dir=cfg.paths.jobs_dir / job_id, mode="process", fps=cfg.pipeline.fps,
-                            output_target=output.absolute() if output else None, overwrite=overwrite)
+                            output_target=output.absolute() if output else None, overwrite=overwrite,
+                            source_sha256=source_sha256, settings_sha256=settings_sha256)

@@ -1,22 +1,28 @@
-"""The `shd` command: argparse only. Every ShdError becomes one line on stderr and the exit code its class names.
+"""The `shd` command: argparse only. Every ShdError becomes one line on stderr and the exit code its class names;
+no command prints a traceback (a bug is one line too, and its traceback goes to the log).
 
-Exit codes: 0 ok; 1 job failed / other error; 2 bad config, missing token or bad usage (another daemon runs, an
---output that exists); 3 bad input video; 4 ffmpeg failed; 5 store error; 6 backend error; 7 out of disk space
-(the job is kept); 8 held by a budget cap (`shd process`: the job is kept and resumes later); 130 interrupted.
+Exit codes (the README's table): 0 ok; 1 the job failed, or an unexpected error; 2 bad config, no token or bad
+usage (an unknown job id, nothing to retry, another daemon runs, an --output that exists, an inbox that is not a
+folder); 3 bad input video; 4 ffmpeg failed, or a disk error (full, a vanished folder: the job is kept); 5 database
+error (damaged, locked: the job is kept); 6 Replicate error (credentials refused, unreachable: the job is kept);
+8 held by a budget cap (`shd process`: the job is kept and resumes once the budget allows); 130 interrupted (Ctrl-C;
+SIGTERM for `shd process`); 141 the output was cut off (a closed pipe, e.g. `| head`). 7 is not used (it was a full
+disk, now 4).
 Every command makes the files it creates private first (perms.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from pathlib import Path
 
 from shd import __version__, config, logs, perms
-from shd.errors import ShdError
+from shd.errors import Interrupted, ShdError
 
-EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a Unix tool killed by it
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -67,16 +73,30 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "status" and args.frames and (not args.job or args.watch):
         parser.error("--frames lists one job's frames: give a JOB, without --watch")
     perms.make_private()
+    logging_set_up = False
     try:
         cfg = config.load(args.config)
         logs.setup(cfg.log.level, cfg.log.format)
-        return int(COMMANDS[args.command](cfg, args))
+        logging_set_up = True
+        code = int(COMMANDS[args.command](cfg, args))
+        sys.stdout.flush()  # a reader that went away is found here, not at exit
+        return code
     except ShdError as e:
         print(f"shd: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("shd: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return Interrupted.exit_code
+    except BrokenPipeError:
+        # `shd status | head -1`, `| grep -q`: the reader has what it wanted. Nothing more can go to stdout (not
+        # even Python's own flush at exit), and there is nothing to say.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    except Exception as e:  # noqa: BLE001 - a bug: one line for the user; the daemon's log keeps the traceback
+        if args.command == "run" and logging_set_up:
+            logs.get().exception("internal_error")
+        print(f"shd: internal error ({type(e).__name__}: {e}); this is a bug, please report it", file=sys.stderr)
+        return 1
 
 
 def cmd_process(cfg: config.Config, args: argparse.Namespace) -> int:
@@ -125,26 +145,29 @@ def cmd_status(cfg: config.Config, args: argparse.Namespace) -> int:
         if args.watch:
             from shd.status_watch import watch
 
-            return watch(lambda: status.as_table(store, args.job, zone=zone), args.interval)
+            return watch(lambda: status.as_table(store, args.job, cfg.paths.state_dir, zone=zone), args.interval)
         if args.json:
-            print(status.as_json(store, args.job, frames=args.frames, zone=zone))
+            print(status.as_json(store, args.job, frames=args.frames, state_dir=cfg.paths.state_dir, zone=zone))
         elif args.frames:
             print(status.frames_table(store, args.job))
         else:
-            print(status.as_table(store, args.job, zone=zone))
+            print(status.as_table(store, args.job, cfg.paths.state_dir, zone=zone))
     finally:
         store.close()
     return 0
 
 
 def cmd_retry(cfg: config.Config, args: argparse.Namespace) -> int:
-    from shd import jobs
+    from shd import jobs, liveness
     from shd.store import Store
 
     store = Store.open(cfg.paths.database)
     try:
         job = jobs.retry(cfg, store, args.job)
-        print(f"job {job.id} is {job.state}; its failed frames start again")
+        worker = liveness.worker(cfg.paths.state_dir)
+        who = ("the daemon works on it now" if worker is not None and worker.kind == "daemon"
+               else "`shd run` works on it (no daemon runs now)")
+        print(f"job {job.id} is {job.state}; its failed frames start again; {who}")
     finally:
         store.close()
     return 0
@@ -160,7 +183,7 @@ def cmd_cancel(cfg: config.Config, args: argparse.Namespace) -> int:
         token = config.read_token(cfg)
         logs.redact(token)
         remote = ReplicateRemote(token, request_timeout=cfg.replicate.request_timeout)
-        job, n = jobs.cancel(store, remote, args.job)
+        job, n = jobs.cancel(store, remote, args.job, prices=cfg.prices)
         print(f"job {job.id} canceled; {n} remote prediction(s) canceled")
     finally:
         store.close()

@@ -1,17 +1,22 @@
 """The config file: TOML in, frozen dataclasses out, every problem reported at once.
 
 Where it is found: `--config FILE`, else `$SHD_CONFIG`, else the first of `DEFAULT_LOCATIONS` that exists, else the
-built-in defaults (paths relative to the current directory). Relative paths in a file resolve against the file's folder.
+built-in defaults (`DEFAULT_PATHS`, in the home directory). Relative paths in a file resolve against the file's
+folder (and a file that leaves a path out keeps it there); `~` is the home directory.
 
 `load()` either returns a complete, valid `Config` or raises `ConfigError(path, problems)` naming every unknown key,
-wrong type and impossible value, and every configured model without a price; nothing starts on a bad config. The
-Replicate token is deliberately not a config key: see `read_token()`.
+wrong type and impossible value, whatever TOML value of whatever type is where (tests/unit/test_config.py checks
+that with random values in every key and table), and every configured model without a price; nothing starts on a bad
+config and a reload keeps the old one. Numbers must be finite and at most MAX_NUMBER (a timeout of 1e308 s would
+overflow a wait), paths must not contain NUL. The Replicate token is deliberately not a config key: see
+`read_token()`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 import os
 import shlex
 import tomllib
@@ -51,6 +56,12 @@ DEFAULT_LOCATIONS = (
     Path.home() / ".config" / "shd" / "shd.toml",
     Path("/etc/shd/shd.toml"),
 )
+
+# Where the work goes when there is no config file at all (config/shd.toml says the same): in the user's home, so
+# every command finds the same state wherever it is run from, and nothing lands in a git checkout. A config file
+# that leaves a path out keeps it beside itself (FILE_PATHS, resolved against its folder).
+DEFAULT_PATHS = {"inbox": "~/shd/inbox", "outbox": "~/shd/outbox", "state_dir": "~/.local/state/shd"}
+FILE_PATHS = {"inbox": "inbox", "outbox": "outbox", "state_dir": "state"}
 
 TOKEN_CREDENTIAL = "replicate_token"
 
@@ -115,6 +126,7 @@ class Replicate:
     backoff_base: float = 1.0
     backoff_max: float = 60.0
     auth_recheck: float = 30.0
+    unreachable_patience: float = 300.0
     reuse: str = "prompts"
     image_from: str = "none"
 
@@ -192,12 +204,19 @@ class Config:
 Check = Callable[[Any], bool]
 
 
+MAX_NUMBER = 1e9  # seconds, counts, rates: far above any sensible value, far below what a wait can take
+
+
 def _positive(v: Any) -> bool:
-    return bool(v > 0)
+    return bool(0 < v <= MAX_NUMBER)
 
 
 def _non_negative(v: Any) -> bool:
-    return bool(v >= 0)
+    return bool(0 <= v <= MAX_NUMBER)
+
+
+def _path(v: Any) -> bool:
+    return "\0" not in v
 
 
 def _one_of(*choices: str) -> tuple[Check, str]:
@@ -271,11 +290,12 @@ def _http_url(v: Any) -> bool:
 
 
 _NUM = (int, float)
-_POS = (_positive, "a number > 0")
-_NONNEG = (_non_negative, "a number >= 0")
+_POS = (_positive, f"a number > 0 and <= {MAX_NUMBER:g}")
+_NONNEG = (_non_negative, f"a number >= 0 and <= {MAX_NUMBER:g}")
+_PATH = (_path, "a path without NUL characters")
 
 RULES: dict[str, dict[str, tuple[Any, tuple[Check, str] | None]]] = {
-    "paths": {"inbox": (str, None), "outbox": (str, None), "state_dir": (str, None)},
+    "paths": {"inbox": (str, _PATH), "outbox": (str, _PATH), "state_dir": (str, _PATH)},
     "watch": {
         "observer": (str, _one_of("inotify", "polling")),
         "stable_seconds": (_NUM, _NONNEG),
@@ -299,8 +319,8 @@ RULES: dict[str, dict[str, tuple[Any, tuple[Check, str] | None]]] = {
         "film_model": (str, (_model_ref, "a model ref 'owner/name:version'")),
         "image_input": (dict, None),
         "prompt_input": (dict, None),
-        "token_file": (str, None),
-        "seed": (int, None),
+        "token_file": (str, _PATH),
+        "seed": (int, (lambda v: 0 <= v < 2**32, "an integer from 0 to 4294967295")),
         "create_wait": (int, (lambda v: 1 <= v <= 60, "an integer from 1 to 60 (seconds; Replicate's Prefer: wait)")),
         "poll_interval": (_NUM, _POS),
         "prediction_timeout": (_NUM, _POS),
@@ -312,6 +332,7 @@ RULES: dict[str, dict[str, tuple[Any, tuple[Check, str] | None]]] = {
         "backoff_base": (_NUM, _POS),
         "backoff_max": (_NUM, _POS),
         "auth_recheck": (_NUM, _POS),
+        "unreachable_patience": (_NUM, _POS),
         "reuse": (str, _one_of("prompts", "all", "none")),
         "image_from": (str, _one_of("none", "source")),
     },
@@ -321,7 +342,7 @@ RULES: dict[str, dict[str, tuple[Any, tuple[Check, str] | None]]] = {
         "subtitles": (bool, None),
         "times_to_interpolate": (int, (lambda v: 1 <= v <= 8, "an integer from 1 to 8 (FILM's own limits)")),
     },
-    "ffmpeg": {"path": (str, None), "timeout": (_NUM, _POS)},
+    "ffmpeg": {"path": (str, _PATH), "timeout": (_NUM, _POS)},
     "web": {
         "listen": (str, (_listen, "'' (off) or 'HOST:PORT' with an IP address or localhost, e.g. "
                                   "'127.0.0.1:8787' or '[::1]:8787'")),
@@ -330,7 +351,7 @@ RULES: dict[str, dict[str, tuple[Any, tuple[Check, str] | None]]] = {
     "hooks": {
         "command": (str, (_command, "a command line (split like a shell does, run without one)")),
         "webhook": (str, (_http_url, "'' or an http:// or https:// URL")),
-        "secret_file": (str, None),
+        "secret_file": (str, _PATH),
         "timeout": (_NUM, _POS),
         "retries": (int, (lambda v: 0 <= v <= 20, "an integer from 0 to 20")),
     },
@@ -365,9 +386,14 @@ def _check_table(name: str, table: Mapping[str, Any], rules: Mapping[str, tuple[
             continue
         typ, check = rule
         if (isinstance(v, bool) and typ is not bool) or not isinstance(v, typ):
-            problems.append(f"{name}.{key} must be {_TYPE_NAMES[typ]}, not {v!r}")
+            problems.append(f"{name}.{key} must be {_TYPE_NAMES[typ]}, not {_short(v)}")
+        elif isinstance(v, float) and not math.isfinite(v):
+            problems.append(f"{name}.{key} = {v!r} is not allowed: must be a finite number")
         elif check is not None and not check[0](v):
-            problems.append(f"{name}.{key} = {v!r} is not allowed: must be {check[1]}")
+            problems.append(f"{name}.{key} = {_short(v)} is not allowed: must be {check[1]}")
+        elif typ is dict:
+            problems += [f"{name}.{key}.{k} must be a string, a finite number or a boolean, not {_short(x)}"
+                         for k, x in v.items() if not _model_input(x)]
 
 
 def _validate(raw: Mapping[str, Any]) -> list[str]:
@@ -384,16 +410,23 @@ def _validate(raw: Mapping[str, Any]) -> list[str]:
             continue
         for model, table in value.items():
             if not _model_name(model):
-                problems.append(f"[prices.{model!r}]: the key must be a model, 'owner/name' or 'owner/name:version'")
+                problems.append(f"[prices.{_short(model)}]: the key must be a model, 'owner/name' or "
+                                "'owner/name:version'")
             elif not isinstance(table, dict):
                 problems.append(f"prices.{model!r} must be a table (per_second, per_output, typical_seconds)")
             else:
                 _check_table(f"prices.{model!r}", table, PRICE_RULES, problems)
-    for table in ("image_input", "prompt_input"):
-        for k, v in raw.get("replicate", {}).get(table, {}).items():
-            if not isinstance(v, (str, int, float, bool)):
-                problems.append(f"replicate.{table}.{k} must be a string, number or boolean")
     return problems
+
+
+def _model_input(v: Any) -> bool:
+    """A value a model input may take from the config: a string, a boolean or a finite number."""
+    return isinstance(v, (str, int, bool)) or (isinstance(v, float) and math.isfinite(v))
+
+
+def _short(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _unpriced(cfg: Config) -> list[str]:
@@ -456,12 +489,8 @@ def from_mapping(raw: Mapping[str, Any], source: Path | None) -> Config:
     def resolve(p: str) -> Path:
         return (base / os.path.expanduser(p)).absolute()
 
-    p = section("paths")
-    paths = Paths(
-        inbox=resolve(p.get("inbox", "inbox")),
-        outbox=resolve(p.get("outbox", "outbox")),
-        state_dir=resolve(p.get("state_dir", "state")),
-    )
+    p = {**(FILE_PATHS if source else DEFAULT_PATHS), **section("paths")}
+    paths = Paths(inbox=resolve(p["inbox"]), outbox=resolve(p["outbox"]), state_dir=resolve(p["state_dir"]))
     w = section("watch")
     r = section("replicate")
     r["image_input"] = {**DEFAULT_IMAGE_INPUT, **r.get("image_input", {})}

@@ -2,17 +2,23 @@
 
     ShdError                     anything the CLI reports as one line and a non-zero exit
     ├── ConfigError              the config file is wrong (lists every problem, names the file)
+    ├── UsageError               a command asked for something that cannot be done (an unknown job id, nothing to
+    │                            retry, a job that is already finished)
+    ├── Interrupted              the user stopped a command (Ctrl-C)
     ├── TokenMissing             no Replicate API token anywhere it is looked for
     ├── StateDirBusy             another daemon holds the state directory
     ├── OutputExists             `shd process --output FILE` would overwrite FILE
     ├── InputError               a source video cannot be processed (names the file and why)
     ├── MediaError               ffmpeg failed on a file we made or trusted (names the file and why)
-    ├── DiskFull                 a write failed for lack of space: the job waits, it is never failed for it
+    ├── DiskError                a file or folder shd writes cannot be written: the job waits, never failed for it
+    │   └── DiskFull             ... for lack of space
+    ├── BudgetHeld               `shd process`: the job is held by a budget cap (the job is kept, never failed)
     ├── StoreError               the SQLite store refused or failed
     │   ├── IllegalTransition    a state change the state machine does not allow
     │   └── DatabaseDamaged      the database file is corrupt (says how to recover)
     └── BackendError             a remote model call failed; subclasses say what to do next
-        ├── Transient            worth retrying after a backoff (5xx, network, "please retry" model errors)
+        ├── Transient            worth retrying after a backoff (5xx, network, "please retry" model errors);
+        │                        `unreachable`: the request never reached the server (nothing was created)
         │   └── RateLimited      429: retry after `retry_after` seconds and slow down
         ├── AuthFailed           401/402/403: pause all work until the token or account is fixed
         ├── Rejected             422 and friends: this input will never work, fail the frame
@@ -43,6 +49,19 @@ class ConfigError(ShdError):
         self.path = str(path)
         self.problems = list(problems)
         super().__init__(f"{self.path}: " + "; ".join(self.problems))
+
+
+class UsageError(ShdError):
+    """Raised when a command asks for something that cannot be done: an unknown job id, nothing to retry, a job
+    that is already finished (exit 2, "bad usage")."""
+
+    exit_code = 2
+
+
+class Interrupted(ShdError):
+    """Reported when the user stopped a command (Ctrl-C; SIGTERM for `shd process`): what it had done is kept."""
+
+    exit_code = 130
 
 
 class TokenMissing(ShdError):
@@ -89,15 +108,31 @@ class MediaError(ShdError):
         super().__init__(f"{self.path}: {reason}")
 
 
-class DiskFull(ShdError):
-    """Raised when a write fails for lack of space (ENOSPC/EDQUOT, ffmpeg's exit status for them, SQLITE_FULL):
-    the job is deferred and tried again later, never failed or moved aside for it."""
+class DiskError(ShdError):
+    """Raised when a file or folder shd writes cannot be written (a vanished or read-only folder, an I/O error): not
+    the video's fault, so the job is deferred and tried again later, never failed or moved aside for it. Exit 4
+    (`shd process` says the job is kept)."""
 
-    exit_code = 7
+    exit_code = 4
+
+
+class DiskFull(DiskError):
+    """Raised when a write fails for lack of space (ENOSPC/EDQUOT, ffmpeg's exit status for them, SQLITE_FULL)."""
 
     def __init__(self, path: Path | str, detail: str = ""):
         self.path = str(path)
         super().__init__(f"{self.path}: no space left on device" + (f" ({detail})" if detail else ""))
+
+
+class BudgetHeld(ShdError):
+    """Reported when `shd process` ends because its job is held by a budget cap (budget.py) and nothing of it is in
+    flight: the job keeps its frames and what it paid for, and goes on once the budget allows (exit 8)."""
+
+    exit_code = 8
+
+    def __init__(self, why: str):
+        self.why = why
+        super().__init__(f"held: {why}")
 
 
 class StoreError(ShdError):
@@ -134,11 +169,15 @@ class BackendError(ShdError):
 class Transient(BackendError):
     """Raised for failures worth retrying after a backoff (5xx, network faults, 'please retry' model errors)."""
 
-    def __init__(self, message: str, retry_after: float | None = None, *, maybe_created: bool = False):
+    def __init__(self, message: str, retry_after: float | None = None, *, maybe_created: bool = False,
+                 unreachable: bool = False):
         self.retry_after = retry_after
         # True when a create request may have reached the server before failing (timeout, dropped connection):
         # the prediction may exist and be billed, so look it up before sending another.
         self.maybe_created = maybe_created
+        # True when the request provably never reached the server (no connection could be made): nothing was
+        # created or billed, and the API is unreachable for every request, not just this one.
+        self.unreachable = unreachable
         super().__init__(message)
 
 

@@ -17,14 +17,17 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import time
+from collections.abc import Mapping
 from pathlib import Path
 
-from shd import logs, names
+from shd import logs, names, pricing
 from shd.stability import why_not_regular
 from shd.backends.base import Remote
 from shd.config import Config
-from shd.errors import BackendError, ShdError, StoreError
-from shd.states import FrameState, JobState, retry_state
+from shd.errors import BackendError, ShdError, UsageError
+from shd.scheduler.paid_call import settle_cancel
+from shd.states import FrameState, JobState, PairState, retry_state
 from shd.store import Job, Store
 
 
@@ -155,23 +158,28 @@ def move_aside(cfg: Config, store: Store, job: Job) -> Path | None:
         dest = failed / names.fit(f"{Path(job.source_name).stem}.{job.id}", suffix)
     if os.path.lexists(src):
         os.rename(src, dest)  # the job folder and failed/ are both in the state directory
-    store.update_job(job.id, source_path=dest)
-    error_note(dest).write_text(f"{job.error or 'failed'}\njob: {job.id}\nsource: {job.origin_path}\n",
-                                encoding="utf-8")
+    error = (job.error or "failed").replace(str(src), str(dest))  # the reason names where the file is now
+    store.update_job(job.id, source_path=dest, error=error)
+    error_note(dest).write_text(f"{error}\njob: {job.id}\nsource: {job.origin_path}\n", encoding="utf-8")
     return dest
 
 
 def retry(cfg: Config, store: Store, ref: str) -> Job:
-    """`shd retry JOB`: failed frames (and failed FILM pairs) start again, and a failed or canceled job goes back to
-    the queue."""
+    """`shd retry JOB`: failed frames (and FILM's failed pairs) start again, and a failed or canceled job goes back
+    to the queue. A done job whose frames (or pairs) failed (their slots filled, their gaps crossfaded) goes back to
+    painting (interpolating) them; its video is then stitched again and replaces the published one in place
+    (pipeline.py). UsageError if a done job has no failed frame or pair."""
     job = store.find_job(ref)
-    if job.state == JobState.DONE:
-        raise StoreError(f"job {job.id} is done; nothing to retry")
+    failed = store.frames(job.id, (FrameState.FAILED,))
+    if job.state == JobState.DONE and not failed and not any(p.state == PairState.FAILED for p in store.pairs(job.id)):
+        raise UsageError(f"job {job.id} is done and none of its frames failed; nothing to retry")
     with store.tx():
         store.retry_pairs(job.id)
-        for f in store.frames(job.id, (FrameState.FAILED,)):
-            store.transition_frame(job.id, f.idx, retry_state(f.prompt is not None))
-        if job.state in (JobState.FAILED, JobState.CANCELED):
+        for f in failed:
+            store.transition_frame(job.id, f.idx, retry_state(f.prompt is not None), filled_with=None)
+        if job.state == JobState.DONE:
+            store.transition_job(job.id, JobState.RUNNING)
+        elif job.state in (JobState.FAILED, JobState.CANCELED):
             if job.mode == "daemon" and job.source_path and Path(job.source_path).parent == cfg.paths.failed_dir:
                 back = Path(job.work_dir) / job.source_name
                 os.rename(job.source_path, back)
@@ -181,20 +189,31 @@ def retry(cfg: Config, store: Store, ref: str) -> Job:
     return store.job(job.id)
 
 
-def cancel(store: Store, remote: Remote | None, ref: str) -> tuple[Job, int]:
-    """`shd cancel JOB`: the job is canceled and its live remote predictions are canceled on the server.
-    Returns the job and how many predictions were canceled remotely."""
+def cancel(store: Store, remote: Remote | None, ref: str, *,
+           prices: Mapping[str, pricing.Price] = pricing.DEFAULT_PRICES) -> tuple[Job, int]:
+    """`shd cancel JOB`: the job is canceled and its live remote predictions are canceled on the server, each
+    recorded as it ended there and priced at `prices` for the time it ran (paid_call.settle_cancel). A create whose
+    id was never recorded (a daemon killed while it was in flight) is looked up by its input first. A create still
+    in flight in a running daemon is canceled by its worker the moment it returns. Returns the job and how many
+    predictions were canceled remotely."""
     job = store.find_job(ref)
     if job.state in (JobState.DONE, JobState.FAILED, JobState.CANCELED):
-        raise StoreError(f"job {job.id} is already {job.state}")
+        raise UsageError(f"job {job.id} is already {job.state}")
     job = store.transition_job(job.id, JobState.CANCELED, error="canceled by the user")
+    log = logs.get(job=job.id)
     n = 0
     for p in store.predictions(job.id, live=True):
-        if p.remote_id and remote is not None:
+        remote_id = p.remote_id
+        if remote_id is None and remote is not None:
             try:
-                remote.cancel(p.remote_id)
-                n += 1
+                found = remote.find(p.model, p.input, p.created_at)
+                remote_id = found.remote_id if found is not None else None
             except BackendError as e:
-                logs.get(job=job.id).warning("cancel_failed", prediction_id=p.remote_id, error=str(e))
-        store.update_prediction(p.id, status="canceled", error="canceled by the user")
+                log.warning("cancel_lookup_failed", prediction=p.id, error=str(e))
+        if remote_id is not None and remote is not None:
+            if settle_cancel(store, remote, p, remote_id, log, sleep=time.sleep, poll_interval=0.5,
+                             prices=prices) == "canceled":
+                n += 1
+        else:
+            store.update_prediction(p.id, status="canceled", error="canceled by the user")
     return job, n

@@ -1,7 +1,9 @@
 """PURE: the client-side limits on paid calls. Time is always passed in; nothing here sleeps or reads a clock.
 
-- `RateLimiter`: a token bucket on prediction creations (Replicate documents 600/min). A 429 slows it down
-  (halves the rate, and holds everything until the server's `retry_after`); successes creep the rate back up.
+- `RateLimiter`: a token bucket on prediction creations (Replicate documents 600/min). A 429 holds everything until
+  the server's `retry_after` and halves the rate, once per hold however many 429s arrive meanwhile (those were
+  sent before the first came back); each create that goes through doubles it again, up to the ceiling, so a storm
+  of 429s costs the waits the server asked for and the rate is back as soon as creates succeed.
 - `backoff()`: exponential backoff with full jitter, capped.
 """
 
@@ -59,13 +61,15 @@ class RateLimiter:
         return (1.0 - self._tokens) / self._rate
 
     def throttled(self, now: float, retry_after: float | None) -> None:
-        """A 429 came back: halve the rate (not below `min_per_minute`) and hold for `retry_after` (or 1 s)."""
+        """A 429 came back: hold for `retry_after` (or 1 s) and halve the rate (not below `min_per_minute`), unless
+        a hold is already in force: a 429 answering a create sent before the first one came back says nothing new."""
         self._refill(now)
-        self._rate = max(self.min_per_minute / 60.0, self._rate / 2)
+        if now >= self._hold_until:
+            self._rate = max(self.min_per_minute / 60.0, self._rate / 2)
         self._tokens = 0.0
         self._hold_until = max(self._hold_until, now + (retry_after if retry_after is not None else 1.0))
         self._last = self._hold_until  # no tokens accrue during the hold: no burst the moment it ends
 
     def succeeded(self) -> None:
-        """A create went through: let the rate recover by 5% toward the configured ceiling."""
-        self._rate = min(self.per_minute / 60.0, self._rate * 1.05)
+        """A create went through: the rate doubles again, up to the configured ceiling."""
+        self._rate = min(self.per_minute / 60.0, self._rate * 2)

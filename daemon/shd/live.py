@@ -101,6 +101,7 @@ class AppView:
         return f"job {job.id} is {job.state}; its failed frames start again"
 
     def cancel(self, job_id: str) -> str:
-        job, n = jobs.cancel(self.app.store, self.app.backend.remote, job_id)
+        job, n = jobs.cancel(self.app.store, self.app.backend.remote, job_id,
+                           prices=self.app.cfg.prices)
         self.app.engine.drop_job(job.id)
         return f"job {job.id} canceled; {n} remote prediction(s) canceled"

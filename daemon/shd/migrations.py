@@ -124,7 +124,16 @@ def m003_cost_and_reuse(db: Database) -> None:
 
 
 @migrations()
-def m004_pairs(db: Database) -> None:
+def m004_job_source_and_settings_digests(db: Database) -> None:
+    # What a `shd process` job is the work of (identity.py): the source's SHA-256 and a digest of the settings its
+    # frames and predictions depend on, so that the same file run again resumes its unfinished job.
+    db.execute("ALTER TABLE jobs ADD COLUMN source_sha256 TEXT")
+    db.execute("ALTER TABLE jobs ADD COLUMN settings_sha256 TEXT")
+    db.execute("CREATE INDEX jobs_source ON jobs(source_sha256)")
+
+
+@migrations()
+def m005_pairs(db: Database) -> None:
     """FILM transitions (output.transition = "film"): one row per gap between consecutive paintings, made once both
     are painted; its prediction is in the ledger with stage 'film' and frame_idx = the gap's first frame."""
     db.execute(
@@ -153,5 +162,5 @@ def apply(db: Database) -> int:
     return version
 
 
-PAIRS = 4  # the schema version from which the store has FILM's pairs (m004)
+PAIRS = 5  # the schema version from which the store has FILM's pairs (m005)
 LATEST = len(migrations._migrations)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from shd.errors import ConfigError
+
 PRIVATE_UMASK = 0o077
 _NOT_FOR_OTHERS = 0o007
 
@@ -58,3 +60,13 @@ def make_folder(path: Path) -> None:
             return
         raise
     path.chmod(folder_mode())  # mkdir applied the private umask; this folder is for people
+
+
+def make_configured_folder(what: str, folder: Path) -> None:
+    """`make_folder` for the configured inbox or outbox (`what`): ConfigError naming it (exit 2) if the path cannot
+    be a folder (a file is in the way, no permission)."""
+    try:
+        make_folder(folder)
+    except OSError as e:
+        why = "a file is in the way" if isinstance(e, FileExistsError) else (e.strerror or str(e))
+        raise ConfigError(folder, [f"cannot be the {what} folder ({why}); see paths.{what}"]) from None

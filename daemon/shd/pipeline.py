@@ -29,7 +29,7 @@ from typing import Any
 
 from shd import children, diskfull, estimate, gaps, inbetweens, logs, media, outputs, perms, png, pricing, publish
 from shd.config import Config
-from shd.errors import DiskFull, InputError, MediaError, OutputExists, ShdError, StoreError
+from shd.errors import DiskError, DiskFull, InputError, MediaError, OutputExists, ShdError, StoreError
 from shd.fill import FillRefused, Slot, plan_fill
 from shd.scheduler import Engine, Task
 from shd.states import FINISHED_PAIRS, STAGE_FOR, FrameState, JobState, PairState, Stage
@@ -46,6 +46,15 @@ class JobInterrupted(Exception):
     """Raised when the engine stops while a job is being worked on; its state stays resumable."""
 
 
+class JobLeft(Exception):
+    """Raised when the runner's `give_up` says to stop waiting (`shd process`: a refused token, an API unreachable
+    for too long); the job stays recorded and resumable, and `deferred` says why."""
+
+    def __init__(self, why: ShdError):
+        self.why = why
+        super().__init__(str(why))
+
+
 VIDEO_SUFFIX = ".mp4"  # of a video published to the outbox
 
 
@@ -60,10 +69,12 @@ class JobRunner:
         self.ffmpeg = ffmpeg
         self.on_finished = on_finished
         self.deferred: dict[str, ShdError] = {}  # job id -> why its last run stopped short (disk full, database...)
-        # `shd process`: told the estimate before anything is paid, and given the job back once it is held by a
-        # budget cap (and nothing of it is in flight) instead of waiting for the cap to lift.
+        # Asked while a job waits (`shd process` sets it): an error to stop waiting with, the job kept; None: wait on.
+        # `shd process` ends so when the credentials are refused, the API is unreachable too long, or the job is held
+        # by a budget cap with nothing of it in flight (errors.BudgetHeld).
+        self.give_up: Callable[[], ShdError | None] = lambda: None
+        # `shd process`: told the estimate before anything is paid.
         self.on_estimate: Callable[[Job, pricing.Estimate], None] | None = None
-        self.end_when_held = False
 
     def run_job(self, job_id: str) -> Job:
         job = self.store.job(job_id)
@@ -90,7 +101,9 @@ class JobRunner:
         except JobInterrupted:
             log.info("job_interrupted", state=self.store.job(job_id).state)
             return self.store.job(job_id)
-        except DiskFull as e:
+        except JobLeft as e:
+            return self._defer(job_id, e.why, log)
+        except DiskError as e:
             return self._defer(job_id, e, log)
         except MediaError as e:
             if self.engine.stopping:  # ffmpeg was stopped because the daemon is: resume at the next start
@@ -107,7 +120,7 @@ class JobRunner:
                 return self._defer(job_id, e, log)
             if diskfull.is_full(e):
                 return self._defer(job_id, DiskFull(e.filename or job.work_dir), log)
-            return self._defer(job_id, ShdError(f"{type(e).__name__}: {e}"), log)
+            return self._defer(job_id, DiskError(f"{type(e).__name__}: {e}"), log)
         except ShdError as e:
             if self.engine.stopping:
                 return self.store.job(job_id)
@@ -167,10 +180,18 @@ class JobRunner:
             if self.store.add_frame(job.id, index, ts, final) and index < promised:
                 self.engine.enqueue(Task(job.id, index, Stage.PROMPT))
 
+        def should_stop() -> bool:
+            return self.engine.stopping or self._gone(job.id) or self.give_up() is not None
+
         try:
             count = media.extract(self.ffmpeg, src, scratch, job.fps, on_frame, timeout=self.cfg.ffmpeg.timeout,
-                                  should_stop=lambda: self.engine.stopping or self._gone(job.id),
+                                  should_stop=should_stop,
                                   size=None if probe.sar == (1, 1) else (probe.width, probe.height))
+        except MediaError:
+            why = self.give_up()
+            if why is not None:
+                raise JobLeft(why) from None
+            raise
         finally:  # also when the input turns out truncated or bad: no scratch folder is left behind
             shutil.rmtree(scratch, ignore_errors=True)
         self.store.update_job(job.id, frames_total=count)
@@ -222,11 +243,8 @@ class JobRunner:
         while True:
             if self.engine.stopping:
                 raise JobInterrupted
-            now_job = self.store.job(job.id)
-            if now_job.state != JobState.RUNNING:
-                raise JobInterrupted
-            if self.end_when_held and now_job.held and not self.store.predictions(job.id, live=True):
-                log.warning("job_held_stopping", reason=now_job.held)
+            state = self.store.job(job.id).state
+            if state != JobState.RUNNING:
                 raise JobInterrupted
             counts = self.store.frame_counts(job.id)
             total = sum(counts.values())
@@ -241,6 +259,9 @@ class JobRunner:
                     pairs_offered = True
                     continue
                 return
+            why = self.give_up()
+            if why is not None:
+                raise JobLeft(why)
             # Frames reset by `shd retry` while the job runs are unfinished but unknown to the engine: offer the
             # unfinished frames again (the engine ignores ones it has) when it holds fewer of this job's tasks than
             # that, and as a safety net every REOFFER_EVERY s. Not on every wake-up: that would read every frame.
@@ -327,8 +348,16 @@ class JobRunner:
 
     def _publish(self, job: Job, staged: tuple[Path, dict[str, Path]]) -> Path:
         """Give the staged video and its sidecars their names: `--output FILE` (the sidecars beside it, same stem),
-        else the first free `<stem>[-N]` in the outbox for the whole set."""
+        else the first free `<stem>[-N]` in the outbox for the whole set. A job published before (`shd retry` of a
+        done job) replaces its set in place, under the same names."""
         video, sidecar_files = staged
+        if job.output:
+            old = Path(job.output)
+            perms.make_folder(old.parent)
+            done = publish.republish({**sidecar_files, old.suffix: video},
+                                     old.with_name(old.name[:len(old.name) - len(old.suffix)]), video=old.suffix,
+                                     journal=video.with_name("journal"), mode=perms.output_mode())
+            return done[old.suffix]
         bases: Iterable[Path]
         if job.output_target:
             target = Path(job.output_target)
@@ -338,6 +367,9 @@ class JobRunner:
             suffix = VIDEO_SUFFIX
             folder = self.cfg.paths.outbox
             bases = publish.candidates(folder, Path(job.source_name).stem, [*sidecar_files, suffix])
+            if not folder.is_dir() and not folder.parent.is_dir():  # not made again on the root file system
+                raise DiskError(f"{folder}: the outbox is gone, and the folder it was in too (an unmounted share?); "
+                                f"the finished video waits in {video.parent} and is published once it is back")
         perms.make_folder(folder)
         files = {**sidecar_files, suffix: video}  # an --output ending like a sidecar (.srt...) takes its place
         try:

@@ -83,6 +83,15 @@ def publish(staged: Mapping[str, Path], bases: Iterable[Path], *, video: str, jo
     raise FileExistsError(errno.EEXIST, "already exists", str(taken))
 
 
+def republish(staged: Mapping[str, Path], base: Path, *, video: str, journal: Path,
+              mode: int | None = None) -> dict[str, Path]:
+    """Publish `staged` again under the stem `base` of an earlier publish (`shd retry` of a done job): each file
+    replaces the one of its name atomically (a complete copy under a temporary name, then a rename), so the old
+    file stays whole and readable until the new one takes its place; the video comes last. Crash-safe through
+    `journal` as `publish()` is: the next call finishes the set. A name that no longer exists is simply created."""
+    return publish(staged, [base], video=video, journal=journal, overwrite=True, mode=mode)
+
+
 def _targets(staged: Mapping[str, Path], base: Path) -> dict[str, Path]:
     return {suffix: base.with_name(base.name + suffix) for suffix in staged}
 

@@ -6,9 +6,12 @@ database (a damaged one stops it with exit 5 before anything is claimed) and bui
 The main thread owns the loop: it takes stable files from the watcher, claims them as jobs, keeps up to
 `pipeline.max_jobs` job threads going (oldest first, resumed jobs included), and talks to systemd. Signal handlers
 only set flags and wake the loop (they never touch the store):
-  SIGTERM / SIGINT   stop taking work, send STOPPING=1, let workers finish their current write, exit promptly;
-                     every remote prediction is already recorded, so the next start resumes it.
-  SIGHUP             reload the config: live settings apply at once; a bad new config is refused, the old kept.
+  SIGTERM / SIGINT   stop taking work, send STOPPING=1, let workers finish their current write, exit promptly
+                     (0 after SIGTERM, 130 after SIGINT, as the README's table says); every remote prediction is
+                     already recorded, so the next start resumes it.
+  SIGHUP             reload the config: live settings apply at once, those built at start (RESTART_ONLY, [paths],
+                     [watch], [web], [hooks]) are logged by name and kept until the next start; a bad new config
+                     is refused, the old kept; nothing a reload meets ends the daemon.
 WATCHDOG=1 is sent only while the loop itself turns, the inbox observer's threads are alive, and the scheduler's
 dispatcher has turned within its own deadline (Engine.healthy); a long ffmpeg or prediction is bounded by its own
 timeout instead. A database found damaged while running (`store.damaged`) ends the loop: exit 5, with the remedy.
@@ -17,6 +20,7 @@ On shutdown every ffmpeg child is stopped (children.py) before the process exits
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import threading
 import time
@@ -26,8 +30,9 @@ from types import FrameType
 from shd import app as app_mod
 from shd import children, config, hooks, jobs, logs, perms
 from shd.config import Config
-from shd.errors import ConfigError, DiskFull, ShdError, StateDirBusy, StoreError
+from shd.errors import ConfigError, DiskFull, Interrupted, ShdError, StateDirBusy, StoreError
 from shd.live import AppView
+from shd.liveness import Heartbeat
 from shd.lock import StateLock
 from shd.notify import Notifier
 from shd.pipeline import start_job_thread
@@ -41,6 +46,22 @@ STATUS_EVERY = 5.0   # seconds between STATUS= updates
 DEFER_RETRY = 30.0   # seconds before a job stopped by a disk-full or database error is tried again
 LOCK_WAIT = 0.5      # seconds between tries at a state directory a `shd process` holds
 START_EXTENSION = 30.0  # seconds asked of systemd at a time while waiting for the lock (EXTEND_TIMEOUT_USEC)
+# Replicate settings built into the client and the models once, at start: a reload logs them and keeps the old.
+RESTART_ONLY = ("create_wait", "request_timeout", "inline_max_kb", "prompt_model", "image_model", "prompt_input",
+                "image_input")
+
+
+def summary_line(active: int, done: int, total: int, failed: int, paused: str | None, held: list[str]) -> str:
+    """PURE: STATUS='s one line. `paused`: every hold's reason, joined (scheduler/holds.py); `held`: the reasons of
+    the jobs a budget cap holds. A daily or monthly cap is already among the pause's reasons; a job's own cap is
+    said after the count."""
+    line = f"{active} job(s) active, {done}/{total} frames painted, {failed} failed"
+    if paused:
+        line += f"; PAUSED: {paused}"
+    if held:
+        own = [h for h in held if not (paused and h in paused)]
+        line += f"; HELD: {len(held)} job(s)" + (f": {own[0]}" if own else "")
+    return line
 
 
 class Daemon:
@@ -50,8 +71,11 @@ class Daemon:
         self.notifier = notifier or Notifier.from_env()
         self.log = logs.get()
         self._stop = threading.Event()
+        self._stopped_by: int | None = None  # the signal that stopped the daemon
         self._reload = threading.Event()
         self.lock = StateLock(cfg.paths.state_dir)
+        self.heartbeat = Heartbeat(cfg.paths.state_dir, "daemon")
+        self._heartbeat_failed = False
         self.app: app_mod.App  # built once the state directory is ours (see run)
         self.threads: dict[str, threading.Thread] = {}
         self._cooldown: dict[str, float] = {}  # job id -> when a deferred job may be tried again
@@ -65,6 +89,7 @@ class Daemon:
         if signum == signal.SIGHUP:
             self._reload.set()
         else:
+            self._stopped_by = self._stopped_by or signum
             self._stop.set()
         if self.watcher is not None:
             self.watcher.wakeup.set()
@@ -151,30 +176,46 @@ class Daemon:
             done += p["generated"]
             failed += p["failed"]
             total += max(j.frames_total or 0, p["extracted"])
-        reason = self.app.engine.paused
-        paused = f"; PAUSED: {reason}" if reason else ""
         held = [j.held for j in active if j.held]
-        if held:  # by a budget cap: the daily or monthly one is the pause, a job's own is said here
-            paused += f"; HELD: {len(held)} job(s)" + ("" if reason in held else f": {held[0]}")
-        return f"{len(active)} job(s) active, {done}/{total} frames painted, {failed} failed{paused}"
+        return summary_line(len(active), done, total, failed, self.app.engine.paused, held)
 
     def healthy(self) -> bool:
         return bool(self.watcher and self.watcher.is_alive() and self.app.engine.healthy())
 
+    def beat(self, *, force: bool = False) -> None:
+        """The heartbeat `shd status` reads (liveness.py): alive, and why paused. A full disk is said once."""
+        try:
+            self.heartbeat.beat(self.app.engine.paused_by(), force=force)
+            self._heartbeat_failed = False
+        except OSError as e:
+            if not self._heartbeat_failed:
+                self.log.error("heartbeat_not_written", error=str(e))
+            self._heartbeat_failed = True
+
     # --- reload -------------------------------------------------------------------------------------------------
     def reload(self) -> None:
+        """SIGHUP: apply the new config's live settings now; what is built once at start (RESTART_ONLY) is kept and
+        logged by name (`reload_needs_restart`); a bad file is refused and the old config kept. Never raises."""
         self.notifier.reloading()
         try:
-            new = config.load(self.config_arg)
+            self._reload_config()
         except ConfigError as e:
             self.log.error("reload_refused_keeping_old_config", error=str(e))
-            self.notifier.ready(self.summary())
-            return
+        except Exception as e:  # SIGHUP must never take the daemon down: said (with the traceback), the old kept
+            self.log.exception("reload_failed_keeping_old_config", error=f"{type(e).__name__}: {e}")
+        self.notifier.ready(self.summary())
+
+    def _reload_config(self) -> None:
+        new = config.load(self.config_arg)
         kept = {"paths": self.cfg.paths, "watch": self.cfg.watch, "web": self.cfg.web, "hooks": self.cfg.hooks}
-        if any(getattr(new, name) != value for name, value in kept.items()):
-            self.log.warning("reload_paths_need_restart",
-                             detail="[paths], [watch], [web] and [hooks] apply at the next start")
-            new = config.replace(new, **kept)
+        restart = [f"[{name}]" for name, value in kept.items() if getattr(new, name) != value]
+        old_r = self.cfg.replicate
+        restart += [f"replicate.{key}" for key in RESTART_ONLY if getattr(new.replicate, key) != getattr(old_r, key)]
+        if restart:
+            self.log.warning("reload_needs_restart", settings=restart,
+                             detail="these apply at the next start (`systemctl restart shd`); the rest applies now")
+        new = config.replace(new, **kept, replicate=dataclasses.replace(
+            new.replicate, **{key: getattr(old_r, key) for key in RESTART_ONLY}))
         self.cfg = new
         self.app.cfg = new
         self.app.runner.cfg = new
@@ -183,30 +224,33 @@ class Daemon:
         self.log.info("reloaded", concurrency=new.replicate.concurrency, max_jobs=new.pipeline.max_jobs)
         if self.app.engine.paused:  # the token may have been fixed along with the config: check now
             threading.Thread(target=self.app.engine.try_resume, name="shd-auth-check", daemon=True).start()
-        self.notifier.ready(self.summary())
 
     # --- the loop -----------------------------------------------------------------------------------------------
     def run(self) -> int:
         config.read_token(self.cfg)  # a missing token is said at once, not after waiting for the state directory
         try:
-            if not self.take_state_dir():
-                return 0
-            self.app = app_mod.build(self.cfg, on_finished=self._on_finished, check_store=True)
-            try:
-                self._loop()
-            finally:
-                self.shutdown()
+            if self.take_state_dir():
+                self.app = app_mod.build(self.cfg, on_finished=self._on_finished, check_store=True)
+                try:
+                    self._loop()
+                finally:
+                    self.shutdown()
         finally:
             self.lock.release()
-        return 0
+        return Interrupted.exit_code if self._stopped_by == signal.SIGINT else 0
+
+    def _folders(self) -> None:
+        """The outbox and the inbox, made if need be (the outbox first, with its parents: the defaults share
+        ~/shd). The inbox is made only where its parent exists: a missing mount stays an error (the watcher names
+        it) rather than a fresh empty folder on the root filesystem. A path that cannot be a folder (a file is
+        there, no permission) is a ConfigError naming it (exit 2)."""
+        perms.make_configured_folder("outbox", self.cfg.paths.outbox)
+        if self.cfg.paths.inbox.parent.is_dir():
+            perms.make_configured_folder("inbox", self.cfg.paths.inbox)
 
     def _loop(self) -> None:
         cfg = self.cfg
-        # The inbox is created only where its parent exists: a missing mount stays an error (the watcher names
-        # it) rather than a fresh empty folder on the root filesystem.
-        if cfg.paths.inbox.parent.is_dir():
-            perms.make_folder(cfg.paths.inbox)
-        perms.make_folder(cfg.paths.outbox)
+        self._folders()
         for job_id in jobs.finish_claims(self.app.store):
             self.log.error("claimed_file_vanished", job=job_id)
         self.watcher = InboxWatcher(cfg.paths.inbox, stable_seconds=cfg.watch.stable_seconds,
@@ -219,10 +263,12 @@ class Daemon:
             self.log.error("web_not_started", error=str(e))
         resumed = [j.id for j in self.app.store.jobs(tuple(UNFINISHED_JOBS))]
         self.log.info("started", inbox=str(cfg.paths.inbox), resumed=len(resumed), observer=cfg.watch.observer)
+        self.beat(force=True)
         self._schedule()
         self.notifier.ready(self.summary())
         ping = self.notifier.watchdog_interval()
         next_ping = next_status = next_rescan = 0.0
+        said_paused = self.app.engine.paused
         while not self._stop.is_set():
             now = time.monotonic()
             try:
@@ -239,9 +285,11 @@ class Daemon:
                     self._claim(path)
                 self._schedule()
                 self.hooks.observe_pause()
-                if now >= next_status:
+                self.beat()
+                paused = self.app.engine.paused
+                if now >= next_status or paused != said_paused:  # a pause is said at once
                     self.notifier.status(self.summary())
-                    next_status = now + STATUS_EVERY
+                    next_status, said_paused = now + STATUS_EVERY, paused
             except (StoreError, DiskFull, OSError) as e:
                 if self.app.store.damaged:
                     raise self.app.store.damaged from None
@@ -263,6 +311,7 @@ class Daemon:
         self.notifier.stopping("stopping: every remote prediction is recorded and resumes at the next start")
         self.log.info("stopping", in_flight=self.app.engine.in_flight())
         self.app.engine.stop()
+        self.beat(force=True)  # when the work stopped: an interrupted job's clock stops there
         if self.watcher is not None:
             self.watcher.stop()
         if self.web is not None:

@@ -5,6 +5,7 @@ refuses what this module forbids, so an illegal state can never be written.
 
 Jobs:   queued -> extracting -> running -> stitching -> done
         any unfinished state -> failed | canceled;  failed | canceled -> queued (shd retry)
+        done -> running (shd retry of a done job with failed frames: painted again, then published again in place)
 Frames: extracted -> prompting -> prompted -> generating -> generated
         any unfinished state -> failed (with a reason); failed -> extracted | prompted (shd retry)
         an in-flight state may fall back one step (prompting -> extracted, generating -> prompted) when its
@@ -63,7 +64,7 @@ JOB_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     J.EXTRACTING: frozenset({J.RUNNING, J.FAILED, J.CANCELED}),
     J.RUNNING: frozenset({J.STITCHING, J.FAILED, J.CANCELED}),
     J.STITCHING: frozenset({J.DONE, J.FAILED, J.CANCELED}),
-    J.DONE: frozenset(),
+    J.DONE: frozenset({J.RUNNING}),
     J.FAILED: frozenset({J.QUEUED}),
     J.CANCELED: frozenset({J.QUEUED}),
 }

@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 from sqlite_utils import Database
 
 from shd import diskfull, migrations, states
-from shd.errors import DatabaseDamaged, DiskFull, ShdError, StoreError
+from shd.errors import DatabaseDamaged, DiskFull, ShdError, StoreError, UsageError
 from shd.states import FrameState, JobState, PairState, Stage
 
 # Prediction ledger statuses: 'creating' is written before the create request is sent; the rest mirror Replicate's,
@@ -76,6 +76,9 @@ class Job:
     estimate_usd: float | None = None       # what the whole job is expected to cost (dollars), once probed
     estimate_seconds: float | None = None   # and how long its predictions are expected to take
     held: str | None = None                 # why no new prediction of it starts (a budget cap), else None
+    # Added by migration m004: what a `shd process` job is the work of (identity.py).
+    source_sha256: str | None = None
+    settings_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -312,14 +315,17 @@ class Store:
     # --- jobs ---------------------------------------------------------------------------------------------------
     def create_job(self, job_id: str, *, source_name: str, origin_path: Path, source_path: Path | None,
                    work_dir: Path, mode: str, fps: float, output_target: Path | None = None,
-                   overwrite: bool = False) -> Job:
+                   overwrite: bool = False, source_sha256: str | None = None,
+                   settings_sha256: str | None = None) -> Job:
         now = time.time()
         with self.tx() as db:
             db.execute(
                 "INSERT INTO jobs (id, source_name, origin_path, source_path, work_dir, mode, output_target,"
-                " overwrite, state, fps, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
+                " overwrite, state, fps, created_at, updated_at, source_sha256, settings_sha256)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)",
                 (job_id, source_name, str(origin_path), str(source_path) if source_path else None, str(work_dir),
-                 mode, str(output_target) if output_target else None, int(overwrite), fps, now, now),
+                 mode, str(output_target) if output_target else None, int(overwrite), fps, now, now,
+                 source_sha256, settings_sha256),
             )
             self._event(job_id, "job", None, JobState.QUEUED, detail=source_name)
         return self.job(job_id)
@@ -331,13 +337,13 @@ class Store:
         return _row(Job, row)
 
     def find_job(self, ref: str) -> Job:
-        """A job by id or unique id prefix; StoreError if none or several match."""
+        """A job by id or unique id prefix; UsageError (exit 2) if none or several match."""
         rows = self._all("SELECT * FROM jobs WHERE id LIKE ? ORDER BY created_at", (ref.replace("%", "") + "%",))
         if len(rows) == 1:
             return _row(Job, rows[0])
         if not rows:
-            raise StoreError(f"no job matches {ref!r}")
-        raise StoreError(f"{ref!r} matches {len(rows)} jobs; give more of the id")
+            raise UsageError(f"no job matches {ref!r}")
+        raise UsageError(f"{ref!r} matches {len(rows)} jobs; give more of the id")
 
     def jobs(self, states_: tuple[str, ...] | None = None) -> list[Job]:
         if states_:
@@ -347,11 +353,19 @@ class Store:
             rows = self._all("SELECT * FROM jobs ORDER BY created_at")
         return [_row(Job, r) for r in rows]
 
+    def unfinished_job_of(self, mode: str, source_sha256: str, settings_sha256: str) -> Job | None:
+        """The oldest unfinished job of `mode` that is the work of this source content with these settings."""
+        row = self._one("SELECT * FROM jobs WHERE mode = ? AND source_sha256 = ? AND settings_sha256 = ?"
+                        " AND state IN ('queued', 'extracting', 'running', 'stitching') ORDER BY created_at LIMIT 1",
+                        (mode, source_sha256, settings_sha256))
+        return _row(Job, row) if row else None
+
     def update_job(self, job_id: str, **values: Any) -> None:
         """Set plain (non-state) columns of a job: source_path, duration, width, height, has_audio, frames_total,
+        output, output_target and overwrite (a resumed `shd process` job), error (where its file is now),
         estimate_usd, estimate_seconds."""
-        allowed = {"source_path", "duration", "width", "height", "has_audio", "frames_total", "output", "estimate_usd",
-                   "estimate_seconds"}
+        allowed = {"source_path", "duration", "width", "height", "has_audio", "frames_total", "output",
+                   "output_target", "overwrite", "error", "estimate_usd", "estimate_seconds"}
         if not values or not set(values) <= allowed:
             raise StoreError(f"update_job: cannot set {sorted(set(values) - allowed)}")
         cols = ", ".join(f"{k} = :{k}" for k in values)
@@ -372,9 +386,10 @@ class Store:
             states.check_job(job_id, job.state, target)
             now = time.time()
             finished = now if target in (JobState.DONE, JobState.FAILED, JobState.CANCELED) else None
-            # A retried job (-> queued) starts afresh: its elapsed time and its retry budgets count from now on.
-            started = None if target == JobState.QUEUED else job.started_at or (
-                now if target == JobState.EXTRACTING else None)
+            # A retried job (-> queued, or a done one -> running) starts afresh: its elapsed time and its retry
+            # budgets count from now on.
+            started = None if target == JobState.QUEUED else now if job.state == JobState.DONE else (
+                job.started_at or (now if target == JobState.EXTRACTING else None))
             db.execute(
                 "UPDATE jobs SET state = ?, error = ?, output = COALESCE(?, output), updated_at = ?,"
                 " started_at = ?, finished_at = ?, exit_code = ? WHERE id = ?",
@@ -738,6 +753,14 @@ class Store:
             " SUM(state = 'generated') AS generated, SUM(state = 'failed') AS failed,"
             " COUNT(filled_with) AS filled FROM frames WHERE job_id = ?", (job_id,))
         return {k: int(v or 0) for k, v in (row or {}).items()}
+
+    def last_activity(self, job_id: str) -> float:
+        """When anything of the job last changed: the job, one of its frames or one of its predictions."""
+        row = self._one("SELECT MAX(j.updated_at,"
+                        " COALESCE((SELECT MAX(updated_at) FROM frames WHERE job_id = j.id), 0),"
+                        " COALESCE((SELECT MAX(updated_at) FROM predictions WHERE job_id = j.id), 0)) AS t"
+                        " FROM jobs j WHERE j.id = ?", (job_id,))
+        return float(row["t"]) if row else 0.0
 
     def paid(self, job_id: str) -> dict[str, Any]:
         """How many predictions a job created (by status) and their total predict_time."""

@@ -121,7 +121,7 @@ def test_a_service_that_cannot_be_reached_is_transient_and_nothing_was_created(h
     inp = h.backend.prompter.input_for(frame)
     with pytest.raises(Transient) as unreachable:
         h.unreachable_remote().create(h.backend.prompter.ref, inp)
-    assert not unreachable.value.maybe_created and h.creates() == 0
+    assert not unreachable.value.maybe_created and unreachable.value.unreachable and h.creates() == 0
 
 
 def test_refused_credentials_are_auth_failed_until_the_accepted_token_is_set(h: Harness, frame: Path) -> None:

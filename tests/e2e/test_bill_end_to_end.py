@@ -112,8 +112,9 @@ def test_a_file_whose_header_claims_ten_hours_is_refused_before_any_create(
         d.ready()
         note = tmp_path / "state" / "failed" / "tiny.mp4.error.txt"
         wait_for("the file moved aside", note.exists)
-        assert note.read_text().splitlines()[0] == f"{tmp_path / 'state' / 'jobs'}/" \
-            f"{status_json(cfg, shd_env, tmp_path)[0]['id']}/tiny.mp4: {reason}"
+        # The reason names the file where it is now (failed/), as every failed job's does.
+        assert note.read_text().splitlines()[0] == f"{tmp_path / 'state' / 'failed' / 'tiny.mp4'}: {reason}"
+        assert status_json(cfg, shd_env, tmp_path)[0]["error"] == note.read_text().splitlines()[0]
         assert d.alive
     assert standin.count_creates() == 0
     r = run_shd("process", str(make_ten_hour_still(tmp_path / "again.mp4")), "--config", str(cfg), env=shd_env,
@@ -158,6 +159,10 @@ def test_the_daemon_holds_at_the_daily_cap_says_why_and_resumes_after_a_raise_an
         assert s["jobs"][0]["state"] in ("extracting", "running") and s["jobs"][0]["frames"]["failed"] == 0
         assert f"held {s['jobs'][0]['id']}: {why}" in run_shd("status", "--config", str(cfg), env=shd_env,
                                                                cwd=tmp_path).stdout
+        # The daemon is paused by it, as by any hold (its heartbeat): status --json's daemon object says so.
+        daemon = wait_for("the daemon paused by the budget", lambda: (s := status(cfg, shd_env, tmp_path))
+                          and s["daemon"]["paused"] == why and s["daemon"])
+        assert daemon["running"] and daemon["pid"] == d.proc.pid
         # `shd process` hands its video to the daemon, which holds it too: it says so and ends.
         other = make_video(tmp_path / "other.mp4", seconds=1.0, size=(64, 48), audio=False)
         follower = run_shd("process", str(other), "--config", str(cfg), env=shd_env, cwd=tmp_path)
@@ -190,3 +195,11 @@ def test_shd_process_at_a_cap_ends_with_exit_8_saying_why(
     assert standin.count_creates() == 0
     (job,) = status(cfg, shd_env, tmp_path)["jobs"]
     assert job["state"] in ("extracting", "running") and job["error"] is None
+    # The budget raised, the same file again resumes that job (identity.py: a cap is not part of the work).
+    cfg = make_config({"pipeline": {"audio": "none"}, "budget": {"per_job_usd": 1.0}})
+    r = run_shd("process", str(src), "--config", str(cfg), env=shd_env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "the same file again: its unfinished job resumes" in r.stderr
+    (done,) = status(cfg, shd_env, tmp_path)["jobs"]
+    assert done["id"] == job["id"] and done["state"] == "done" and done["held"] is None
+    assert standin.count_creates() == 2 and done["cost"]["predictions"] == 2

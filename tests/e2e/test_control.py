@@ -12,8 +12,9 @@ import pytest
 from shd.store import Store
 from tests.conftest import REPO, run_shd
 from tests.e2e.harness import Daemon, status_json, wait_for
-from tests.standin import StandIn
-from tests.videos import make_video
+from tests.e2e.test_process import close
+from tests.standin import StandIn, color_for
+from tests.videos import frame_rgb, make_video
 
 pytestmark = pytest.mark.slow
 
@@ -37,8 +38,11 @@ def test_cancel_stops_the_job_and_cancels_its_predictions_on_the_server(
                  lambda: all(p.status == "canceled" for p in standin.predictions(model="stability-ai/sdxl")))
         (job,) = status_json(cfg, shd_env, tmp_path)
         assert job["state"] == "canceled" and job["error"] == "canceled by the user"
+        # Each is billed for the time it ran before the cancel: priced in the ledger.
+        image = [p for p in Store.open_readonly(db).predictions() if p.stage == "image"]
+        assert all(p.status == "canceled" and p.predict_time is not None and p.cost_usd is not None for p in image)
         again = run_shd("cancel", job["id"], "--config", str(cfg), env=shd_env, cwd=tmp_path)
-        assert again.returncode == 5 and "already canceled" in again.stderr
+        assert again.returncode == 2 and "already canceled" in again.stderr  # bad usage
         assert d.alive
         assert len(standin.predictions(model="stability-ai/sdxl")) == 3  # nothing new was paid for
 
@@ -139,3 +143,72 @@ def test_the_status_script_wraps_shd_status(tmp_path: Path, standin: StandIn, sh
                        cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["jobs"][0]["state"] == "done"
+
+
+def test_retry_on_a_done_job_paints_its_failed_frames_and_replaces_the_video_in_place(
+        tmp_path: Path, standin: StandIn, shd_env: dict[str, str], make_config) -> None:
+    """With the default `hold`, a job whose frame failed ends done. `shd retry` paints that frame again and the
+    new video replaces the old one under the same name, once it is complete: whoever had the old one open reads
+    it whole, and no `clip-2.mp4` appears."""
+    nsfw = "NSFW content detected. Try running it again, or try a different prompt."
+    rule = standin.fail_predictions(nsfw, model="stability-ai/sdxl", nth=[2])
+    cfg = make_config({"replicate": {"model_retries": 0, "concurrency": 1}, "pipeline": {"audio": "none"}})
+    src = make_video(tmp_path / "clip.mp4", seconds=2.0, size=(64, 48), audio=False)
+    first = run_shd("process", str(src), "--config", str(cfg), env=shd_env, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    out = Path(first.stdout.strip())
+    db = tmp_path / "state" / "shd.db"
+    (job,) = Store.open_readonly(db).jobs()
+    f0, f1 = Store.open_readonly(db).frames(job.id)
+    assert f1.state == "failed" and f1.filled_with == "held frame 0"
+    assert close(frame_rgb(out, t=1.5), color_for(f0.prompt or "", f0.seed or 0))  # the slot holds frame 0
+    old = out.read_bytes()
+    published = [p.name for p in out.parent.iterdir()]  # the video and its sidecars
+    csv = out.parent / "clip.prompts.csv"
+    assert "held frame 0" in csv.read_text()
+    standin.remove_rule(rule.id)
+    with out.open("rb") as reader, Daemon(cfg, shd_env, tmp_path) as d:
+        d.ready()
+        r = run_shd("retry", job.id, "--config", str(cfg), env=shd_env, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == f"job {job.id} is running; its failed frames start again; the daemon works on it now"
+        wait_for("the job done again", lambda: status_json(cfg, shd_env, tmp_path)[0]["state"] == "done"
+                 and status_json(cfg, shd_env, tmp_path)[0]["frames"]["generated"] == 2)
+        assert reader.read() == old
+    f1 = Store.open_readonly(db).frames(job.id)[1]
+    assert f1.state == "generated" and f1.filled_with is None
+    assert sorted(p.name for p in out.parent.iterdir()) == sorted(published)  # the same names: no clip-2.*
+    assert out.read_bytes() != old and "held frame 0" not in csv.read_text()  # the sidecars replaced with it
+    assert close(frame_rgb(out, t=1.5), color_for(f1.prompt or "", f1.seed or 0))  # now painted itself
+    assert standin.count_creates("stability-ai/sdxl") == 3 and standin.count_creates("methexis-inc/img2prompt") == 2
+
+
+@pytest.mark.parametrize("finished", [True, False], ids=["finished-before-its-answer", "still-running"])
+def test_cancel_while_a_create_is_in_flight_cancels_what_it_created_and_the_ledger_says_how_it_ended(
+        tmp_path: Path, standin: StandIn, shd_env: dict[str, str], make_config, finished: bool) -> None:
+    """`shd cancel` while the picture's create is on its way: the prediction exists on the server, its answer has
+    not come back. It is canceled at once, and the ledger ends as the server does, never `processing`: canceled,
+    or succeeded (paid) when it had finished already (the real API then answers `processing`, and slowly here)."""
+    standin.configure(sync_status="processing")
+    if finished:
+        standin.inject("POST /v1/predictions", kind="slow_body", delay=3.0, calls=[2])  # the answer comes slowly
+    else:
+        standin.set_latency("stability-ai/sdxl", 0.0, 30.0)  # the create waits its 2 s (Prefer: wait) for nothing
+    cfg = make_config({"replicate": {"concurrency": 1, "create_wait": 2}, "pipeline": {"audio": "none"}})
+    make_video(tmp_path / "inbox" / "clip.mp4", seconds=1.0, size=(64, 48), audio=False)
+    db = tmp_path / "state" / "shd.db"
+    with Daemon(cfg, shd_env, tmp_path) as d:
+        d.ready()
+        (created,) = wait_for("the picture created, its answer on its way",
+                              lambda: standin.predictions(model="stability-ai/sdxl"))
+        (job,) = status_json(cfg, shd_env, tmp_path)
+        r = run_shd("cancel", job["id"], "--config", str(cfg), env=shd_env, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip().endswith(f"{0 if finished else 1} remote prediction(s) canceled")
+        assert d.wait_log("prediction_canceled")["prediction_id"] == created.id  # the worker, as its answer came
+        server = created.status_at(created.created + 3600)  # how it ends: nothing will change it any more
+        assert server == ("succeeded" if finished else "canceled")
+        image = [p for p in Store.open_readonly(db).predictions() if p.stage == "image"]
+        assert [(p.remote_id, p.status) for p in image] == [(created.id, server)]
+        assert image[0].predict_time is not None and image[0].cost_usd is not None  # billed for the time it ran
+        assert d.alive

@@ -100,6 +100,8 @@ def test_bad_files_are_moved_aside_with_reasons_and_the_daemon_keeps_going(
         failed = tmp_path / "state" / "failed"
         for name in ("notes.mp4", "empty.mov", "cut.mp4", "cut-late.mp4"):
             assert by_name[name]["state"] == "failed" and name in by_name[name]["error"]
+            # The reason names where the file is now (failed/), not the job folder it was in.
+            assert str(failed / name) in by_name[name]["error"] and "/jobs/" not in by_name[name]["error"]
             assert (failed / name).is_file(), name
             reason = (failed / f"{name}.error.txt").read_text()
             assert by_name[name]["error"] in reason
@@ -137,6 +139,21 @@ def test_notify_protocol_reload_and_prompt_sigterm(tmp_path: Path, standin: Stan
         assert str(cfg) in refused["error"] and "fps" in refused["error"]
         d.wait_message("READY=1", after=mark)
         assert d.alive and ready
+        # A wrong type anywhere (it used to be an AttributeError and exit 1) is refused the same way.
+        logs_mark = len(d.lines)
+        cfg.write_text(good_text.replace("[replicate]\n", "[replicate]\nimage_input = 5\n")
+                       .replace("[replicate.image_input]\n", "[replicate_image_input]\n"))
+        d.signal(signal.SIGHUP)
+        refused = d.wait_log("reload_refused_keeping_old_config", after=logs_mark)
+        assert "replicate.image_input must be a table, not 5" in refused["error"]
+        # What is built once at start is named, and kept until the next start; the rest applies.
+        logs_mark = len(d.lines)
+        cfg.write_text(good_text.replace("create_wait = 2", "create_wait = 3").replace("concurrency = 7",
+                                                                                     "concurrency = 6"))
+        d.signal(signal.SIGHUP)
+        assert d.wait_log("reload_needs_restart", after=logs_mark)["settings"] == ["replicate.create_wait"]
+        assert d.wait_log("reloaded", after=logs_mark)["concurrency"] == 6
+        assert d.alive
         cfg.write_text(good_text)
         # Still works after the refused reload.
         make_video(tmp_path / "inbox" / "after.mp4", seconds=1.0)

@@ -158,3 +158,29 @@ def test_a_refused_request_fails_only_its_frame_with_the_reason(
     assert len(failed) == 1 and "422" in (failed[0].error or "") and "input.prompt: too long" in failed[0].error
     refused = [p for p in store.predictions(job.id) if p.status == "failed"]
     assert len(refused) == 1 and refused[0].remote_id is None  # nothing was created, nothing retried
+
+
+def test_a_vanished_outbox_is_waited_for_not_made_again_elsewhere_and_never_fails_the_video(
+        tmp_path: Path, standin: StandIn, shd_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The outbox and the folder it was in are gone (an unmounted share): the finished video waits in the job
+    folder with the reason said, the outbox is not made afresh on the root file system, and once the share is
+    back the video is published without anything painted again."""
+    for k, v in shd_env.items():
+        monkeypatch.setenv(k, v)
+    share = tmp_path / "share"
+    cfg = config.load(write_config(tmp_path / "shd.toml", {"paths": {"outbox": str(share / "outbox")},
+                                                           "pipeline": {"audio": "none"}}))
+    app = app_mod.build(cfg)
+    try:
+        src = make_video(tmp_path / "clip.mp4", seconds=2.0, size=(64, 48), audio=False)
+        job = app.runner.run_job(app_mod.create_process_job(app.cfg, app.store, src, None).id)
+        assert job.state == "stitching" and job.error is None
+        why = str(app.runner.deferred[job.id])
+        assert why.startswith(f"{share / 'outbox'}: the outbox is gone, and the folder it was in too")
+        assert app.runner.deferred[job.id].exit_code == 4 and not share.exists()
+        share.mkdir()  # the share is back (empty: its outbox is made again)
+        job = app.runner.run_job(job.id)
+        assert job.state == "done" and job.output == str(share / "outbox" / "clip.mp4")
+        assert standin.count_creates() == 4
+    finally:
+        app.close()

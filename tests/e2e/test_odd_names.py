@@ -65,9 +65,9 @@ def test_the_longest_names_and_odd_characters_go_all_the_way_through(
         table = run_shd("status", "--config", str(cfg), env=shd_env, cwd=tmp_path)
         assert table.returncode == 0, table.stderr
         rows = table.stdout.splitlines()
-        # a header, then one row per job, then the spend
-        assert len(rows) == 1 + len(GOOD) + 1 + 1 and rows[-1].startswith("spend: "), table.stdout
-        assert all(any(j["id"] in row for row in rows[1:]) for j in jobs)
+        # the daemon's line, a header, then one row per job, then the spend
+        assert len(rows) == 2 + len(GOOD) + 1 + 1 and rows[-1].startswith("spend: "), table.stdout
+        assert rows[0].startswith("daemon ") and all(any(j["id"] in row for row in rows[2:-1]) for j in jobs)
         detail = run_shd("status", by_source["two\nlines.mp4"]["id"], "--config", str(cfg), env=shd_env,
                          cwd=tmp_path)
         assert detail.returncode == 0 and "two\\nlines.mp4" in detail.stdout

@@ -168,7 +168,7 @@ def test_a_full_job_folder_defers_the_job_and_a_restart_finishes_it(
     assert paid_once_per_frame_and_stage(standin)
 
 
-def test_process_on_a_full_disk_exits_7_and_keeps_its_job(
+def test_process_on_a_full_disk_exits_4_and_keeps_its_job(
         tmp_path: Path, standin: StandIn, shd_env: dict[str, str], make_config, tmpfs) -> None:
     state = tmpfs(tmp_path / "state", "32m")
     cfg = make_config({"pipeline": {"fps": 4.0, "audio": "none"}})
@@ -176,9 +176,10 @@ def test_process_on_a_full_disk_exits_7_and_keeps_its_job(
     st = os.statvfs(state)
     (state / "ballast").write_bytes(b"\0" * (st.f_bavail * st.f_frsize - 600_000))
     r = run_shd("process", str(src), "--config", str(cfg), env=shd_env, cwd=tmp_path)
-    assert r.returncode == 7, r.stderr[-2000:]
+    assert r.returncode == 4, r.stderr[-2000:]
     line = r.stderr.strip().splitlines()[-1]
-    assert "no space left on device" in line and "is kept, `shd run` resumes it" in line
+    assert "no space left on device" in line
+    assert line.endswith("is recorded: `shd process` (the same file) or `shd run` resumes it")
     assert "Traceback" not in r.stderr
     (job,) = status_json(cfg, shd_env, tmp_path)
     assert job["state"] in ("extracting", "running") and job["error"] is None
@@ -208,3 +209,23 @@ def test_process_following_a_daemon_that_stops_finishes_the_job_itself(
     assert "handed to the daemon" in err and "goes on here" in err
     assert Path(out.strip()) == tmp_path / "outbox" / "clip.mp4" and Path(out.strip()).is_file()
     assert standin.count_creates() == 6 and paid_once_per_frame_and_stage(standin)
+
+
+def test_process_following_a_daemon_held_by_refused_credentials_ends_with_exit_6(
+        tmp_path: Path, standin: StandIn, shd_env: dict[str, str], make_config) -> None:
+    """The daemon's heartbeat says why it is paused: a follower does not wait for ever on a token only a person
+    can fix; it says so and ends, and the daemon keeps the job."""
+    token_file = tmp_path / "token"
+    token_file.write_text("r8_wrong\n")
+    env = {k: v for k, v in shd_env.items() if k != "REPLICATE_API_TOKEN"}
+    cfg = make_config({"replicate": {"token_file": str(token_file), "auth_recheck": 3600}})
+    src = make_video(tmp_path / "clip.mp4", seconds=1.0)
+    with Daemon(cfg, env, tmp_path) as d:
+        d.ready()
+        r = run_shd("process", str(src), "--config", str(cfg), env=env, cwd=tmp_path, timeout=60)
+        assert r.returncode == 6, r.stderr[-2000:]
+        (job,) = status_json(cfg, env, tmp_path)
+        last = r.stderr.strip().splitlines()[-1]
+        assert "Replicate refused the credentials (401)" in last
+        assert last.endswith(f"the daemon (pid {d.proc.pid}) goes on with job {job['id']} once that is fixed")
+        assert job["state"] in ("extracting", "running") and d.alive

@@ -112,3 +112,28 @@ def test_candidates_fit_the_longest_suffix_in_name_max(tmp_path: Path) -> None:
     for base in [next(stems) for _ in range(12)]:
         assert names.byte_len(base.name + ".prompts.csv") <= names.NAME_MAX
     assert base.name.endswith("-12")
+
+
+@pytest.mark.parametrize("crash", [None, "before anything was replaced", "after the sidecar was replaced"])
+def test_a_republish_replaces_the_set_in_place_and_a_crash_in_it_is_finished_by_the_next_call(
+        tmp_path: Path, crash: str | None) -> None:
+    """`shd retry` of a done job: the new set takes the old names, each file renamed over the old one once complete
+    (a reader of the old video keeps reading the old, whole file), and a crash part-way is finished next time."""
+    outbox = tmp_path / "outbox"
+    outbox.mkdir()
+    old = publish.publish(staged_set(tmp_path / "first", "old", (".mp4", ".srt")),
+                          publish.candidates(outbox, "c", [".mp4", ".srt"]), video=".mp4", journal=tmp_path / "j1")
+    new = staged_set(tmp_path / "job", "new", (".mp4", ".srt"))
+    journal = tmp_path / "job" / "journal"
+    if crash is not None:  # the state a crash left: the journal names the stem; maybe the sidecar is new already
+        journal.write_text(str(outbox / "c"))
+        if crash == "after the sidecar was replaced":
+            os.unlink(outbox / "c.srt")
+            os.link(new[".srt"], outbox / "c.srt")
+    with old[".mp4"].open("rb") as reader:
+        done = publish.republish(new, outbox / "c", video=".mp4", journal=journal)
+        assert reader.read() == b"old.mp4" * 1000  # the old file was replaced whole, never rewritten in place
+    assert done == {".mp4": outbox / "c.mp4", ".srt": outbox / "c.srt"}
+    assert done[".mp4"].read_bytes() == new[".mp4"].read_bytes()
+    assert done[".srt"].read_bytes() == new[".srt"].read_bytes()
+    assert sorted(p.name for p in outbox.iterdir()) == ["c.mp4", "c.srt"] and not journal.exists()

@@ -187,3 +187,49 @@ def test_a_prediction_recorded_by_an_earlier_run_is_resumed_not_created_again(ma
     rig.finished("j1")
     assert rig.service.creates == 4  # two prompts from the earlier run, two pictures
     assert [p.status for p in rig.ledger("j1", Stage.PROMPT)] == ["succeeded", "succeeded"]
+
+
+def test_an_unreachable_api_spends_no_attempt_fails_no_frame_and_every_task_waits_for_it(
+        make_rig: Callable[..., Rig]) -> None:
+    """Connection refused for a while: the frames wait (no attempt spent even with max_attempts = 1), the engine
+    says why, its retries back off together, and once the API answers every frame is painted, paid once."""
+    rig = make_rig(max_attempts=1, backoff_base=0.01, backoff_max=0.08)
+    rig.service.unreachable = True
+    rig.engine.start()
+    rig.job("j1", 3)
+    wait_for("three failed tries in the outage", lambda: rig.engine.outage.tries >= 3)
+    assert (rig.engine.paused or "").startswith("waiting for Replicate: unreachable since ")
+    assert "ConnectError" in (rig.engine.paused or "")
+    (held,) = rig.engine.paused_by()
+    assert held.kind == "unreachable" and held.since is not None
+    assert all(f.state == "extracted" for f in rig.store.frames("j1"))
+    rig.service.unreachable = False
+    frames = rig.finished("j1")
+    assert [f.state for f in frames] == ["generated"] * 3 and rig.engine.paused is None
+    assert rig.service.creates == 6
+    assert all(p.status == "succeeded" for p in rig.ledger("j1"))  # nothing was shown as a paid attempt
+
+
+def test_a_create_whose_answer_was_lost_stays_counted_when_the_look_up_cannot_connect(tmp_path: Path) -> None:
+    """The create may have been paid for; the look-up that would tell cannot reach the server: the ledger keeps
+    it `lost` (a paid attempt), never `refused` as a create that provably never reached the server."""
+
+    class LookUpUnreachable(MemoryRemote):
+        def find(self, ref: str, input: Any, created_after: float) -> Any:
+            raise Transient("network error: ConnectError: refused", unreachable=True)
+
+    cfg = config.from_mapping({"replicate": {**SETTINGS, "max_attempts": 1}}, tmp_path / "shd.toml")
+    service = MemoryService()
+    service.lose_create_answers(times=1)
+    store = Store.open(cfg.paths.database)
+    engine = Engine(cfg, store, models.backend(LookUpUnreachable(service), cfg.replicate))
+    rig = Rig(tmp_path, service, store, engine)
+    try:
+        rig.job("j1", 1)
+        engine.start()
+        (frame,) = rig.finished("j1")
+        assert frame.state == "failed" and "after 1 attempts" in (frame.error or "")
+        assert [p.status for p in rig.ledger("j1")] == ["lost"]
+    finally:
+        engine.stop()
+        store.close()

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from shd import budget, config
+from shd import budget, config, status
 from shd.backends import models
 from shd.backends.memory import Clock, ManualClock, MemoryRemote, MemoryService, RealClock
 from shd.errors import Transient
@@ -170,6 +170,10 @@ def test_the_daily_cap_stops_creations_holds_the_job_and_a_raise_and_reload_resu
     assert len(reached) == 1 and reached[0]["log_level"] == "error" and reached[0]["reason"] == held
     warned = [e for e in logs if e["event"] == "budget_warning"]
     assert [w["message"] for w in warned] == ["daily budget 89% used: $0.08 of $0.09 (spent and in flight)"]
+    # One of the engine's holds: its reason is the daemon's (status, STATUS=, the page, the hook), never an outage.
+    (hold,) = rig.engine.paused_by()
+    assert hold.kind == "budget" and hold.reason == held == rig.engine.paused and hold.since is not None
+    assert rig.engine.outage.since is None
 
     rig.reload(budget={"daily_usd": 1.0})
     frames = rig.finished("j1")
@@ -177,7 +181,7 @@ def test_the_daily_cap_stops_creations_holds_the_job_and_a_raise_and_reload_resu
     assert rig.creates() == 10 and rig.service.creates == 10  # nothing paid twice
     assert sorted((p.frame_idx, p.stage) for p in rig.ledger()) == sorted(
         (i, s) for i in range(5) for s in ("prompt", "image"))
-    assert rig.store.job("j1").held is None
+    assert rig.store.job("j1").held is None and rig.engine.paused is None and rig.engine.paused_by() == []
 
 
 def test_overshoot_is_bounded_by_what_was_in_flight(make_rig: Callable[..., Rig]) -> None:
@@ -273,6 +277,9 @@ def test_the_same_frames_again_cost_no_prompt_and_with_a_fixed_seed_nothing(make
     assert [Path(f.image_path or "").read_bytes() for f in again] == [Path(f.image_path or "").read_bytes()
                                                                      for f in first]
     assert {p.status for p in rig.ledger("again")} == {"reused"}
+    # `shd status JOB`: a reuse is neither a paid create nor a refused one.
+    paid = status.job_detail(rig.store, rig.store.job("again"))["predictions"]
+    assert paid["by_status"] == {} and paid["reused"] == 6 and paid["refused"] == 0
 
     del rig.overrides["replicate"]["seed"]
     rig.reload()  # random seeds: the prompts are reused, new paintings are paid for

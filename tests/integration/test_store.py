@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from shd import migrations, status
-from shd.errors import DatabaseDamaged, DiskFull, IllegalTransition, StoreError
+from shd.errors import DatabaseDamaged, DiskFull, IllegalTransition, StoreError, UsageError
 from shd.states import FrameState as F
 from shd.states import JobState as J
 from shd.states import PairState as P
@@ -169,9 +169,9 @@ def test_find_job_by_unique_prefix(store: Store, tmp_path: Path) -> None:
     store.create_job("j2", source_name="b.mp4", origin_path=tmp_path, source_path=None, work_dir=tmp_path,
                      mode="daemon", fps=1.0)
     assert store.find_job("j1").id == "j1"
-    with pytest.raises(StoreError, match="matches 2 jobs"):
+    with pytest.raises(UsageError, match="matches 2 jobs"):  # bad usage (exit 2), not a database error
         store.find_job("j")
-    with pytest.raises(StoreError, match="no job matches"):
+    with pytest.raises(UsageError, match="no job matches"):
         store.find_job("zz")
 
 
@@ -205,7 +205,7 @@ def test_a_full_disk_is_disk_full_the_transaction_is_undone_and_the_store_works_
     state = tmpfs(tmp_path / "state", "2m")
     s = Store.open(state / "shd.db")
     ballast = state / "ballast"
-    with ballast.open("wb", buffering=0) as fh:  # unbuffered: closing it has nothing left to write
+    with ballast.open("wb", buffering=0) as fh:  # unbuffered: nothing is left to flush (and fail) at close
         try:
             while True:
                 fh.write(b"\0" * 65536)

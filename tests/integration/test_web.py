@@ -413,8 +413,10 @@ def test_actions_are_posts_only_the_page_itself_can_send(make_site: Any) -> None
     status, _, body = site.request("POST", "/api/jobs/run1/cancel", page)
     assert status == 200 and json.loads(body) == {"ok": True, "message": "job run1 canceled"}
     assert site.store.job("run1").state == J.CANCELED
-    status, _, body = site.request("POST", "/api/jobs/done1/retry", page)
-    assert status == 409 and "done; nothing to retry" in json.loads(body)["message"]
+    status, _, body = site.request("POST", "/api/jobs/run1/cancel", page)
+    assert status == 409 and "already canceled" in json.loads(body)["message"]
+    status, _, body = site.request("POST", "/api/jobs/done1/retry", page)  # its failed frame is painted again
+    assert status == 200 and site.store.job("done1").state == J.RUNNING
     status, _, body = site.request("POST", "/api/jobs/run1/retry", page)
     assert status == 200 and site.store.job("run1").state == J.QUEUED
     assert site.request("POST", "/api/jobs/nope/retry", page)[0] == 404

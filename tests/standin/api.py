@@ -79,6 +79,8 @@ def _is_create(method: str, path: str) -> bool:
 def handle(s: "StandIn", req: Request) -> Response:
     """Answer one (non-control) request: auth, rate limit, then route."""
     if req.path.startswith("/delivery/"):
+        if s.options.delivery_auth and not _authorized(s, req.headers):
+            return Response.json(401, UNAUTHENTICATED)
         return files.delivery(s, req)
     if not req.path.startswith("/v1/"):
         return Response.json(404, NOT_FOUND)
@@ -178,6 +180,7 @@ def _resolve_files(s: "StandIn", model: M.FakeModel, inp: JSON) -> tuple[M.Input
     names: dict[str, str] = {}
     sha: dict[str, str] = {}
     ours = urlsplit(s.url).netloc
+    delivered = urlsplit(s.delivery_url).netloc
     for name in S.uri_fields(model.openapi):
         value = inp.get(name)
         if not isinstance(value, str):
@@ -194,7 +197,7 @@ def _resolve_files(s: "StandIn", model: M.FakeModel, inp: JSON) -> tuple[M.Input
                 if rec is None:
                     raise LookupError(f"404 Client Error: Not Found for url: {value}")
                 content, names[name] = rec.content, rec.name
-            elif parts.netloc == ours and (m := re.fullmatch(r"/delivery/([^/]+)/([^/]+)", parts.path)):
+            elif parts.netloc == delivered and (m := re.fullmatch(r"/delivery/([^/]+)/([^/]+)", parts.path)):
                 pred = s._predictions.get(m.group(1))
                 if pred is None or not pred.file_available(m.group(2), time.time()):
                     raise LookupError(f"404 Client Error: Not Found for url: {value}")
@@ -218,7 +221,7 @@ def _create(s: "StandIn", req: Request, model: M.FakeModel, body: JSON) -> Respo
     rule = s._faults.outcome_for(model.full_name, effective)
     queue_delay, run_time, ttl = s._timing_for(model.full_name)
     pred_id = new_prediction_id()
-    plan = model.run(effective, files, lambda n: f"{s.url}/delivery/{pred_id}/{n}", s._faults.random(),
+    plan = model.run(effective, files, lambda n: f"{s.delivery_url}/delivery/{pred_id}/{n}", s._faults.random(),
                      rule.num_outputs if rule else None)
     if plan.seed is not None:
         effective["seed"] = plan.seed
@@ -340,7 +343,12 @@ def list_predictions(s: "StandIn", req: Request) -> Response:
         query["cursor"] = base64.urlsafe_b64encode(str(page[-1].create_number).encode()).decode().rstrip("=")
         nxt = f"{s.url}/v1/predictions?{urlencode(query)}"
     now = time.time()
-    return Response.json(200, {"next": nxt, "previous": None, "results": [r.render(now) for r in page]})
+    results = [r.render(now) for r in page]
+    if not s.options.list_data_inputs:  # data: inputs are not echoed in the list
+        for body in results:
+            body["input"] = {k: v for k, v in body["input"].items()
+                             if not (isinstance(v, str) and v.startswith("data:"))}
+    return Response.json(200, {"next": nxt, "previous": None, "results": results})
 
 
 # -- models -----------------------------------------------------------------------------------------------------

@@ -47,6 +47,12 @@ class Options:
     * ``file_ttl``: lifetime of uploaded files (default 24 h); ``max_file_size``: 413 above this many bytes.
     * ``page_size``: predictions per ``GET /v1/predictions`` page (100 like the real API).
     * ``queue_delay`` / ``run_time``: default latencies for models without a :meth:`StandIn.set_latency`.
+    * ``list_data_inputs``: False: the predictions list leaves out inputs that were sent as ``data:`` URIs (what
+      the real API is reported to do), so a create whose answer was lost cannot be found by such an input.
+    * ``delivery_host``: None: outputs are served by the API's own listener; an address (``"127.0.0.1"``: another
+      port of the API's host, ``"127.0.0.2"``: another host) serves them from a second listener there, as
+      ``replicate.delivery`` is another host than ``api.replicate.com``. Read when the server starts.
+    * ``delivery_auth``: True: an output download without the API token in ``Authorization`` gets 401.
     """
 
     sync_status: str = "succeeded"
@@ -58,6 +64,9 @@ class Options:
     page_size: int = 100
     queue_delay: float = 0.005
     run_time: float = 0.02
+    list_data_inputs: bool = True
+    delivery_host: str | None = None
+    delivery_auth: bool = False
 
 
 class StandIn:
@@ -99,7 +108,9 @@ class StandIn:
         self._webhook_secret = "whsec_" + base64.b64encode(os.urandom(24)).decode()
         self._server: StandInHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._delivery: StandInHTTPServer | None = None
         self.url = ""
+        self.delivery_url = ""  # where outputs are served from (``url`` unless ``delivery_host`` is set)
         self.cert_path = self.workdir / "standin-ca.pem"
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
@@ -112,13 +123,18 @@ class StandIn:
             ca.cert_pem.write_to_path(str(self.cert_path))
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.set_alpn_protocols(["http/1.1"])
-            ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+            ca.issue_cert("127.0.0.1", "localhost", "127.0.0.2").configure_cert(context)
         self._server = StandInHTTPServer(("127.0.0.1", self._port), self, context)
         scheme = "https" if self._tls else "http"
-        self.url = f"{scheme}://127.0.0.1:{self._server.server_address[1]}"
+        self.url = self.delivery_url = f"{scheme}://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="standin-accept", daemon=True)
         self._thread.start()
+        if self.options.delivery_host:
+            self._delivery = StandInHTTPServer((self.options.delivery_host, 0), self, context, delivery_only=True)
+            self.delivery_url = f"{scheme}://{self.options.delivery_host}:{self._delivery.server_address[1]}"
+            threading.Thread(target=self._delivery.serve_forever, kwargs={"poll_interval": 0.05},
+                             name="standin-delivery", daemon=True).start()
         return self
 
     def stop(self) -> None:
@@ -126,10 +142,12 @@ class StandIn:
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server.close_all_connections()
+        for server in (self._delivery, self._server):
+            if server is not None:
+                server.shutdown()
+                server.server_close()
+                server.close_all_connections()
+        self._delivery = None
         if self._thread is not None:
             self._thread.join(timeout=5)
         self._server = self._thread = None

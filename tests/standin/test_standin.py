@@ -394,3 +394,32 @@ def test_module_entry_point(tmp_path: pathlib.Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2"])
+def test_outputs_from_a_delivery_host_of_their_own_with_or_without_auth(tmp_path: pathlib.Path, host: str) -> None:
+    """``delivery_host``: outputs come from a second listener (another port, or another address), which serves
+    nothing else; ``delivery_auth``: a download without the token is refused."""
+    with StandIn(tmp_path, delivery_host=host, delivery_auth=True) as s:
+        verify = ssl.create_default_context(cafile=str(s.cert_path))
+        auth = {"Authorization": f"Bearer {s.token}"}
+        with httpx.Client(verify=verify, timeout=10) as http:
+            body = {"version": SDXL_VID, "input": small()}
+            pred = http.post(f"{s.url}/v1/predictions", json=body, headers={**auth, "Prefer": "wait=5"}).json()
+            (url,) = pred["output"]
+            assert url.startswith(f"https://{host}:") and not url.startswith(s.url)
+            assert http.get(url).status_code == 401
+            assert decode_png(http.get(url, headers=auth).content)[:2] == (32, 16)
+            path = url.split("/delivery/")[0] + "/v1/predictions"
+            assert http.get(path, headers=auth).status_code == 404  # a delivery host is not the API
+            assert http.get(f"{s.url}/delivery/{pred['id']}/out-0.png", headers=auth).status_code == 404
+
+
+def test_the_list_can_leave_out_data_inputs_as_the_real_api_is_reported_to(
+        standin: StandIn, raw: httpx.Client) -> None:
+    image = "data:image/png;base64," + __import__("base64").b64encode(solid_png((1, 2, 3), 8, 8)).decode()
+    raw.post("/v1/predictions", json={"version": IMG2PROMPT_VID, "input": {"image": image}})
+    assert raw.get("/v1/predictions").json()["results"][0]["input"] == {"image": image}
+    standin.configure(list_data_inputs=False)
+    listed = raw.get("/v1/predictions").json()["results"][0]
+    assert listed["input"] == {} and raw.get(f"/v1/predictions/{listed['id']}").json()["input"] == {"image": image}

@@ -33,8 +33,9 @@ class StandInHTTPServer(ThreadingHTTPServer):
     allow_reuse_address = True
 
     def __init__(self, address: tuple[str, int], standin: "StandIn", ssl_context: ssl.SSLContext | None,
-                 handshake_timeout: float = 10.0) -> None:
+                 handshake_timeout: float = 10.0, *, delivery_only: bool = False) -> None:
         self.standin = standin
+        self.delivery_only = delivery_only  # a delivery host: only /delivery/ is served there
         self.ssl_context = ssl_context
         self.handshake_timeout = handshake_timeout
         self._live: set[socket.socket] = set()
@@ -158,6 +159,10 @@ class Handler(BaseHTTPRequestHandler):
         body = self._read_body()
         headers = {k.lower(): v for k, v in self.headers.items()}
         req = Request(self.command.upper(), split.path, split.query, headers, body)
+        if self.server.delivery_only != (req.path.startswith("/delivery/") and s.delivery_url != s.url):
+            s._record_request(req).status = 404  # outputs are served by the delivery host alone, and only they
+            self._send(Response.json(404, api.NOT_FOUND))
+            return
         if req.path.startswith("/__control/"):
             self._send(control.handle(s, req))
             return

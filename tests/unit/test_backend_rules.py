@@ -10,7 +10,7 @@ from replicate.exceptions import ReplicateError
 
 from shd.backends.base import Status, clean_prompt, ledger_form
 from shd.backends.models import Painter, Prompter
-from shd.backends.replicate import classify, model_failure, retry_after_hint
+from shd.backends.replicate import classify, model_failure, replicate_host, retry_after_hint
 from shd.errors import AuthFailed, ModelFailed, OutputGone, RateLimited, Rejected, Transient
 
 
@@ -98,3 +98,19 @@ def test_the_ledger_keeps_inline_files_as_their_digest_and_nothing_else_changes(
     assert ledger_form(ledger_form(sent)) == ledger_form(sent)
     assert ledger_form({"image": "data:image/png;base64,@@not base64@@"}) == {
         "image": "data:image/png;base64,@@not base64@@"}
+
+
+@pytest.mark.parametrize(("url", "api", "ours"), [
+    ("https://replicate.delivery/pbxt/abc/out-0.png", "https://api.replicate.com", True),
+    ("https://pbxt.replicate.delivery/abc/out-0.png", "https://api.replicate.com", True),
+    ("https://api.replicate.com/v1/files/abc", "https://api.replicate.com", True),
+    ("https://127.0.0.1:9999/delivery/x", "https://127.0.0.1:4443", True),        # the API's host, another port
+    ("https://evil.example/out.png", "https://api.replicate.com", False),
+    ("https://replicate.delivery.evil.example/x", "https://api.replicate.com", False),
+    ("https://notreplicate.delivery/x", "https://api.replicate.com", False),
+    ("http://replicate.delivery/x", "https://api.replicate.com", False),           # never in clear text
+    ("https://127.0.0.2:4443/delivery/x", "https://127.0.0.1:4443", False),
+    ("http://127.0.0.1:5000/delivery/x", "http://127.0.0.1:4443", True),           # a plain-HTTP test server
+])
+def test_the_token_goes_only_to_replicates_own_hosts(url: str, api: str, ours: bool) -> None:
+    assert replicate_host(httpx.URL(url), httpx.URL(api)) is ours

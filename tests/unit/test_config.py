@@ -1,8 +1,12 @@
 """Config validation: every problem reported at once, naming the file and the key."""
 
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shd import config, pricing
 from shd.errors import ConfigError, TokenMissing
@@ -18,7 +22,10 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_the_shipped_config_loads_and_paths_resolve_against_its_folder(tmp_path: Path) -> None:
     cfg = config.load(REPO / "config" / "shd.toml")
-    assert cfg.paths.inbox == REPO / "config" / "inbox"
+    assert cfg.paths.inbox == Path.home() / "shd" / "inbox"  # out of the checkout, and the built-in default
+    assert cfg.paths == config.from_mapping({}, None).paths  # no config file at all: the same places
+    other = config.load(write(tmp_path, '[paths]\ninbox = "in"\n')).paths  # a file's own paths are beside it
+    assert other.inbox == tmp_path / "in" and other.state_dir == tmp_path / "state"
     assert cfg.pipeline.fps == 1.0 and cfg.pipeline.audio == "auto" and cfg.replicate.concurrency == 8
     assert cfg.replicate.prompt_model == config.IMG2PROMPT and cfg.replicate.image_model == config.SDXL
 
@@ -175,6 +182,60 @@ retries = 99
     defaults = config.load(REPO / "config" / "shd.toml")
     assert defaults.web == config.Web() and defaults.hooks == config.Hooks()
     assert defaults.web.listen == "127.0.0.1:8787" and defaults.web.actions is False
+
+
+# --- any TOML value in any key: a ConfigError or a Config, never anything else -----------------------------------
+
+TOML_SCALARS = st.one_of(
+    st.text(max_size=12), st.integers(min_value=-2**63, max_value=2**63 - 1), st.floats(), st.booleans(),
+    st.datetimes(), st.dates(), st.times(),
+    st.sampled_from(["", "\0", "~", "0", "inbox", "127.0.0.1:0", "hold", "a/b:12345678", "[::1]:1", "1e400"]))
+TOML_VALUES = st.recursive(TOML_SCALARS, lambda inner: st.lists(inner, max_size=3)
+                           | st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=6)
+KEYS = [(section, key) for section, keys in config.RULES.items() for key in keys]
+
+
+@st.composite
+def toml_documents(draw: st.DrawFn) -> dict[str, Any]:
+    """A parsed TOML document: known keys with random values, whole sections replaced by random values, and
+    unknown keys and sections, in any mix."""
+    doc: dict[str, Any] = {}
+    for section, key in draw(st.lists(st.sampled_from(KEYS), max_size=8)):
+        table = doc.setdefault(section, {})
+        if isinstance(table, dict):
+            table[key] = draw(TOML_VALUES)
+    for section in draw(st.lists(st.sampled_from([*config.RULES, "prices", "extra"]), max_size=2)):
+        doc[section] = draw(TOML_VALUES)
+    if draw(st.booleans()):  # [prices."owner/name"] tables: known and unknown keys, any values, odd model names
+        models = st.sampled_from([*pricing.DEFAULT_PRICES, config.SDXL, "a/b", "a/b:12345678", "sdxl", "", "a/b:1"])
+        keys = st.sampled_from([*config.PRICE_RULES, "colour"])
+        doc["prices"] = draw(st.dictionaries(models, TOML_VALUES | st.dictionaries(keys, TOML_VALUES, max_size=3),
+                                             max_size=3))
+    return doc
+
+
+@settings(max_examples=400, derandomize=True, database=None, deadline=None)
+@given(toml_documents())
+def test_any_toml_value_in_any_key_is_a_config_error_or_a_config(doc: dict[str, Any]) -> None:
+    """What SIGHUP and `shd status` read: a wrong type anywhere (`[replicate] image_input = 5`, a table where a
+    number goes, NaN, a date) is reported as a ConfigError naming the file, never an AttributeError or such."""
+    try:
+        cfg = config.from_mapping(doc, Path("/etc/shd/shd.toml"))
+    except ConfigError as e:
+        assert str(e).startswith("/etc/shd/shd.toml: ") and e.problems
+    else:
+        assert isinstance(cfg, config.Config)
+
+
+def test_the_wrong_types_the_issue_found_are_config_errors(tmp_path: Path) -> None:
+    for text, words in (("[replicate]\nimage_input = 5\n", "replicate.image_input must be a table"),
+                        ("replicate = 5\n", "[replicate] must be a table"),
+                        ("[replicate]\nbackoff_max = inf\n", "replicate.backoff_max = inf is not allowed"),
+                        ("[replicate]\npoll_interval = 1e300\n", "replicate.poll_interval = 1e+300 is not allowed"),
+                        ("[replicate.image_input]\nwidth = nan\n", "replicate.image_input.width must be"),
+                        ('[paths]\ninbox = "in\\u0000box"\n', "paths.inbox")):
+        with pytest.raises(ConfigError, match=re.escape(words)):
+            config.load(write(tmp_path, text))
 
 
 def test_film_takes_times_to_interpolate_from_1_to_8_and_no_more_in_betweens_than_the_output_can_show(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from shd import cli, config
+from shd import cli, config, errors
 
 REPO = Path(__file__).resolve().parents[2]
 README = (REPO / "README.md").read_text()
@@ -33,6 +33,25 @@ def test_every_config_key_is_in_the_readme_table() -> None:
             assert f"`{section}.{key}`" in README or f"{section}.{key}" in README, f"{section}.{key}"
     for key in config.PRICE_RULES:
         assert f'`prices."owner/name".{key}`' in README, key
+
+
+def test_the_exit_codes_agree_everywhere() -> None:
+    """One table: the README's rows are the codes the cli docstring lists, the codes tests/e2e/test_exit_codes.py
+    maps to their tests, and every code an error class exits with."""
+    table = README[README.index("**Every command keeps its word.**"):]
+    table = table[:table.index("\n\n", table.index("| code |"))]
+    rows = {int(code) for code in re.findall(r"^\| (\d+) \|", table, re.M)}
+    assert rows == {0, 1, 2, 3, 4, 5, 6, 8, 130, 141}
+    mapped = (REPO / "tests" / "e2e" / "test_exit_codes.py").read_text().split('"""')[1]
+    assert {int(code) for code in re.findall(r"^    (\d+) ", mapped, re.M)} == rows
+    doc = cli.__doc__ or ""
+    listed = doc[doc.index("Exit codes"):]
+    assert {int(code) for code in re.findall(r"(?:^|; |: )(\d+) ", listed.replace("\n", " "))} >= rows
+    assert {e.exit_code for e in _error_classes(errors.ShdError)} <= rows
+
+
+def _error_classes(cls: type[errors.ShdError]) -> list[type[errors.ShdError]]:
+    return [cls, *(c for sub in cls.__subclasses__() for c in _error_classes(sub))]
 
 
 def test_ci_runs_exactly_the_readme_install_and_test_commands() -> None:

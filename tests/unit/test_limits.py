@@ -42,3 +42,41 @@ def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
     assert 0.5 <= delays[0] <= 1.0
     assert 2.0 <= delays[2] <= 4.0
     assert all(4.0 <= d <= 8.0 for d in delays[3:])
+
+
+def test_429s_that_arrive_during_a_hold_cut_the_rate_only_once() -> None:
+    """Sixteen creates in flight all get a 429 from the same window: one halving, not sixteen."""
+    lim = RateLimiter(per_minute=600)
+    lim.throttled(0.0, retry_after=2.0)
+    for i in range(15):
+        lim.throttled(0.01 * i, retry_after=2.0)
+    assert lim.rate_per_minute == 300
+
+
+def test_the_rate_is_back_at_the_ceiling_a_few_creates_after_a_429() -> None:
+    lim = RateLimiter(per_minute=600)
+    for t in range(6):  # six 429s in six separate windows
+        lim.throttled(float(t * 10), retry_after=1.0)
+    assert lim.rate_per_minute < 20
+    for _ in range(6):
+        lim.succeeded()
+    assert lim.rate_per_minute == 600
+
+
+def test_a_storm_of_random_429s_never_sinks_the_rate_to_its_floor() -> None:
+    """One create in five refused at random (the benchmark's storm): the rate stays near the ceiling; today's 5%
+    recovery per success sank it to the 6/min floor."""
+    rng = random.Random(3)
+    lim = RateLimiter(per_minute=600)
+    now, rates = 0.0, []
+    while len(rates) < 400:
+        wait = lim.reserve(now)
+        if wait > 0:
+            now += wait + 1e-9
+            continue
+        if rng.random() < 0.2:
+            lim.throttled(now, retry_after=1.0)
+        else:
+            lim.succeeded()
+        rates.append(lim.rate_per_minute)
+    assert min(rates) > lim.min_per_minute and sum(rates) / len(rates) >= 400

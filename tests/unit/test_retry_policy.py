@@ -12,6 +12,7 @@ from shd.scheduler.retry import (
     History,
     Pause,
     Retry,
+    WaitForService,
     attempts_exhausted,
     create_outcome,
     decide,
@@ -81,5 +82,19 @@ def test_a_failed_create_is_recorded_as_refused_lost_or_failed() -> None:
     assert create_outcome(RateLimited("429", 1.0)) == "refused"
     assert create_outcome(AuthFailed("401")) == "refused"
     assert create_outcome(Transient("read timeout", maybe_created=True)) == "lost"
-    assert create_outcome(Transient("connect refused")) == "failed"
+    assert create_outcome(Transient("connect refused", unreachable=True)) == "refused"  # never reached the server
+    assert create_outcome(Transient("Replicate error 503")) == "failed"
     assert create_outcome(Rejected("422")) == "failed"
+
+
+def test_an_unreachable_api_is_not_the_frames_failure_every_task_waits_for_it() -> None:
+    """No connection: the frame spent no attempt, however often it happens; the outage gate holds everything."""
+    err = Transient("network error: ConnectError: [Errno 111] Connection refused", unreachable=True)
+    assert decide(err, History(("refused",) * 20), SETTINGS) == WaitForService(str(err))
+
+
+def test_a_tasks_backoff_grows_with_its_failures_in_a_row_even_without_ledger_rows() -> None:
+    """A poll that keeps getting 503s adds no ledger row: the task's streak makes its delay grow all the same."""
+    calm = [decide(Transient("503"), History(streak=0), SETTINGS, random.Random(s)).after for s in range(20)]
+    stormy = [decide(Transient("503"), History(streak=3), SETTINGS, random.Random(s)).after for s in range(20)]
+    assert max(calm) <= 1.0 and min(stormy) >= 4.0

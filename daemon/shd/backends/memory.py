@@ -199,7 +199,8 @@ class MemoryService:
     # --- the requests a MemoryRemote sends ----------------------------------------------------------------------
     def _admit(self, token: str) -> None:
         if self.unreachable:
-            raise Transient("network error: ConnectError: connection refused (memory service unreachable)")
+            raise Transient("network error: ConnectError: connection refused (memory service unreachable)",
+                            unreachable=True)
         if token != self.token:
             raise AuthFailed("the memory service refused the credentials (401)")
 

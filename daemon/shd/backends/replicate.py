@@ -5,7 +5,9 @@ How it calls the API (see ../shared/docs/replicate-api.md §9):
 - poll `GET /v1/predictions/{id}` (the scheduler's loop, with its own deadline);
 - upload frames as named `.png` files through `POST /v1/files` with a timeout (the client's `files.create` has
   none), or send one of up to `inline_max_bytes` inline as a `data:` URI when configured;
-- accept outputs as `FileOutput`, `data:` URIs and plain URL strings, and download them at once.
+- accept outputs as `FileOutput`, `data:` URIs and plain URL strings, and download them at once; the token goes
+  with a download only to Replicate's own hosts (the API's host, `replicate.delivery` and its subdomains), never to
+  another host an output may name (the client's `FileOutput.read` would send it anywhere).
 
 The client's `ReplicateError` drops response headers, so a transport wrapper remembers the rate-limit headers of
 the last 429 this thread saw; `Retry-After`, else `ratelimit-reset`, else the body's "resets in ~Ns" hint.
@@ -44,6 +46,8 @@ from shd.errors import (
 )
 
 _local = threading.local()
+
+DELIVERY_DOMAIN = "replicate.delivery"  # where Replicate serves outputs (it asks for the token there)
 
 # Model errors Replicate itself calls transient, and the ones a new seed may get around.
 TRANSIENT_MODEL_ERRORS = ("code: PA", "E9828", "please retry", "out of memory", "timed out")
@@ -96,6 +100,14 @@ def retry_after_hint(headers: Mapping[str, str], detail: str | None, now: float 
     return float(m.group(1)) if m else None
 
 
+def replicate_host(url: httpx.URL, api: httpx.URL) -> bool:
+    """Whether `url` is one of Replicate's own hosts, which may see the token: the API's host (any port) or
+    `replicate.delivery` and its subdomains, over HTTPS (or plain HTTP when the API itself is, as a test server)."""
+    host = url.host
+    ours = host == api.host or host == DELIVERY_DOMAIN or host.endswith("." + DELIVERY_DOMAIN)
+    return ours and url.scheme in ("https", api.scheme)
+
+
 def classify(exc: Exception, *, creating: bool = False) -> BackendError:
     """Map what the client raised to the BackendError that says what to do next."""
     if isinstance(exc, BackendError):
@@ -121,9 +133,12 @@ def classify(exc: Exception, *, creating: bool = False) -> BackendError:
             return AuthFailed(f"output download refused ({code})")
         return Transient(f"output download failed ({code})")
     if isinstance(exc, httpx.TransportError):
-        # A create whose request went out may have created the prediction even though no answer came back.
-        sent = not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
-        return Transient(f"network error: {type(exc).__name__}: {exc}", maybe_created=creating and sent)
+        # A create whose request went out may have created the prediction even though no answer came back. One
+        # that never got a connection reached nothing: the API is unreachable (not billed, not a paid attempt).
+        unreachable = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
+        sent = not (unreachable or isinstance(exc, httpx.PoolTimeout))
+        return Transient(f"network error: {type(exc).__name__}: {exc}", maybe_created=creating and sent,
+                         unreachable=unreachable)
     if isinstance(exc, (ValueError, KeyError, TypeError)):  # malformed JSON / unexpected shape
         return Transient(f"unexpected response: {type(exc).__name__}: {exc}", maybe_created=creating)
     return Transient(f"{type(exc).__name__}: {exc}", maybe_created=creating)
@@ -255,19 +270,33 @@ class ReplicateRemote(Remote):
             raise classify(e) from None
 
     def fetch(self, item: Any) -> bytes:
+        if isinstance(item, FileOutput):
+            item = item.url
         try:
-            if isinstance(item, str) and item.startswith(("https:", "data:")):
-                item = transform_output(item, self.client)
-            if isinstance(item, FileOutput):
-                data: bytes = item.read()
+            if isinstance(item, str) and item.startswith("data:"):
+                data: bytes = transform_output(item, self.client).read()
                 return data
-            if isinstance(item, str) and item.startswith("http:"):
-                resp = self.client._client.get(item, timeout=self._timeout)
-                resp.raise_for_status()
-                return resp.content
+            if isinstance(item, str) and item.startswith(("https:", "http:")):
+                return self._download(item)
+        except BackendError:
+            raise
         except Exception as e:  # noqa: BLE001 - classified: every failure leaves as a BackendError
             raise classify(e) from None
         raise ModelFailed(f"unexpected output: {str(item)[:80]!r}")
+
+    def _download(self, url: str) -> bytes:
+        """GET an output; with the token only if the URL is one of Replicate's own hosts (`replicate_host`)."""
+        http = self.client._client
+        request = http.build_request("GET", url, timeout=self._timeout)
+        ours = replicate_host(request.url, http.base_url)
+        if not ours:
+            del request.headers["Authorization"]
+        response = http.send(request)
+        if not ours and response.status_code in (401, 403):
+            raise Rejected(f"output {url[:160]}: its host asks for credentials, and shd sends the Replicate token "
+                           f"only to Replicate's own hosts (the API's, {DELIVERY_DOMAIN})")
+        response.raise_for_status()
+        return response.content
 
     def failure(self, status: Status) -> BackendError:
         return model_failure(status.error)
@@ -279,4 +308,4 @@ class ReplicateRemote(Remote):
             raise classify(e) from None
 
 
-__all__ = ["ReplicateRemote", "classify", "model_failure", "retry_after_hint"]
+__all__ = ["ReplicateRemote", "classify", "model_failure", "replicate_host", "retry_after_hint"]

@@ -11,6 +11,11 @@ Within every cap, the create is counted as in flight until `release`. Past a cap
 recorded or sent, the job's `held` column says why (status, STATUS=), the reason is logged loudly once, and the task
 waits until the cap's period ends (at most `HOLD_RECHECK` s between looks); `reload` (SIGHUP) looks again at once.
 An 80% warning is logged once per cap and period.
+
+It is also one of the engine's holds (holds.py, kind "budget"): while a daily or monthly cap holds every job, its
+reason joins the others' (status, STATUS=, the web page, the `daemon.paused` hook). It never closes the
+dispatcher's gate: a task that resumes a prediction already paid for, or reuses a result, goes on; only a create
+is held, here.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from shd.store import Job, Prediction, Store
 TaskKey = tuple[str, int, str]
 HOLD_RECHECK = 60.0     # seconds between looks at a held task's cap (a reload looks at once)
 TYPICAL_REFRESH = 100   # finished predictions between refreshes of the typical predict_times
+KIND = "budget"         # its kind among the engine's holds (holds.py)
 
 
 class Held(Exception):
@@ -42,6 +48,8 @@ class Held(Exception):
 class BudgetGate:
     """Thread-safe; one per engine. Its lock is taken before the store's, never inside it: `spent`, which is called
     inside the store's transactions, only queues the cost for the next check."""
+
+    kind = KIND
 
     def __init__(self, store: Store, settings: Callable[[], Config], expedite: Callable[[Iterable[TaskKey]], None],
                  wall: Callable[[], float] = time.time):
@@ -62,6 +70,7 @@ class BudgetGate:
         self._held: set[TaskKey] = set()
         self._job_holds: dict[str, str] = {}               # job id -> why it is held (as recorded in the store)
         self._pause: budget.Hold | None = None             # the daily or monthly cap that holds every job
+        self._pause_since: float | None = None             # when that began (epoch seconds)
         self._said: set[tuple[str, str, object]] = set()   # (what, cap, period or job) logged once
 
     def expected(self, ref: str) -> float:
@@ -77,6 +86,15 @@ class BudgetGate:
         """Why no job may start a prediction now (the daily or monthly cap was reached), or None."""
         pause = self._pause
         return pause.why if pause is not None and (pause.until is None or self.wall() < pause.until) else None
+
+    @property
+    def since(self) -> float | None:
+        """When the daily or monthly cap began to hold every job (epoch seconds), or None."""
+        return self._pause_since if self.paused is not None else None
+
+    def hold(self, now: float) -> float | None:
+        """As a dispatcher gate (holds.py): never closed. Each create is checked by `admit` instead."""
+        return None
 
     # --- the check ----------------------------------------------------------------------------------------------
     def admit(self, job: Job, task: TaskKey, ref: str) -> None:
@@ -118,6 +136,8 @@ class BudgetGate:
     def _hold(self, job: Job, task: TaskKey, hold: budget.Hold, ask: budget.Ask) -> None:
         self._held.add(task)
         if hold.cap != "per_job":
+            if self._pause is None or self._pause.cap != hold.cap:
+                self._pause_since = self.wall()
             self._pause = hold
         if self._job_holds.get(job.id) != hold.why:
             self._job_holds[job.id] = hold.why

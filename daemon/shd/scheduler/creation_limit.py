@@ -1,7 +1,7 @@
 """The client-side creation limit: every create waits for a token of `limits.RateLimiter`'s bucket
-(`replicate.creations_per_minute`); a 429 halves the rate and holds all creates for the server's hint; each create
-that goes through lets the rate recover a little. The arithmetic is pure (limits.py); this adds the lock and the
-waiting, which a stop interrupts.
+(`replicate.creations_per_minute`); a 429 holds all creates for the server's hint and halves the rate (once per
+hold); each create that goes through doubles it again, up to the ceiling. The arithmetic is pure (limits.py); this
+adds the lock and the waiting, which a stop interrupts.
 """
 
 from __future__ import annotations

@@ -45,6 +45,7 @@ class Task:
     reason: str = "first"
     new_seed: bool = False
     seed_retries: int = 0
+    streak: int = 0   # transient failures in a row (its backoff grows with them)
 
     @property
     def key(self) -> tuple[str, int, Stage]:

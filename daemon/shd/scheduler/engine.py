@@ -13,6 +13,8 @@ It wires the parts, each in a module of its own, and is what the pipeline and th
     retry.py           PURE: what follows a failure, and how many paid attempts a frame gets
     creation_limit.py  the client-side creation rate, slowed by 429s
     pause.py           the pause on a refused token, and the resume
+    outage.py          the API outage: every task held, one shared growing backoff, one probe at a time
+    holds.py           every reason to hold work (auth, outage, budget) as one gate and one reason
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from shd.config import Config
 from shd.scheduler.budget_gate import BudgetGate
 from shd.scheduler.creation_limit import CreationLimit
 from shd.scheduler.dispatch import Dispatcher, Task
+from shd.scheduler.holds import Holds, Paused
+from shd.scheduler.outage import Outage
 from shd.scheduler.paid_call import PaidCalls
 from shd.scheduler.pause import AuthPause
 from shd.scheduler.reuse import Reuse
@@ -49,13 +53,17 @@ class Engine:
         self.frame_done = threading.Condition()   # notified whenever a frame becomes generated or failed
         self._stop = threading.Event()
         r = cfg.replicate
-        self.auth = AuthPause(backend.remote, recheck=r.auth_recheck, clock=clock, on_resume=self._wake,
+        self.auth = AuthPause(backend.remote, recheck=r.auth_recheck, clock=clock, on_change=self._wake,
                               token_provider=token_provider)
-        self.limit = CreationLimit(r.creations_per_minute, stop=self._stop, clock=clock)
+        self.outage = Outage(backoff_base=r.backoff_base, backoff_max=r.backoff_max, clock=clock,
+                             on_change=self._wake)
         settings = self._settings
+        # The budget is checked per create (`admit`); as a hold it gives its reason with the others'.
+        self.budget = BudgetGate(store, settings, lambda keys: self.dispatch.expedite(keys), wall=wall)
+        self.holds = Holds([self.auth, self.outage, self.budget])
+        self.limit = CreationLimit(r.creations_per_minute, stop=self._stop, clock=clock)
         self.dispatch = Dispatcher(lambda task, release, log: self.runner.run(task, release, log),
-                                   concurrency=r.concurrency, gate=self.auth, stop=self._stop, clock=clock)
-        self.budget = BudgetGate(store, settings, self.dispatch.expedite, wall=wall)
+                                   concurrency=r.concurrency, gate=self.holds, stop=self._stop, clock=clock)
         calls = PaidCalls(store, backend.remote, self.limit, settings=settings, stop=self._stop, clock=clock,
                           on_cost=self.budget.spent)
         film = FilmStage(store, backend.interpolator, settings, to_png=to_png, count_frames=count_frames)
@@ -64,14 +72,17 @@ class Engine:
             Stage.IMAGE: ImageStage(store, backend.painter, settings, fit_picture, painted=film.ready),
             Stage.FILM: film}
         self.runner = StageRunner(store, backend.remote, stages, calls, limit=self.limit, pause=self.auth,
-                                  enqueue=self.dispatch.enqueue, frame_done=self.frame_done, settings=settings,
-                                  budget=self.budget, reuse=Reuse(store, self.dispatch.expedite))
+                                  outage=self.outage, enqueue=self.dispatch.enqueue, frame_done=self.frame_done,
+                                  settings=settings, budget=self.budget, reuse=Reuse(store, self.dispatch.expedite))
 
     def _settings(self) -> Config:
         return self.cfg
 
     def _wake(self) -> None:
+        """A hold began or ended: the dispatcher looks again, and so do jobs waiting for frames."""
         self.dispatch.wake()
+        with self.frame_done:
+            self.frame_done.notify_all()
 
     # --- lifecycle ----------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -89,10 +100,12 @@ class Engine:
         return self._stop.is_set()
 
     def reload(self, cfg: Config) -> None:
-        """Apply live settings: concurrency, rate, retry budgets, timeouts, the seed, reuse, prices and budget
-        (held tasks look again at once)."""
+        """Apply live settings: concurrency, rate, retry budgets and backoff, the poll interval and prediction timeout,
+        the seed, reuse, prices and budget (held tasks look again at once); the service keeps what is built at start
+        (service.RESTART_ONLY)."""
         self.cfg = cfg
         self.auth.recheck = cfg.replicate.auth_recheck
+        self.outage.backoff_base, self.outage.backoff_max = cfg.replicate.backoff_base, cfg.replicate.backoff_max
         self.limit.set_rate(cfg.replicate.creations_per_minute)
         self.dispatch.set_concurrency(cfg.replicate.concurrency)
         self.budget.reload()
@@ -116,11 +129,16 @@ class Engine:
         """How many of this job's tasks the engine holds (queued, delayed for a retry, or running)."""
         return self.dispatch.queued(job_id)
 
-    # --- the auth pause -----------------------------------------------------------------------------------------
+    # --- holds: the auth pause, the API outage, the budget ------------------------------------------------------
     @property
     def paused(self) -> str | None:
-        """Why all work is paused (the credentials were refused, a daily or monthly budget is spent), or None."""
-        return self.auth.paused or self.budget.paused
+        """Why no predictions are created now (the credentials were refused, the API cannot be reached, a daily or
+        monthly budget is spent), or None."""
+        return self.holds.paused
+
+    def paused_by(self) -> list[Paused]:
+        """Each hold in force: its kind, its reason and since when."""
+        return self.holds.current()
 
     def try_resume(self) -> bool:
         """Re-read the token and check it now; resume all work if it is accepted."""

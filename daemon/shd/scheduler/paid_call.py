@@ -8,7 +8,9 @@
   create that was in flight without an id; a prediction that vanished, or whose output expired, is marked `lost`
   and created again (and recorded again).
 - Polled with shd's own deadline (`replicate.prediction_timeout`): past it the prediction is canceled and the stage
-  retried; a job canceled meanwhile cancels it on the server at once.
+  retried. A job canceled meanwhile (`shd cancel`) cancels it on the server at once, also when the cancel came while
+  the create was still in flight; the ledger then records how it ended on the server (`settle_cancel`: canceled, or
+  succeeded if it finished first and is billed), never leaving a row `processing`.
 - Priced when it finishes: succeeded, failed or canceled, its `predict_time` x the model's price in force then
   (`pricing.cost`) is recorded with it, and reported (`on_cost`, the budget's running totals). A prediction shd
   cancels is read once more after the cancel, for the time it ran.
@@ -20,10 +22,10 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from shd import pricing
+from shd import pricing, testpoints
 from shd.backends.base import Remote, Status, ledger_form
 from shd.config import Config
 from shd.errors import BackendError, OutputGone, Transient
@@ -34,6 +36,44 @@ from shd.states import JobState
 from shd.store import Prediction, Store
 
 KNOWN_STATUSES = ("starting", "processing", "succeeded", "failed", "canceled")
+SETTLE_WAIT = 5.0  # seconds a cancel waits for the server to say how the prediction ended
+
+
+def price_of(prices: Mapping[str, pricing.Price], model: str, status: Status) -> float | None:
+    """What a finished prediction cost (its predict_time at the model's price in force), None if the server did
+    not say how long it ran."""
+    if status.predict_time is None:
+        return None
+    price = pricing.price_for(prices, model) or pricing.Price()
+    return pricing.cost(price, status.predict_time, pricing.outputs_of(status.output))
+
+
+def settle_cancel(store: Store, remote: Remote, pred: Prediction, remote_id: str, log: Any, *,
+                  sleep: Callable[[float], object], poll_interval: float, prices: Mapping[str, pricing.Price],
+                  on_cost: Callable[[Prediction, float], None] = lambda pred, usd: None) -> str:
+    """Cancel a prediction of a canceled job on the server and record how it ended there (canceled, or succeeded if
+    it finished first), priced for the time it ran (it is billed); a server that does not say within SETTLE_WAIT
+    leaves it recorded `canceled`. Returns the status recorded."""
+    status: Status | None = None
+    try:
+        remote.cancel(remote_id)
+        status = remote.get(remote_id)
+        waited = 0.0
+        while not status.terminal and waited < SETTLE_WAIT:
+            sleep(poll_interval)
+            waited += poll_interval
+            status = remote.get(remote_id)
+    except BackendError as e:
+        log.warning("cancel_failed", prediction_id=remote_id, error=str(e))
+    final = status.status if status is not None and status.terminal else "canceled"
+    usd = price_of(prices, pred.model, status) if status is not None and status.terminal else None
+    store.update_prediction(pred.id, status=final, remote_id=remote_id, error="canceled by the user",
+                            output=status.output if status is not None and final == "succeeded" else None,
+                            predict_time=status.predict_time if status is not None else None, cost_usd=usd)
+    if usd is not None and pred.cost_usd is None:
+        on_cost(pred, usd)
+    log.info("prediction_canceled", prediction_id=remote_id, status=final)
+    return final
 
 
 class PaidCalls:
@@ -83,16 +123,21 @@ class PaidCalls:
         self.limit.wait()
         pred = self.store.begin_prediction(task.job_id, task.idx, task.stage, model=ref, input=ledger_form(inp),
                                            reason=task.reason, seed=seed, expect=state, reuse_key=reuse_key)
+        testpoints.reached("ledger-written")
         log = log.bind(prediction=pred.id, attempt=pred.attempt)
         try:
             try:
                 status = self.remote.create(ref, inp)
+                testpoints.reached("create-answered")
             except Transient as e:
                 if not e.maybe_created:
                     raise
                 # The request may have created (and billed) a prediction before failing: find it, don't re-send.
                 log.warning("create_outcome_unknown_looking_up", error=str(e))
-                found = self.remote.find(ref, inp, pred.created_at)
+                try:
+                    found = self.remote.find(ref, inp, pred.created_at)
+                except BackendError:
+                    raise e from None  # the create's own outcome is what the ledger keeps: maybe created (lost)
                 if found is None:
                     raise
                 status = found
@@ -100,10 +145,19 @@ class PaidCalls:
             self.store.update_prediction(pred, status=retry.create_outcome(e), error=str(e))
             raise
         self.limit.succeeded()
+        if self.store.job(task.job_id).state == JobState.CANCELED:
+            # `shd cancel` ran while this create was in flight: cancel what it created at once, pay no longer.
+            self._settle(pred, status.remote_id, log)
+            raise Stopped
         if not (defer_success and status.status == "succeeded"):
             pred = self.record(pred, status)
         log.info("prediction_created", prediction_id=status.remote_id, status=status.status)
         return pred, status
+
+    def _settle(self, pred: Prediction, remote_id: str, log: Any) -> None:
+        settle_cancel(self.store, self.remote, pred, remote_id, log, sleep=self._stop.wait,
+                      poll_interval=self.settings().replicate.poll_interval, prices=self.settings().prices,
+                      on_cost=self.on_cost)
 
     def record(self, pred: Prediction, status: Status, error: str | None = None) -> Prediction:
         """Write what the server said; a finished prediction's error, output, predict_time and cost with it. Not
@@ -111,10 +165,7 @@ class PaidCalls:
         input), and priced then."""
         if not status.terminal:
             return self.store.update_prediction(pred, status=status.status, remote_id=status.remote_id, durable=False)
-        usd = None
-        if status.predict_time is not None:
-            price = pricing.price_for(self.settings().prices, pred.model) or pricing.Price()
-            usd = pricing.cost(price, status.predict_time, pricing.outputs_of(status.output))
+        usd = price_of(self.settings().prices, pred.model, status)
         recorded = self.store.update_prediction(pred, status=status.status, remote_id=status.remote_id,
                                                 error=error or status.error, output=status.output,
                                                 predict_time=status.predict_time, cost_usd=usd, durable=False)
@@ -148,9 +199,7 @@ class PaidCalls:
             if self._stop.wait(r.poll_interval):
                 raise Stopped
             if self.store.job(pred.job_id).state == JobState.CANCELED:
-                # `shd cancel` ran while this create was in flight: cancel what it created, pay no longer.
-                self.remote.cancel(status.remote_id)
-                self._canceled(pred, status.remote_id, "canceled by the user")
+                self._settle(pred, status.remote_id, log)  # `shd cancel` ran meanwhile: pay no longer
                 raise Stopped
             status = self.remote.get(status.remote_id)
             if status.status != pred.status:

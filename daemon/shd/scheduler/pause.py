@@ -9,6 +9,7 @@ first check that passes resumes all work. A reload checks at once (`try_resume`)
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 from shd import logs
@@ -19,16 +20,19 @@ from shd.errors import AuthFailed, BackendError, ShdError
 class AuthPause:
     """The gate that closes on an auth failure. Thread-safe."""
 
+    kind = "auth"
+
     def __init__(self, remote: Remote, *, recheck: float, clock: Callable[[], float],
-                 on_resume: Callable[[], None], token_provider: Callable[[], str] | None = None):
+                 on_change: Callable[[], None], token_provider: Callable[[], str] | None = None):
         self.remote = remote
         self.recheck = recheck
         self.clock = clock
-        self.on_resume = on_resume
+        self.on_change = on_change  # called when it pauses and when it resumes
         self.token_provider = token_provider
         self.log = logs.get()
         self._lock = threading.Lock()
         self._reason: str | None = None
+        self._since: float | None = None
         self._check_at = 0.0
 
     @property
@@ -36,14 +40,23 @@ class AuthPause:
         """Why all work is paused, or None."""
         return self._reason
 
+    @property
+    def since(self) -> float | None:
+        """When the credentials were first refused (epoch seconds), or None."""
+        return self._since
+
     def pause(self, reason: str) -> None:
         with self._lock:
-            if self._reason is None:
+            new = self._reason is None
+            if new:
                 self.log.error("paused_auth_failed", reason=reason,
                                hint="fix the Replicate token (credential file or REPLICATE_API_TOKEN) "
                                     "or the account; shd resumes by itself once it is accepted")
+                self._since = time.time()
             self._reason = reason
             self._check_at = self.clock() + self.recheck
+        if new:
+            self.on_change()
 
     def hold(self, now: float) -> float | None:
         """None when not paused; else seconds until the next check, starting that check when it is due."""
@@ -75,7 +88,7 @@ class AuthPause:
             self.log.warning("auth_check_failed", error=str(e))
             return False
         with self._lock:
-            self._reason = None
-        self.on_resume()
+            self._reason = self._since = None
+        self.on_change()
         self.log.info("resumed_after_auth_fix")
         return True

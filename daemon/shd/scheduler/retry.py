@@ -7,12 +7,16 @@
     ModelFailed, new seed       (e.g. "NSFW content detected") retry at once with a new seed, `model_retries` times
     ModelFailed, Rejected       fail the frame with the reason (`pipeline.on_frame_failure` fills its slot)
     OutputGone                  create it again, at once
+    Transient, unreachable      the request never reached the server: not the frame's failure; wait for the API
+                                with every other task (scheduler/outage.py holds them all, with a growing backoff)
     Transient (5xx, network)    retry after an exponential backoff with jitter (`backoff_base`, doubling up to
-                                `backoff_max`), or after the server's hint when that is longer
+                                `backoff_max`) that grows with the task's failures in a row, or after the server's
+                                hint when that is longer
 
 `attempts_exhausted(history, settings)` is asked before every create: at most `max_attempts` paid attempts per frame
-and stage since its job (re)started. A create the service turned away is recorded as `refused` (`create_outcome`)
-and was not paid for, so it does not count; nor does a result `reused` instead of paying.
+and stage since its job (re)started. A create the service turned away (429, 401/402/403) or that never reached it
+(no connection) is recorded as `refused` (`create_outcome`) and was not paid for, so it does not count; nor does a
+result `reused` instead of paying.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ class History:
     outcomes: tuple[str, ...] = ()   # the ledger status of each create, oldest first
     last_error: str | None = None    # why the latest try failed
     new_seeds: int = 0               # retries with a new seed so far
+    streak: int = 0                  # the task's transient failures in a row (a poll's 503s add no ledger row)
 
     @property
     def paid(self) -> int:
@@ -71,7 +76,14 @@ class Pause:
     why: str
 
 
-Decision = Retry | FailFrame | Pause
+@dataclass(frozen=True)
+class WaitForService:
+    """The API cannot be reached: hold every task until it can (the frame spent no attempt)."""
+
+    why: str
+
+
+Decision = Retry | FailFrame | Pause | WaitForService
 
 
 def decide(error: BackendError, history: History, settings: Replicate,
@@ -87,7 +99,10 @@ def decide(error: BackendError, history: History, settings: Replicate,
         return FailFrame(str(error))
     if isinstance(error, OutputGone):
         return Retry(0.0, str(error))
-    delay = backoff(max(1, len(history.outcomes)), base=settings.backoff_base, cap=settings.backoff_max, rng=rng)
+    if isinstance(error, Transient) and error.unreachable:
+        return WaitForService(str(error))
+    attempt = max(1, len(history.outcomes), history.streak + 1)
+    delay = backoff(attempt, base=settings.backoff_base, cap=settings.backoff_max, rng=rng)
     if isinstance(error, Transient) and error.retry_after is not None:
         delay = max(delay, error.retry_after)
     return Retry(delay, str(error))
@@ -101,10 +116,10 @@ def attempts_exhausted(stage: str, history: History, settings: Replicate) -> str
 
 
 def create_outcome(error: BackendError) -> str:
-    """The ledger status of a create that raised `error`: `refused` when the service turned it away (429, 401/402/403:
-    nothing was created), `lost` when it may have been created though its answer never came (it stays counted, and is
-    looked up before anything is sent again), else `failed`."""
-    if isinstance(error, (RateLimited, AuthFailed)):
+    """The ledger status of a create that raised `error`: `refused` when the service turned it away (429, 401/402/403)
+    or it never reached the service (no connection): nothing was created; `lost` when it may have been created though
+    its answer never came (it stays counted, and is looked up before anything is sent again), else `failed`."""
+    if isinstance(error, (RateLimited, AuthFailed)) or (isinstance(error, Transient) and error.unreachable):
         return REFUSED
     if isinstance(error, Transient) and error.maybe_created:
         return LOST

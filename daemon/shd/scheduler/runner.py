@@ -18,6 +18,7 @@ from shd.scheduler import retry
 from shd.scheduler.budget_gate import BudgetGate, Held
 from shd.scheduler.creation_limit import CreationLimit
 from shd.scheduler.dispatch import Requeue, Stopped, Task
+from shd.scheduler.outage import Outage
 from shd.scheduler.paid_call import PaidCalls
 from shd.scheduler.pause import AuthPause
 from shd.scheduler.reuse import Found, Lookup, Reuse, Wait
@@ -32,7 +33,7 @@ class StageRunner:
     """Runs one task at a time per calling thread; shared by all workers."""
 
     def __init__(self, store: Store, remote: Remote, stages: Mapping[Stage, PaidStage[Any]], calls: PaidCalls, *,
-                 limit: CreationLimit, pause: AuthPause, enqueue: Callable[[Task], None],
+                 limit: CreationLimit, pause: AuthPause, outage: Outage, enqueue: Callable[[Task], None],
                  frame_done: threading.Condition, settings: Callable[[], Config], budget: BudgetGate, reuse: Reuse):
         self.store = store
         self.remote = remote
@@ -42,6 +43,7 @@ class StageRunner:
         self.reuse = reuse
         self.limit = limit
         self.pause = pause
+        self.outage = outage
         self.enqueue = enqueue
         self.frame_done = frame_done
         self.settings = settings
@@ -89,6 +91,7 @@ class StageRunner:
                 pred, status = self.calls.create(task, stage.ref, stage.input_for(job, item, seed), seed=seed,
                                                  state=item.state, reuse_key=lookup.key,
                                                  defer_success=stage.settles_with_result, log=log)
+            self.outage.reached()
             assert pred is not None  # resumed from the ledger, or just created
             pred, status = self.calls.poll(pred, status, defer_success=stage.settles_with_result, log=log)
             release()
@@ -124,7 +127,8 @@ class StageRunner:
     def _history(self, task: Task, job: Job, pred: Prediction | None) -> retry.History:
         rows = self.store.attempts(task.job_id, task.idx, task.stage, since=job.started_at or 0.0)
         last_error = pred.error if pred and pred.error else task.reason
-        return retry.History(tuple(p.status for p in rows), last_error=last_error, new_seeds=task.seed_retries)
+        return retry.History(tuple(p.status for p in rows), last_error=last_error, new_seeds=task.seed_retries,
+                             streak=task.streak)
 
     def _failed(self, stage: PaidStage[Any], task: Task, job: Job, pred: Prediction | None, err: BackendError,
                 log: Any) -> Requeue:
@@ -133,6 +137,9 @@ class StageRunner:
         decision = retry.decide(err, self._history(task, job, pred), self.settings().replicate)
         if isinstance(decision, retry.Pause):
             self.pause.pause(decision.why)
+            return replace(task, reason=decision.why), 0.0
+        if isinstance(decision, retry.WaitForService):  # held with every other task until the API answers
+            self.outage.failed(decision.why)
             return replace(task, reason=decision.why), 0.0
         if isinstance(decision, retry.FailFrame):
             self._fail(stage, task, decision.why, log)
@@ -145,6 +152,7 @@ class StageRunner:
             return replace(task, reason=decision.why, new_seed=True, seed_retries=task.seed_retries + 1), decision.after
         else:
             log.warning("stage_failed_retrying", error=str(err), retry_in=round(decision.after, 2))
+            return replace(task, reason=decision.why, streak=task.streak + 1), decision.after
         return replace(task, reason=decision.why), decision.after
 
     def _fail(self, stage: PaidStage[Any], task: Task, reason: str, log: Any) -> None:

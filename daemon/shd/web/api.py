@@ -7,14 +7,14 @@ numbers only.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import asdict
 from typing import Any
 
 from shd.live import DaemonView
 from shd.states import UNFINISHED_JOBS, FrameState
-from shd.status import frame_row, job_summary
+from shd.liveness import Beat
+from shd.status import daemon_object, frame_row, job_summary
 from shd.store import Frame, Job, Store
 
 RECENT = 20     # finished jobs shown on the overview
@@ -23,7 +23,7 @@ SLACK = 5.0     # seconds: `since` reaches back this far, so a commit stamped ju
 
 def overview(store: Store, view: DaemonView, *, actions: bool) -> dict[str, Any]:
     doc: dict[str, Any] = {
-        "daemon": {"running": True, "pid": os.getpid(), "paused": view.paused()},
+        "daemon": daemon_object(Beat.this_daemon(view.paused())),  # the page is served by the daemon itself
         "actions": actions,
         "in_flight": view.in_flight(),
         "jobs": [job_summary(store, j) for j in store.jobs(tuple(UNFINISHED_JOBS))],
