@@ -81,8 +81,9 @@ def test_a_video_through_film_keeps_the_sources_length_and_sound_with_each_paint
     job = _status(cfg, shd_env, tmp_path)
     assert job["pairs"] == {"total": 2, "interpolated": 2, "failed": 0, "crossfaded": 0}
     assert job["cost"]["predictions"] == 8
-    table = run_shd("status", "--config", str(cfg), env=shd_env, cwd=tmp_path).stdout
-    assert table.splitlines()[0].split()[8] == "PAIRS" and table.splitlines()[1].split()[8] == "2/2"
+    table = run_shd("status", "--config", str(cfg), env=shd_env, cwd=tmp_path).stdout.splitlines()
+    head = next(i for i, line in enumerate(table) if line.startswith("ID "))
+    assert table[head].split()[8] == "PAIRS" and table[head + 1].split()[8] == "2/2"
     est = run_shd("estimate", str(src), "--config", str(cfg), env=shd_env, cwd=tmp_path).stdout
     film = next(line for line in est.splitlines() if line.split()[0] == "film")
     assert f"{FILM_NAME} 2 x " in " ".join(film.split()) and "at $0.001400/s" in film
@@ -121,11 +122,12 @@ def test_a_sigkill_during_the_film_stage_resumes_and_pays_no_pair_twice(
     assert all(_near(frame_rgb(out, float(i)), c) for i, c in enumerate(paintings))
 
 
-def test_a_pair_that_fails_is_crossfaded_recorded_and_shown_in_status(
+def test_a_pair_that_fails_is_crossfaded_recorded_and_shown_in_status_and_shd_retry_interpolates_it(
         tmp_path: Path, standin: StandIn, shd_env: dict[str, str], make_config) -> None:
     """FILM fails one pair for good: its gap is a crossfade made locally (the paintings still on their seconds),
-    status says which pair, why, and what filled it; the job is done, not failed."""
-    standin.fail_predictions("RuntimeError: FILM could not align the frames", model=FILM_NAME, nth=[1])
+    status says which pair, why, and what filled it; the job is done, not failed. `shd retry` on the done job
+    interpolates that pair again and the new video replaces the old one in place."""
+    rule = standin.fail_predictions("RuntimeError: FILM could not align the frames", model=FILM_NAME, nth=[1])
     src = make_video(tmp_path / "clip.mp4", seconds=3.0, size=(64, 48), audio=False)
     cfg = make_config({"output": {"transition": "film", "times_to_interpolate": 2}, "replicate": {"seed": 3}})
     r = run_shd("process", str(src), "--config", str(cfg), env=shd_env, cwd=tmp_path)
@@ -144,3 +146,16 @@ def test_a_pair_that_fails_is_crossfaded_recorded_and_shown_in_status(
     out, paintings = Path(job["output"]), _paintings(tmp_path)
     assert all(_near(frame_rgb(out, float(i)), c) for i, c in enumerate(paintings))
     assert _between(frame_rgb(out, gap + 0.5), paintings[gap], paintings[gap + 1])
+
+    standin.remove_rule(rule.id)
+    old = out.read_bytes()
+    with Daemon(cfg, shd_env, tmp_path) as d:
+        d.ready()
+        r = run_shd("retry", job["id"], "--config", str(cfg), env=shd_env, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        again = wait_for("the job done again", lambda: (j := _status(cfg, shd_env, tmp_path, job["id"]))
+                         and j["state"] == "done" and j["pairs"]["interpolated"] == 2 and j)
+    assert again["pairs"] == {"total": 2, "interpolated": 2, "failed": 0, "crossfaded": 0}
+    assert again["failed_pairs"] == [] and again["output"] == str(out)
+    assert standin.count_creates(FILM) == 3 and standin.count_creates(SDXL) == 3  # the failed pair, once more
+    assert out.read_bytes() != old and all(_near(frame_rgb(out, float(i)), c) for i, c in enumerate(paintings))
