@@ -240,3 +240,37 @@ def test_shd_retry_interpolates_a_failed_pair_again(make_rig: Callable[..., Rig]
     (pair,) = settled(rig, "j1", 1)
     assert pair.state == "interpolated" and [p.status for p in rig.ledger("j1", "film")] == ["failed", "succeeded"]
     assert all(f.state == FrameState.GENERATED for f in rig.store.frames("j1"))
+
+
+def test_an_unreachable_api_holds_the_pairs_without_spending_their_attempts(tmp_path: Path) -> None:
+    """FILM's creates cannot connect (the prompts' and paintings' can): the pairs wait at the shared outage gate,
+    none fails even with max_attempts = 1 (the ledger says refused, not paid), and once the API answers each pair is
+    paid once."""
+
+    class FilmUnreachable(MemoryRemote):
+        down = True
+
+        def create(self, ref: str, input: Any) -> Any:
+            if self.down and ref == config.FILM:
+                raise Transient("network error: ConnectError: refused", unreachable=True)
+            return super().create(ref, input)
+
+    cfg = config.from_mapping({"replicate": {**SETTINGS, "max_attempts": 1, "backoff_base": 0.01,
+                                             "backoff_max": 0.05}, "output": FILM}, tmp_path / "shd.toml")
+    service = MemoryService()
+    remote = FilmUnreachable(service)
+    store = Store.open(cfg.paths.database)
+    rig = Rig(tmp_path, service, store, Engine(cfg, store, models.backend(remote, cfg.replicate)))
+    try:
+        rig.engine.start()
+        assert [f.state for f in rig.finished(rig.job("j1", rainbow(3)))] == ["generated"] * 3
+        wait_for("the pairs refused in the outage", lambda: len(rig.ledger("j1", "film")) >= 3)
+        assert {p.status for p in rig.ledger("j1", "film")} == {"refused"}
+        assert all(p.state != PairState.FAILED for p in store.pairs("j1"))
+        remote.down = False
+        assert [p.state for p in settled(rig, "j1", 2)] == ["interpolated"] * 2
+        assert sorted(p.status for p in rig.ledger("j1", "film") if p.status != "refused") == ["succeeded"] * 2
+        assert service.creates == 8
+    finally:
+        rig.engine.stop()
+        store.close()
