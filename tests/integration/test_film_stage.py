@@ -265,7 +265,7 @@ def test_an_unreachable_api_holds_the_pairs_without_spending_their_attempts(tmp_
         rig.engine.start()
         assert [f.state for f in rig.finished(rig.job("j1", rainbow(3)))] == ["generated"] * 3
         wait_for("the pairs refused in the outage", lambda: len(rig.ledger("j1", "film")) >= 3)
-        assert {p.status for p in rig.ledger("j1", "film")} == {"refused"}
+        assert {p.status for p in rig.ledger("j1", "film")} <= {"refused", "creating"}  # one may be trying now
         assert all(p.state != PairState.FAILED for p in store.pairs("j1"))
         remote.down = False
         assert [p.state for p in settled(rig, "j1", 2)] == ["interpolated"] * 2
