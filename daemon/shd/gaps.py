@@ -29,9 +29,9 @@ class Gap:
     blend: bool = True        # the two slots show different pictures (a crossfade of one picture is a hold)
 
 
-def ready(painted: Sequence[bool], first: int = 0) -> list[int]:
-    """The gaps whose two frames are painted: `painted[n]` says whether frame `first` + n is."""
-    return [first + n for n in range(len(painted) - 1) if painted[n] and painted[n + 1]]
+def ready(painted: Sequence[bool]) -> list[int]:
+    """The gaps whose two frames are painted: `painted[i]` says whether frame i is."""
+    return [i for i in range(len(painted) - 1) if painted[i] and painted[i + 1]]
 
 
 def plan(slots: Sequence[Slot], interpolated: Collection[int], errors: Mapping[int, str | None]) -> list[Gap]:

@@ -66,7 +66,7 @@ def between(ffmpeg: str, clip: Path, out_dir: Path, *, timeout: float) -> list[P
 def _blend(first: Path, second: Path, *, size: tuple[int, int], fit: str, start: int, steps: int) -> Any:
     """`first` turning into `second` (both fitted to `size`): frame n shows (n + `start`)/`steps` of `second`."""
     a, b = (media._fit(ffmpeg_python.input(str(p), loop=1, framerate=CLIP_FPS), size, fit) for p in (first, second))
-    # The frame's number from its time: blend's own N starts at 1 in ffmpeg 9 and at 0 in older ones.
+    # The frame's number from its time: blend's own N, documented to start at 0, starts at 1 in the ffmpeg 9 here.
     return ffmpeg_python.filter([a, b], "blend", all_expr=f"A+(B-A)*(T*{CLIP_FPS}+{start})/{steps}")
 
 

@@ -202,7 +202,7 @@ def film_output(first: bytes, second: bytes, times: int) -> tuple[str, OutputFil
     steps = 2 ** times
     w, h = _png_size(first) or (64, 64)  # FILM answers at its frames' size (a JPEG here: 64 x 64, a simplification)
     size = f"{max(2, w - w % 2)}:{max(2, h - h % 2)}"  # H.264 4:2:0 wants even sides
-    # The blend's weight from the frame's time (T*30 is its number: blend's own N starts at 1 in ffmpeg 9, 0 before).
+    # The blend's weight from the frame's time (T*30 is its number: blend's own N starts at 1 in the ffmpeg 9 here).
     weight = "1/2" if times == 1 else f"T*30/{steps}"
     graph = f"[0]scale={size},setsar=1[a];[1]scale={size},setsar=1[b];[a][b]blend=all_expr='A+(B-A)*{weight}'"
     with tempfile.TemporaryDirectory(prefix="standin-film-") as tmp:

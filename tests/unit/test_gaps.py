@@ -7,7 +7,6 @@ from shd.gaps import Gap, plan, ready
 def test_a_gap_is_ready_once_both_its_frames_are_painted_whatever_the_others_do() -> None:
     assert ready([True, True, False, True, True]) == [0, 3]
     assert ready([True]) == [] and ready([]) == []
-    assert ready([False, True, True], first=7) == [8]  # a window of frames 7, 8, 9
 
 
 def test_each_gap_shows_films_pictures_when_its_pair_was_interpolated() -> None:
