@@ -298,11 +298,19 @@ class Store:
         # statement costs more than the query itself.
         with self._lock:
             try:
+                if self.readonly and not self.schema and not self._created():
+                    return []  # the writer is still creating the database: nothing is recorded yet
                 cur = self._conn.execute(sql, params)
                 cols = [d[0] for d in cur.description]
                 return [dict(zip(cols, r)) for r in cur.fetchall()]
             except sqlite3.Error as e:
                 raise self._error(e) from None
+
+    def _created(self) -> bool:
+        """Whether the database a read-only store was opened on while its writer was creating it is complete now:
+        its schema version is written once every migration has run (and is then this store's)."""
+        self.schema = self._conn.execute("PRAGMA user_version").fetchone()[0]
+        return bool(self.schema)
 
     def _event(self, job_id: str, kind: str, old: str | None, new: str, *, frame: int | None = None,
                prediction: int | None = None, detail: str | None = None) -> None:

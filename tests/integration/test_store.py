@@ -299,3 +299,17 @@ def test_status_counts_the_pairs_and_waits_for_them_in_the_eta(store: Store, tmp
     summary = status.job_summary(store, job, now=(job.started_at or 0) + 10)
     assert summary["pairs"] == {"total": 2, "interpolated": 1, "failed": 0, "crossfaded": 0}
     assert summary["eta"] == 6.7 and summary["frames"]["generated"] == 2
+
+
+def test_a_reader_of_a_database_still_being_created_sees_no_jobs_yet_then_everything(tmp_path: Path) -> None:
+    """`shd status` (or `--watch`) opened between the file's creation and its migrations: no jobs yet, never "no such
+    table"; once the writer has made it, the same reader sees what is recorded."""
+    path = tmp_path / "state" / "shd.db"
+    path.parent.mkdir()
+    sqlite3.connect(path).close()  # what a starting writer has made so far: the file, no schema yet
+    reader = Store.open_readonly(path)
+    assert reader.jobs() == [] and reader.frame_counts("j1") == {} and reader.pairs("j1") == []
+    writer = Store.open(path)
+    writer.create_job("j1", source_name="a.mp4", origin_path=tmp_path / "a.mp4", source_path=None,
+                      work_dir=tmp_path / "w", mode="process", fps=1.0)
+    assert [j.id for j in reader.jobs()] == ["j1"] and reader.schema == migrations.LATEST
