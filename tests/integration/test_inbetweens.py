@@ -53,17 +53,23 @@ def test_a_blend_is_the_pictures_evenly_between_two_paintings_of_any_sizes(tmp_p
         "-f", "image2", "-frames", "3", "-start_number", "1", str(tmp_path / "x" / "%06d.png")]
 
 
-def test_a_stitch_spreads_the_pictures_between_across_each_gap_and_keeps_each_painting_on_its_second(
-        tmp_path: Path) -> None:
-    """Three paintings, three pictures between each two (k = 2): the video lasts the source's 2.5 s, shows painting
-    i at second i, the middle picture between at i + 0.5, and holds the last painting to the end."""
+def stitched(tmp_path: Path, *, duration: float, out_fps: int) -> Path:
+    """Red, green and blue paintings a second apart, three blended pictures between each two (k = 2), stitched."""
     frames = tmp_path / "frames"
     paintings = [make_png(frames / f"{i:06d}.png", rgb, (32, 24)) for i, rgb in enumerate((RED, GREEN, BLUE))]
     between = [inbetweens.blend(FFMPEG, paintings[i], paintings[i + 1], tmp_path / f"b{i}", count=3, size=(32, 24),
                                 fit="pad", timeout=30) for i in range(2)]
     out = tmp_path / "out.mp4"
-    media.stitch(FFMPEG, frames, fps=1.0, duration=2.5, size=(32, 24), out=out, audio_src=None, timeout=60,
-                 transition="film", between=between)
+    media.stitch(FFMPEG, frames, fps=1.0, duration=duration, size=(32, 24), out=out, audio_src=None, timeout=60,
+                 transition="film", between=between, out_fps=out_fps)
+    return out
+
+
+def test_a_stitch_spreads_the_pictures_between_across_each_gap_and_keeps_each_painting_on_its_second(
+        tmp_path: Path) -> None:
+    """Three paintings, three pictures between each two (k = 2): the video lasts the source's 2.5 s, shows painting
+    i at second i, the middle picture between at i + 0.5, and holds the last painting to the end."""
+    out = stitched(tmp_path, duration=2.5, out_fps=30)
     assert abs(probe_duration(out) - 2.5) <= 1 / 30 + 0.01
     for t, rgb in [(0.0, RED), (1.0, GREEN), (2.0, BLUE), (2.45, BLUE), (0.5, way(RED, GREEN, 0.5)),
                    (1.5, way(GREEN, BLUE, 0.5)), (0.8, way(RED, GREEN, 0.75)), (1.3, way(GREEN, BLUE, 0.25))]:
@@ -73,13 +79,7 @@ def test_a_stitch_spreads_the_pictures_between_across_each_gap_and_keeps_each_pa
 def test_the_output_keeps_its_own_frame_rate_and_at_2k_x_fps_shows_every_picture_once(tmp_path: Path) -> None:
     """The frame rate is pipeline.output_fps whatever FILM made: at output_fps = 2^k x fps (here 4 at k = 2) each
     output frame is the next picture, paintings on whole seconds, nothing dropped or shown twice."""
-    frames = tmp_path / "frames"
-    paintings = [make_png(frames / f"{i:06d}.png", rgb, (32, 24)) for i, rgb in enumerate((RED, GREEN, BLUE))]
-    between = [inbetweens.blend(FFMPEG, paintings[i], paintings[i + 1], tmp_path / f"b{i}", count=3, size=(32, 24),
-                                fit="pad", timeout=30) for i in range(2)]
-    out = tmp_path / "out.mp4"
-    media.stitch(FFMPEG, frames, fps=1.0, duration=3.0, size=(32, 24), out=out, audio_src=None, timeout=60,
-                 transition="film", between=between, out_fps=4)
+    out = stitched(tmp_path, duration=3.0, out_fps=4)
     expected = [way(RED, GREEN, j / 4) for j in range(4)] + [way(GREEN, BLUE, j / 4) for j in range(4)] + [BLUE] * 4
     got = frames_rgb(out)
     assert len(got) == 12 and all(near(g, e) for g, e in zip(got, expected)), got
