@@ -77,6 +77,13 @@ class JobRunner:
         self.on_estimate: Callable[[Job, pricing.Estimate], None] | None = None
 
     def run_job(self, job_id: str) -> Job:
+        self.engine.work_on(job_id)  # its predictions in flight are resumed here: waited for (scheduler/reuse.py)
+        try:
+            return self._run_job(job_id)
+        finally:
+            self.engine.done_with(job_id)
+
+    def _run_job(self, job_id: str) -> Job:
         job = self.store.job(job_id)
         log = logs.get(job=job_id, source=job.source_name)
         self.deferred.pop(job_id, None)
@@ -345,6 +352,8 @@ class JobRunner:
 def start_job_thread(runner: JobRunner, job_id: str, done: threading.Event | None = None) -> threading.Thread:
     """Run one job in a daemon thread (the service keeps up to pipeline.max_jobs of these)."""
 
+    runner.engine.work_on(job_id)  # at work from now, not from when the thread gets going (scheduler/reuse.py)
+
     def target() -> None:
         try:
             runner.run_job(job_id)
@@ -353,6 +362,7 @@ def start_job_thread(runner: JobRunner, job_id: str, done: threading.Event | Non
         except Exception:  # noqa: BLE001 - a job thread must never take the daemon down
             logs.get(job=job_id).exception("job_thread_crashed")
         finally:
+            runner.engine.done_with(job_id)
             if done is not None:
                 done.set()
 

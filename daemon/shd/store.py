@@ -565,15 +565,17 @@ class Store:
                          (key, seed, seed, limit))
         return [_row(Prediction, r) for r in rows]
 
-    def key_in_flight(self, key: str, seed: int | None = None) -> bool:
-        """Whether a prediction with content key `key` (and `seed`) is in flight for a frame of a job that is being
-        worked on (after a restart, before its task has resumed it)."""
-        return self._one("SELECT 1 AS x FROM predictions p JOIN jobs j ON j.id = p.job_id JOIN frames f"
-                         " ON f.job_id = p.job_id AND f.idx = p.frame_idx WHERE p.reuse_key = ?"
-                         " AND p.status IN ('creating', 'starting', 'processing')"
+    def key_in_flight(self, key: str, seed: int | None = None) -> list[tuple[str, int, str]]:
+        """The tasks (job, frame, stage) whose prediction with content key `key` (and `seed`) is in flight for a
+        frame of an unfinished job (after a restart, before its task has resumed it; or left by a job that was
+        interrupted)."""
+        rows = self._all("SELECT DISTINCT p.job_id, p.frame_idx, p.stage FROM predictions p JOIN jobs j"
+                         " ON j.id = p.job_id JOIN frames f ON f.job_id = p.job_id AND f.idx = p.frame_idx"
+                         " WHERE p.reuse_key = ? AND p.status IN ('creating', 'starting', 'processing')"
                          " AND (? IS NULL OR json_extract(p.input_json, '$.seed') = ?)"
-                         " AND j.state IN ('extracting', 'running') AND f.state IN ('prompting', 'generating')"
-                         " LIMIT 1", (key, seed, seed)) is not None
+                         " AND j.state IN ('extracting', 'running') AND f.state IN ('prompting', 'generating')",
+                         (key, seed, seed))
+        return [(r["job_id"], r["frame_idx"], r["stage"]) for r in rows]
 
     def reuse_result(self, job_id: str, idx: int, stage: Stage, source: Prediction, **frame_values: Any) -> None:
         """Settle a frame's stage with the result of `source` instead of paying: a ledger row with status
