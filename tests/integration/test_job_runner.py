@@ -121,3 +121,28 @@ def test_a_done_jobs_retry_never_replaces_another_jobs_video_that_took_its_name(
     assert job.output == str(r.cfg.paths.outbox / "clip-2.mp4")
     assert {name: (r.cfg.paths.outbox / name).read_bytes() for name in a_set("clip")} == theirs  # untouched
     assert r.outbox() == sorted(a_set("clip") + a_set("clip-2"))
+
+
+def test_a_reload_that_changes_the_model_keeps_the_running_models_price(
+        rig: Callable[..., Rig], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The models are kept until the next start (a reload says so), but the prices apply at once: a new file that
+    prices only its new model left the running one unpriced, so its creates were expected at $0, passed every
+    budget cap and were recorded at $0 until the restart. The running model keeps the price it had."""
+    from shd import pricing, service
+    from shd.notify import Notifier
+
+    monkeypatch.setenv("REPLICATE_API_TOKEN", "r8_test")
+    painter, other = "acme/painter:" + "a" * 64, "acme/other:" + "b" * 64
+    r = rig(replicate={"image_model": painter}, prices={"acme/painter": {"per_second": 0.01}},
+            budget={"daily_usd": 5.0})
+    path = r.tmp / "shd.toml"
+    path.write_text(f'[replicate]\nimage_model = "{other}"\n[prices."acme/other"]\nper_second = 0.002\n'
+                    f'[budget]\ndaily_usd = 5.0\n')
+    d = service.Daemon(r.cfg, str(path), Notifier(None))
+    d.app = r.app
+    d.reload()
+    assert d.cfg.replicate.image_model == painter  # kept until the next start
+    assert d.cfg.budget.daily_usd == 5.0
+    price = pricing.price_for(r.app.engine.cfg.prices, painter)
+    assert price is not None and price.per_second == 0.01
+    assert r.app.engine.budget.expected(painter) > 0
