@@ -374,10 +374,14 @@ class Store:
             # budgets count from now on.
             started = None if target == JobState.QUEUED else now if job.state == JobState.DONE else (
                 job.started_at or (now if target == JobState.EXTRACTING else None))
+            # A budget hold belongs to a job whose frames are being paid for: one that goes on to stitching, ends,
+            # or starts again (shd retry) is held no more until a cap is checked for it again (budget_gate.py).
+            paying = (JobState.EXTRACTING, JobState.RUNNING)
+            keeps_hold = target in paying and job.state in paying
             db.execute(
                 "UPDATE jobs SET state = ?, error = ?, output = COALESCE(?, output), updated_at = ?,"
-                " started_at = ?, finished_at = ?, exit_code = ? WHERE id = ?",
-                (target, error, output, now, started, finished, exit_code, job_id),
+                " started_at = ?, finished_at = ?, exit_code = ?, held = CASE WHEN ? THEN held END WHERE id = ?",
+                (target, error, output, now, started, finished, exit_code, keeps_hold, job_id),
             )
             self._event(job_id, "job", job.state, target, detail=error)
         return self.job(job_id)

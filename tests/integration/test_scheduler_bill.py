@@ -241,6 +241,28 @@ def test_the_per_job_cap_holds_only_that_job(make_rig: Callable[..., Rig]) -> No
     assert rig.store.job("short").held is None and rig.store.job("long").held.startswith("job budget $0.05 reached")
 
 
+def test_a_hold_ends_with_its_job_and_is_said_again_when_the_retried_job_is_held_again(
+        make_rig: Callable[..., Rig]) -> None:
+    """A held job canceled, then retried: neither the canceled nor the queued job says it is held (a `shd process`
+    following it would end at once with exit 8 for a hold that was not checked again); held again once it runs,
+    it says so again."""
+    from shd import jobs
+
+    rig = make_rig(budget={"per_job_usd": 0.10})
+    rig.job("big", rainbow(2), estimate=0.12)
+    wait_for("the job held", lambda: rig.store.job("big").held)
+    jobs.cancel(rig.store, None, "big")
+    assert rig.store.job("big").held is None
+    jobs.retry(rig.engine.cfg, rig.store, "big")
+    assert rig.store.job("big").state == "queued" and rig.store.job("big").held is None
+    rig.store.transition_job("big", JobState.EXTRACTING)
+    rig.store.transition_job("big", JobState.RUNNING)
+    for i in range(2):
+        rig.engine.enqueue(Task("big", i, Stage.PROMPT))
+    assert wait_for("held again", lambda: rig.store.job("big").held).startswith("job estimated at $0.12")
+    assert rig.creates() == 0
+
+
 # --- reuse -----------------------------------------------------------------------------------------------------
 
 
