@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import TextIO
 
 from shd import app as app_mod
-from shd import config, identity, liveness, logs, outputs, perms, pricing, progress, status
+from shd import config, identity, liveness, logs, names, outputs, perms, pricing, progress, status
 from shd.config import Config
-from shd.errors import BackendError, BudgetHeld, Interrupted, OutputExists, ShdError
+from shd.errors import BackendError, BudgetHeld, Interrupted, OutputExists, ShdError, UsageError
 from shd.lock import StateLock
 from shd.scheduler.holds import Paused
 from shd.scheduler.outage import KIND as UNREACHABLE
@@ -164,7 +164,15 @@ def run(cfg: Config, video: Path, output: Path | None, overwrite: bool, *, verbo
 
 
 def _refuse_taken_output(output: Path | None, overwrite: bool) -> None:
-    """OutputExists (exit 2) if `--output` or a sidecar it would get exists, unless `--overwrite`."""
+    """UsageError (exit 2) if a sidecar `--output` would get beside it cannot have its name (past NAME_MAX);
+    OutputExists (exit 2) if `--output` or a sidecar it would get exists, unless `--overwrite`."""
+    if output is not None:
+        stem = output.name[:len(output.name) - len(output.suffix)]
+        room = names.NAME_MAX - max(names.byte_len(suffix) for suffix in (output.suffix, *outputs.SIDECARS))
+        if names.byte_len(stem) > room:
+            raise UsageError(f"{output}: the sidecars beside it ({names.shorten(stem, 16)}....prompts.csv and the "
+                             f"others) would pass the {names.NAME_MAX}-byte name limit; give --output a name whose "
+                             f"stem takes at most {room} bytes")
     taken = [path for path in outputs.beside(output) if path.exists()] if output is not None and not overwrite else []
     if taken:
         raise OutputExists(taken[0], ("" if taken[0] == output else "the output's sidecars go there; ")
