@@ -519,10 +519,20 @@ def from_mapping(raw: Mapping[str, Any], source: Path | None) -> Config:
         hooks=Hooks(**h),
         output=Output(**section("output")),
     )
-    problems = _unpriced(cfg) + _unseen(cfg)
+    problems = _unpriced(cfg) + _unseen(cfg) + _loops(cfg.paths)
     if problems:
         raise ConfigError(source or "<defaults>", problems)
     return cfg
+
+
+def _loops(paths: Paths) -> list[str]:
+    """An inbox that is the outbox would take every finished video (and its sidecars) as a new job, painted and
+    paid for again, for ever; one that is the state directory would take shd's own database for a video."""
+    inbox = paths.inbox.resolve()
+    return [f"paths.inbox and paths.{key} are the same folder ({inbox}): {why}"
+            for key, why in (("outbox", "every finished video would be painted (and paid for) again, for ever"),
+                             ("state_dir", "shd's own database and work folders would be taken for videos"))
+            if getattr(paths, key).resolve() == inbox]
 
 
 def read_token(cfg: Config, environ: Mapping[str, str] | None = None) -> str:

@@ -3,7 +3,7 @@
 
 - Events: `job.done`, `job.failed`, `daemon.paused`, `daemon.resumed`. The JSON body (`payload()`) and the
   command's environment (`command_env()`) carry the same facts: event, time, job id, state, source, output path,
-  reason (a job's error or the pause reason), cost (once shd computes it) and frame counts.
+  reason (a job's error or the pause reason), cost (what its predictions cost) and frame counts.
 - The webhook body is signed: `X-Shd-Signature-256: sha256=<hex HMAC-SHA256 of the body>` with the secret from
   `$CREDENTIALS_DIRECTORY/webhook_secret` or `[hooks] secret_file` (unsigned when neither is set). Each request
   has `[hooks] timeout`; a network error, 408, 429 or 5xx is retried `[hooks] retries` times with backoff, under

@@ -14,7 +14,7 @@ file names.
     shd_predictions_in_flight               predictions holding a slot now
     shd_queue_length                        paid stages waiting for a slot
     shd_frames{state}, shd_jobs{state}      rows by state, every job's
-    shd_spend_usd_total                     spend so far, once shd computes it (the cost issue)
+    shd_spend_usd_total                     spend so far, from the ledger
 """
 
 from __future__ import annotations

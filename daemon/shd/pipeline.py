@@ -11,7 +11,9 @@ store recorded (already-recorded frames are not extracted twice). It first stops
 run left working in the job folder (`children.stop_leftovers`), and every run extracts and stitches under names of
 its own. The stitched video is checked (it decodes to the end, it lasts as long as the source) and only then
 staged with its sidecars in `<job folder>/publish/` (outputs.py); a staged video is never stitched again, and
-`publish.publish` gives the set its outbox stem (crash-safe through `publish/journal`).
+`publish.publish` gives the set its outbox stem (crash-safe through `publish/journal`). A set staged before the
+job went back to painting (a done job's retry) is of other frames: it is thrown away (an interrupted publish of it
+undone) and made again. A job canceled while it stitches publishes nothing.
 A full disk defers the job (`deferred`: tried again later), whichever write ran out of space.
 No SQL and no ffmpeg argv here: those live in store.py and media.py.
 """
@@ -27,9 +29,11 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from shd import children, diskfull, estimate, gaps, inbetweens, logs, media, outputs, perms, png, pricing, publish
+from shd import (children, diskfull, estimate, gaps, inbetweens, logs, media, outputs, perms, png, pricing, publish,
+                 testpoints)
 from shd.config import Config
-from shd.errors import DiskError, DiskFull, InputError, MediaError, OutputExists, ShdError, StoreError
+from shd.errors import (DiskError, DiskFull, IllegalTransition, InputError, MediaError, OutputExists, ShdError,
+                        StoreError)
 from shd.fill import FillRefused, Slot, plan_fill
 from shd.scheduler import Engine, Task
 from shd.states import FINISHED_PAIRS, STAGE_FOR, FrameState, JobState, PairState, Stage
@@ -77,6 +81,13 @@ class JobRunner:
         self.on_estimate: Callable[[Job, pricing.Estimate], None] | None = None
 
     def run_job(self, job_id: str) -> Job:
+        self.engine.work_on(job_id)  # its predictions in flight are resumed here: waited for (scheduler/reuse.py)
+        try:
+            return self._run_job(job_id)
+        finally:
+            self.engine.done_with(job_id)
+
+    def _run_job(self, job_id: str) -> Job:
         job = self.store.job(job_id)
         log = logs.get(job=job_id, source=job.source_name)
         self.deferred.pop(job_id, None)
@@ -92,10 +103,22 @@ class JobRunner:
                 job = self.store.transition_job(job_id, JobState.RUNNING)
             if job.state == JobState.RUNNING:
                 self._wait_for_frames(job, log)
+                self._discard_staged(job)  # staged by an earlier run, of the frames as they were then
                 job = self.store.transition_job(job_id, JobState.STITCHING)
             if job.state == JobState.STITCHING:
-                out = self._publish(job, self._stitch(job, log))
-                job = self.store.transition_job(job_id, JobState.DONE, output=str(out))
+                staged = self._stitch(job, log)
+                if self._gone(job_id):  # canceled while it stitched: nothing of it is published
+                    raise JobInterrupted
+                out, fresh = self._publish(job, staged)
+                try:
+                    job = self.store.transition_job(job_id, JobState.DONE, output=str(out))
+                except IllegalTransition:
+                    if not self._gone(job_id):
+                        raise
+                    if fresh is not None:  # canceled the very moment it was published: taken back
+                        publish.withdraw(fresh, self._files(job, staged), video=self._video_suffix(job))
+                    raise JobInterrupted from None
+                testpoints.reached("done-recorded")
                 shutil.rmtree(Path(job.work_dir) / "publish", ignore_errors=True)
                 log.info("job_done", output=str(out))
         except JobInterrupted:
@@ -346,39 +369,71 @@ class JobRunner:
             log.warning("pairs_crossfaded", count=len(fills), first=min(fills), reason=fills[min(fills)][1])
         return between
 
-    def _publish(self, job: Job, staged: tuple[Path, dict[str, Path]]) -> Path:
+    def _video_suffix(self, job: Job) -> str:
+        """The suffix the job's video is published with: its recorded output's, its `--output`'s, else `.mp4`."""
+        named = job.output or job.output_target
+        return Path(named).suffix if named else VIDEO_SUFFIX
+
+    def _files(self, job: Job, staged: tuple[Path, dict[str, Path]]) -> dict[str, Path]:
+        """The staged set as published: suffix -> staged file (an --output ending like a sidecar takes its place)."""
+        video, sidecar_files = staged
+        return {**sidecar_files, self._video_suffix(job): video}
+
+    def _discard_staged(self, job: Job) -> None:
+        """Remove what an earlier run staged in `publish/` (a crash after the job was recorded done left it; a done
+        job's retry repaints frames): it is made again from the frames as they are now. A publish of it that was
+        interrupted is undone first, so none of its files stays in the outbox without the others."""
+        publish_dir = Path(job.work_dir) / "publish"
+        old = outputs.staged(publish_dir)
+        if old is not None:
+            publish.abandon(self._files(job, old), publish_dir / "journal")
+        shutil.rmtree(publish_dir, ignore_errors=True)
+
+    def _publish(self, job: Job, staged: tuple[Path, dict[str, Path]]) -> tuple[Path, dict[str, Path] | None]:
         """Give the staged video and its sidecars their names: `--output FILE` (the sidecars beside it, same stem),
         else the first free `<stem>[-N]` in the outbox for the whole set. A job published before (`shd retry` of a
-        done job) replaces its set in place, under the same names."""
+        done job) replaces its set in place, under the same names, unless another job has published under that
+        stem since (the user moved the old files away): then it takes a free name, as a first publish does.
+        Returns the video's path, and the set (suffix -> path) when it was published under a new name."""
         video, sidecar_files = staged
-        if job.output:
+        suffix = self._video_suffix(job)
+        files = self._files(job, staged)
+        if job.output and not self._stem_taken(job):
             old = Path(job.output)
             perms.make_folder(old.parent)
-            done = publish.republish({**sidecar_files, old.suffix: video},
-                                     old.with_name(old.name[:len(old.name) - len(old.suffix)]), video=old.suffix,
-                                     journal=video.with_name("journal"), mode=perms.output_mode())
-            return done[old.suffix]
+            done = publish.republish(files, old.with_name(old.name[:len(old.name) - len(old.suffix)]),
+                                     video=suffix, journal=video.with_name("journal"), mode=perms.output_mode())
+            return done[suffix], None
         bases: Iterable[Path]
         if job.output_target:
             target = Path(job.output_target)
-            suffix = target.suffix
             folder, bases = target.parent, [target.with_name(target.name[:len(target.name) - len(suffix)])]
         else:
-            suffix = VIDEO_SUFFIX
             folder = self.cfg.paths.outbox
-            bases = publish.candidates(folder, Path(job.source_name).stem, [*sidecar_files, suffix])
+            bases = publish.candidates(folder, Path(job.source_name).stem, files)
             if not folder.is_dir() and not folder.parent.is_dir():  # not made again on the root file system
                 raise DiskError(f"{folder}: the outbox is gone, and the folder it was in too (an unmounted share?); "
                                 f"the finished video waits in {video.parent} and is published once it is back")
         perms.make_folder(folder)
-        files = {**sidecar_files, suffix: video}  # an --output ending like a sidecar (.srt...) takes its place
         try:
             done = publish.publish(files, bases, video=suffix, journal=video.with_name("journal"),
                                    overwrite=bool(job.overwrite), mode=perms.output_mode())
         except FileExistsError:
             raise OutputExists(job.output_target or folder, f"the finished video is kept in {video}: move that "
                                f"file away, then `shd retry {job.id}` publishes it") from None
-        return done[suffix]
+        return done[suffix], done
+
+    def _stem_taken(self, job: Job) -> bool:
+        """Whether another job has published under the stem of this job's recorded output."""
+        assert job.output is not None
+        old = Path(job.output)
+        stem = old.with_name(old.name[:len(old.name) - len(old.suffix)])
+        for other in self.store.jobs((JobState.DONE,)):
+            if other.id != job.id and other.output:
+                theirs = Path(other.output)
+                if theirs.with_name(theirs.name[:len(theirs.name) - len(theirs.suffix)]) == stem:
+                    return True
+        return False
 
     def _place(self, picture: Path, dest: Path) -> None:
         if picture.suffix.lower() == ".png":
@@ -390,6 +445,8 @@ class JobRunner:
 def start_job_thread(runner: JobRunner, job_id: str, done: threading.Event | None = None) -> threading.Thread:
     """Run one job in a daemon thread (the service keeps up to pipeline.max_jobs of these)."""
 
+    runner.engine.work_on(job_id)  # at work from now, not from when the thread gets going (scheduler/reuse.py)
+
     def target() -> None:
         try:
             runner.run_job(job_id)
@@ -398,6 +455,7 @@ def start_job_thread(runner: JobRunner, job_id: str, done: threading.Event | Non
         except Exception:  # noqa: BLE001 - a job thread must never take the daemon down
             logs.get(job=job_id).exception("job_thread_crashed")
         finally:
+            runner.engine.done_with(job_id)
             if done is not None:
                 done.set()
 

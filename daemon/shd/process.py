@@ -5,7 +5,8 @@ ends, with one line saying why and the exit code of the README's table.
 * A daemon holds it: the job is recorded, queued, for the daemon to work (so nothing is worked twice or paid
   twice), and this process follows it to the end, exiting as it would have: 0 and the output path, or the
   failure's exit code and reason. Should the daemon stop meanwhile, this process takes over and finishes the job.
-* Another `shd process` holds it: this one waits for it, then goes on as above.
+* Another `shd process` holds it: this one waits for it, then goes on as above (an `--output` that the other one
+  wrote meanwhile is refused then, as it would have been at the start: before anything is paid).
 * The same file again (the same content and the settings its paid work depends on: identity.py) resumes its
   unfinished job, whatever stopped it, instead of paying for every frame again.
 * It does not wait for ever: credentials Replicate refuses end it at once (exit 6), an API that stays unreachable
@@ -30,9 +31,9 @@ from pathlib import Path
 from typing import TextIO
 
 from shd import app as app_mod
-from shd import config, identity, liveness, logs, outputs, perms, pricing, progress, status
+from shd import config, identity, liveness, logs, names, outputs, perms, pricing, progress, status
 from shd.config import Config
-from shd.errors import BackendError, BudgetHeld, Interrupted, OutputExists, ShdError
+from shd.errors import BackendError, BudgetHeld, Interrupted, OutputExists, ShdError, UsageError
 from shd.lock import StateLock
 from shd.scheduler.holds import Paused
 from shd.scheduler.outage import KIND as UNREACHABLE
@@ -120,10 +121,7 @@ def run(cfg: Config, video: Path, output: Path | None, overwrite: bool, *, verbo
         log_file: TextIO | None = None) -> int:
     """Process `video` (output: `output`, else the outbox); returns the exit code, prints the output path."""
     config.read_token(cfg)  # nothing starts without a token, whoever ends up doing the work
-    taken = [path for path in outputs.beside(output) if path.exists()] if output is not None and not overwrite else []
-    if taken:
-        raise OutputExists(taken[0], ("" if taken[0] == output else "the output's sidecars go there; ")
-                           + "choose another --output, or add --overwrite to replace it")
+    _refuse_taken_output(output, overwrite)
     source = Source(cfg, video, output, overwrite)
     screen = Screen(cfg, verbose=verbose, log_file=log_file)
     lock = StateLock(cfg.paths.state_dir)
@@ -157,10 +155,28 @@ def run(cfg: Config, video: Path, output: Path | None, overwrite: bool, *, verbo
                 waiting_for = holder.pid
                 screen.say(f"waiting for `shd process` (pid {holder.pid}), which works on {cfg.paths.state_dir}")
             time.sleep(FOLLOW_EVERY)
+        if job_id is None and waiting_for is not None:
+            _refuse_taken_output(output, overwrite)  # the one we waited for may have written it: refused unpaid
         return _work(cfg, source, job_id, screen)
     finally:
         lock.release()
         screen.close()
+
+
+def _refuse_taken_output(output: Path | None, overwrite: bool) -> None:
+    """UsageError (exit 2) if a sidecar `--output` would get beside it cannot have its name (past NAME_MAX);
+    OutputExists (exit 2) if `--output` or a sidecar it would get exists, unless `--overwrite`."""
+    if output is not None:
+        stem = output.name[:len(output.name) - len(output.suffix)]
+        room = names.NAME_MAX - max(names.byte_len(suffix) for suffix in (output.suffix, *outputs.SIDECARS))
+        if names.byte_len(stem) > room:
+            raise UsageError(f"{output}: the sidecars beside it ({names.shorten(stem, 16)}....prompts.csv and the "
+                             f"others) would pass the {names.NAME_MAX}-byte name limit; give --output a name whose "
+                             f"stem takes at most {room} bytes")
+    taken = [path for path in outputs.beside(output) if path.exists()] if output is not None and not overwrite else []
+    if taken:
+        raise OutputExists(taken[0], ("" if taken[0] == output else "the output's sidecars go there; ")
+                           + "choose another --output, or add --overwrite to replace it")
 
 
 def _follow(cfg: Config, store: Store, job_id: str, lock: StateLock, screen: Screen) -> Job | ShdError | None:

@@ -26,7 +26,7 @@ import shutil
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
-from shd import names
+from shd import names, testpoints
 
 
 def candidates(folder: Path, stem: str, suffixes: Iterable[str]) -> Iterator[Path]:
@@ -66,6 +66,8 @@ def publish(staged: Mapping[str, Path], bases: Iterable[Path], *, video: str, jo
             for suffix in order:
                 _place(staged[suffix], targets[suffix], overwrite=overwrite)
                 linked.append(targets[suffix])
+                if len(linked) == 1 < len(order):
+                    testpoints.reached("publish-partial")
         except FileExistsError:
             taken = targets[video]
             for path in linked:
@@ -77,6 +79,7 @@ def publish(staged: Mapping[str, Path], bases: Iterable[Path], *, video: str, jo
             journal.unlink(missing_ok=True)
             raise
         _fsync_dir(base.parent)
+        testpoints.reached("publish-placed")
         journal.unlink(missing_ok=True)
         return targets
     journal.unlink(missing_ok=True)
@@ -90,6 +93,27 @@ def republish(staged: Mapping[str, Path], base: Path, *, video: str, journal: Pa
     file stays whole and readable until the new one takes its place; the video comes last. Crash-safe through
     `journal` as `publish()` is: the next call finishes the set. A name that no longer exists is simply created."""
     return publish(staged, [base], video=video, journal=journal, overwrite=True, mode=mode)
+
+
+def abandon(staged: Mapping[str, Path], journal: Path) -> None:
+    """Undo an interrupted publish of `staged` without finishing it (the set will be made again): what is ours
+    under the journal's stem is unlinked, and the journal goes. Nothing to do without a journal."""
+    try:
+        base = Path(journal.read_text(encoding="utf-8", errors="surrogateescape"))
+    except FileNotFoundError:
+        return
+    for suffix, target in _targets(staged, base).items():
+        if _is_ours(staged[suffix], target):
+            target.unlink(missing_ok=True)
+    journal.unlink(missing_ok=True)
+
+
+def withdraw(published: Mapping[str, Path], staged: Mapping[str, Path], *, video: str) -> None:
+    """Take back a set `publish()` just published (suffix -> path): each name that is still ours is unlinked, the
+    video (suffix `video`) first, so no video is left without its sidecars."""
+    for suffix in [video, *sorted(s for s in published if s != video)]:
+        if suffix in published and suffix in staged and _is_ours(staged[suffix], published[suffix]):
+            published[suffix].unlink(missing_ok=True)
 
 
 def _targets(staged: Mapping[str, Path], base: Path) -> dict[str, Path]:

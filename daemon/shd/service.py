@@ -28,7 +28,7 @@ from pathlib import Path
 from types import FrameType
 
 from shd import app as app_mod
-from shd import children, config, hooks, jobs, logs, perms
+from shd import children, config, hooks, jobs, logs, perms, pricing
 from shd.config import Config
 from shd.errors import ConfigError, DiskFull, Interrupted, ShdError, StateDirBusy, StoreError
 from shd.live import AppView
@@ -216,6 +216,17 @@ class Daemon:
                              detail="these apply at the next start (`systemctl restart shd`); the rest applies now")
         new = config.replace(new, **kept, replicate=dataclasses.replace(
             new.replicate, **{key: getattr(old_r, key) for key in RESTART_ONLY}))
+        # The models in use stay until the next start, and so do their prices where the new file has none for them
+        # (it prices the models it names): spend on them must stay counted and capped.
+        prices = dict(new.prices)
+        for ref in (old_r.prompt_model, old_r.image_model):
+            if pricing.price_for(prices, ref) is None:
+                for key in (ref, ref.partition(":")[0]):
+                    if key in self.cfg.prices:
+                        prices[key] = self.cfg.prices[key]
+                self.log.warning("reload_keeps_price", model=ref,
+                                 detail="the model in use until the next start keeps its price")
+        new = config.replace(new, prices=prices)
         self.cfg = new
         self.app.cfg = new
         self.app.runner.cfg = new

@@ -6,8 +6,8 @@ each finished prediction's cost; today and this month are counted in `budget.tim
 
 It tells the truth about who works (liveness.py): the `daemon` object says whether a daemon runs on the state
 directory and why it is paused (the credentials, the API, a budget cap); an unfinished job nobody works on is
-`interrupted`: its clock stops when the work stopped and it has no ETA, until `shd run` (or `shd process` on the
-same file) resumes it.
+`interrupted`: its clock stops when the work stopped and it has no ETA, until `shd run` (or, for a `shd process`
+job, `shd process` on the same file) resumes it.
 """
 
 from __future__ import annotations
@@ -224,14 +224,16 @@ def frames_table(store: Store, job_ref: str) -> str:
 def as_table(store: Store, job_ref: str | None = None, state_dir: Path | None = None, *, zone: str = "UTC") -> str:
     who = Who.of(state_dir) if state_dir is not None else WORKING
     if job_ref:
-        d = job_detail(store, store.find_job(job_ref), who)
+        job = store.find_job(job_ref)
+        d = job_detail(store, job, who)
         fr = d["frames"]
+        # A daemon's job (its file moved into the state directory) is resumed by the daemon only.
+        resumes = "`shd run` (or `shd process` on the same file)" if job.mode == "process" else "`shd run`"
         lines = [
             f"job      {d['id']}",
             f"source   {printable(d['source'])}",
             f"state    {_state(d)}" + (f" (held: {d['held']})" if d["held"] else "")
-            + (": nobody works on it; `shd run` (or `shd process` on the same file) resumes it"
-               if d["interrupted"] else ""),
+            + (f": nobody works on it; {resumes} resumes it" if d["interrupted"] else ""),
             f"frames   {fr['generated']}/{fr['total']} generated, {fr['prompted']} prompted, "
             f"{fr['extracted']} extracted, {fr['failed']} failed, {d['filled']} filled",
             *([f"pairs    {_pairs(d['pairs'])}"] if d["pairs"] else []),

@@ -398,10 +398,14 @@ class Store:
             # budgets count from now on.
             started = None if target == JobState.QUEUED else now if job.state == JobState.DONE else (
                 job.started_at or (now if target == JobState.EXTRACTING else None))
+            # A budget hold belongs to a job whose frames are being paid for: one that goes on to stitching, ends,
+            # or starts again (shd retry) is held no more until a cap is checked for it again (budget_gate.py).
+            paying = (JobState.EXTRACTING, JobState.RUNNING)
+            keeps_hold = target in paying and job.state in paying
             db.execute(
                 "UPDATE jobs SET state = ?, error = ?, output = COALESCE(?, output), updated_at = ?,"
-                " started_at = ?, finished_at = ?, exit_code = ? WHERE id = ?",
-                (target, error, output, now, started, finished, exit_code, job_id),
+                " started_at = ?, finished_at = ?, exit_code = ?, held = CASE WHEN ? THEN held END WHERE id = ?",
+                (target, error, output, now, started, finished, exit_code, keeps_hold, job_id),
             )
             self._event(job_id, "job", job.state, target, detail=error)
         return self.job(job_id)
@@ -678,17 +682,19 @@ class Store:
                          (key, seed, seed, limit))
         return [_row(Prediction, r) for r in rows]
 
-    def key_in_flight(self, key: str, seed: int | None = None) -> bool:
-        """Whether a prediction with content key `key` (and `seed`) is in flight for a frame (or pair) of a job that
-        is being worked on (after a restart, before its task has resumed it)."""
-        return self._one("SELECT 1 AS x FROM predictions p JOIN jobs j ON j.id = p.job_id WHERE p.reuse_key = ?"
-                         " AND p.status IN ('creating', 'starting', 'processing')"
-                         " AND (? IS NULL OR json_extract(p.input_json, '$.seed') = ?)"
+    def key_in_flight(self, key: str, seed: int | None = None) -> list[tuple[str, int, str]]:
+        """The tasks (job, frame, stage) whose prediction with content key `key` (and `seed`) is in flight for a
+        frame (or pair) of an unfinished job (after a restart, before its task has resumed it; or left by a job that
+        was interrupted)."""
+        rows = self._all("SELECT DISTINCT p.job_id, p.frame_idx, p.stage FROM predictions p JOIN jobs j"
+                         " ON j.id = p.job_id WHERE p.reuse_key = ? AND p.status IN ('creating', 'starting',"
+                         " 'processing') AND (? IS NULL OR json_extract(p.input_json, '$.seed') = ?)"
                          " AND j.state IN ('extracting', 'running') AND (EXISTS (SELECT 1 FROM frames f"
                          " WHERE f.job_id = p.job_id AND f.idx = p.frame_idx AND p.stage IN ('prompt', 'image')"
                          " AND f.state IN ('prompting', 'generating')) OR EXISTS (SELECT 1 FROM pairs q"
                          " WHERE q.job_id = p.job_id AND q.idx = p.frame_idx AND p.stage = 'film'"
-                         " AND q.state = 'interpolating')) LIMIT 1", (key, seed, seed)) is not None
+                         " AND q.state = 'interpolating'))", (key, seed, seed))
+        return [(r["job_id"], r["frame_idx"], r["stage"]) for r in rows]
 
     def reuse_result(self, job_id: str, idx: int, stage: Stage, source: Prediction, **values: Any) -> None:
         """Settle a frame's stage (a pair's, for FILM) with the result of `source` instead of paying: a ledger row

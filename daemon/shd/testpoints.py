@@ -5,6 +5,9 @@ one comparison.
 
     ledger-written     a paid create is recorded in the ledger (durably), and not sent yet
     create-answered    the create came back with the prediction's id, which is not recorded yet
+    publish-partial    publishing: the first file of the set (a sidecar) has its outbox name, the video not yet
+    publish-placed     publishing: every file of the set has its name, the job is not recorded done yet
+    done-recorded      the job is recorded done, its staged files (`publish/`) not removed yet
 """
 
 from __future__ import annotations

@@ -77,3 +77,22 @@ def test_the_longest_names_and_odd_characters_go_all_the_way_through(
         assert not note.exists()
         wait_for("the bad file moved aside again with its reason", note.exists)
         assert (failed / BAD).is_file() and d.alive
+
+
+def test_an_output_name_that_leaves_no_room_for_its_sidecars_is_refused_before_anything_is_paid(
+        tmp_path: Path, standin: StandIn, shd_env: dict[str, str], make_config) -> None:
+    """`--output` with the longest legal name: its sidecars (`<stem>.prompts.csv`...) cannot have theirs. That is
+    bad usage, said in one line with the room there is (it was an internal error, exit 1, from a look at the
+    sidecars' names), before any job or paid call."""
+    cfg = make_config({"pipeline": {"audio": "none"}})
+    src = make_video(tmp_path / "clip.mp4", seconds=1.0, size=(64, 48), audio=False)
+    out = tmp_path / ("o" * 251 + ".mp4")
+    r = run_shd("process", str(src), "--config", str(cfg), "--output", str(out), env=shd_env, cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert "would pass the 255-byte name limit" in last and last.endswith("whose stem takes at most 243 bytes")
+    assert standin.count_creates() == 0 and not (tmp_path / "state" / "shd.db").exists()
+    ok = tmp_path / ("o" * 243 + ".mp4")  # the most there is room for
+    r = run_shd("process", str(src), "--config", str(cfg), "--output", str(ok), env=shd_env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert ok.is_file() and (tmp_path / ("o" * 243 + ".prompts.csv")).is_file()

@@ -123,3 +123,62 @@ def test_process_output_never_overwrites_an_existing_file_unless_asked(
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == str(target) and decodes_fully(target) == ""
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def outbox_sets(outbox: Path) -> dict[str, list[str]]:
+    """Stem -> the suffixes published under it."""
+    sets: dict[str, list[str]] = {}
+    for p in sorted(outbox.iterdir()):
+        stem, _, rest = p.name.partition(".")
+        sets.setdefault(stem, []).append("." + rest)
+    return sets
+
+
+ONE_SET = sorted([".mp4", ".prompts.csv", ".sheet.png", ".srt", ".vtt"])
+
+
+@pytest.mark.parametrize("point", ["publish-partial", "publish-placed"])
+def test_a_kill_while_the_set_is_published_then_a_restart_ends_with_exactly_one_complete_set(
+        tmp_path: Path, standin: StandIn, shd_env: dict[str, str], make_config, point: str) -> None:
+    """SIGKILL once a sidecar has its outbox name and the video not (or once all have theirs, the job not yet
+    recorded done): the same file again finishes the job with one complete set, the video with its own sidecars,
+    nothing painted twice."""
+    cfg = make_config({"pipeline": {"audio": "none"}})
+    src = make_video(tmp_path / "clip.mp4", seconds=2.0, size=(64, 48), audio=False)
+    killed = run_shd("process", str(src), "--config", str(cfg), env=dict(shd_env, SHD_TEST_KILL_AT=point),
+                     cwd=tmp_path)
+    assert killed.returncode == -9
+    left = outbox_sets(tmp_path / "outbox")
+    assert left == ({"clip": [".prompts.csv"]} if point == "publish-partial" else {"clip": ONE_SET})
+    again = run_shd("process", str(src), "--config", str(cfg), env=shd_env, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.stdout.strip() == str(tmp_path / "outbox" / "clip.mp4")
+    assert outbox_sets(tmp_path / "outbox") == {"clip": ONE_SET}
+    assert decodes_fully(tmp_path / "outbox" / "clip.mp4") == ""
+    assert len((tmp_path / "outbox" / "clip.prompts.csv").read_text().splitlines()) == 3  # its two frames
+    assert standin.count_creates() == 4
+
+
+def test_a_kill_after_the_job_is_recorded_done_then_retry_publishes_the_frames_painted_again(
+        tmp_path: Path, standin: StandIn, shd_env: dict[str, str], make_config) -> None:
+    """A job done with a failed frame is killed before it removes what it staged; `shd retry` paints the frame
+    again: the set published in place is made of the frames as they are now, not the staged one from before."""
+    nsfw = "NSFW content detected. Try running it again, or try a different prompt."
+    rule = standin.fail_predictions(nsfw, model="stability-ai/sdxl", nth=[2])
+    cfg = make_config({"replicate": {"model_retries": 0, "concurrency": 1}, "pipeline": {"audio": "none"}})
+    src = make_video(tmp_path / "clip.mp4", seconds=2.0, size=(64, 48), audio=False)
+    killed = run_shd("process", str(src), "--config", str(cfg), env=dict(shd_env, SHD_TEST_KILL_AT="done-recorded"),
+                     cwd=tmp_path)
+    assert killed.returncode == -9
+    (job,) = status_json(cfg, shd_env, tmp_path)
+    assert job["state"] == "done" and job["frames"]["failed"] == 1
+    csv = tmp_path / "outbox" / "clip.prompts.csv"
+    assert ",failed,held frame " in csv.read_text()  # which frame failed depends on which was painted first
+    standin.remove_rule(rule.id)
+    assert run_shd("retry", job["id"], "--config", str(cfg), env=shd_env, cwd=tmp_path).returncode == 0
+    again = run_shd("process", str(src), "--config", str(cfg), env=shd_env, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    (job,) = status_json(cfg, shd_env, tmp_path)
+    assert job["state"] == "done" and job["frames"]["generated"] == 2
+    assert ",failed," not in csv.read_text() and "held frame" not in csv.read_text()
+    assert outbox_sets(tmp_path / "outbox") == {"clip": ONE_SET}

@@ -229,3 +229,31 @@ def test_process_following_a_daemon_held_by_refused_credentials_ends_with_exit_6
         assert "Replicate refused the credentials (401)" in last
         assert last.endswith(f"the daemon (pid {d.proc.pid}) goes on with job {job['id']} once that is fixed")
         assert job["state"] in ("extracting", "running") and d.alive
+
+
+def test_a_second_process_waiting_for_the_first_is_refused_the_output_the_first_wrote_before_paying(
+        tmp_path: Path, standin: StandIn, shd_env: dict[str, str], make_config) -> None:
+    """Two `shd process` of one file to one `--output`, no daemon: the second waits for the first, which writes
+    the file. The second then refuses it (exit 2) as it would have at its start, instead of paying for every
+    painting again and failing with 'already exists' once it has."""
+    standin.set_latency("stability-ai/sdxl", 0.0, 1.0)
+    cfg = make_config({"pipeline": {"audio": "none"}})
+    src = make_video(tmp_path / "clip.mp4", seconds=2.0, size=(64, 48), audio=False)
+    out = tmp_path / "out.mp4"
+    args = [sys.executable, "-m", "shd", "process", str(src), "--config", str(cfg), "--output", str(out)]
+    first = subprocess.Popen(args, env=shd_env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    try:
+        wait_for("the first at work (it holds the state directory)",
+                 lambda: standin.count_creates("stability-ai/sdxl") >= 1)
+        second = run_shd(*args[3:], env=shd_env, cwd=tmp_path)
+        assert first.wait(60) == 0
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert second.returncode == 2, second.stderr[-2000:]
+    assert "waiting for `shd process`" in second.stderr
+    assert second.stderr.strip().splitlines()[-1] == (
+        f"shd: {out}: already exists; choose another --output, or add --overwrite to replace it")
+    assert standin.count_creates() == 4 and len(status_json(cfg, shd_env, tmp_path)) == 1  # nothing paid twice

@@ -46,4 +46,5 @@ def test_a_dead_daemons_jobs_are_interrupted_with_their_clocks_stopped(
     assert table[0].startswith("daemon   not running on ")
     assert "running (interrupted)" in table[2]
     one = run_shd("status", job["id"], "--config", str(cfg), env=shd_env, cwd=tmp_path).stdout
-    assert "state    running (interrupted): nobody works on it; `shd run`" in one
+    # A daemon's job: `shd process` on the same file would start a job of its own, not resume this one.
+    assert "state    running (interrupted): nobody works on it; `shd run` resumes it\n" in one

@@ -137,3 +137,19 @@ def test_a_republish_replaces_the_set_in_place_and_a_crash_in_it_is_finished_by_
     assert done[".mp4"].read_bytes() == new[".mp4"].read_bytes()
     assert done[".srt"].read_bytes() == new[".srt"].read_bytes()
     assert sorted(p.name for p in outbox.iterdir()) == ["c.mp4", "c.srt"] and not journal.exists()
+
+
+def test_an_interrupted_publish_of_a_set_made_again_is_undone_not_left_behind(tmp_path: Path) -> None:
+    """A crash after some of a set's files got their names, then the set is thrown away to be made again (a
+    canceled job retried): `abandon` takes back what is ours under the journal's stem and nothing else."""
+    outbox = tmp_path / "outbox"
+    outbox.mkdir()
+    (outbox / "d.srt").write_bytes(b"another job's")
+    files = staged_set(tmp_path / "job", "mine", (".mp4", ".srt", ".vtt"))
+    journal = tmp_path / "job" / "journal"
+    publish._write_journal(journal, outbox / "c")
+    os.link(files[".srt"], outbox / "c.srt")  # the crash came here
+    (outbox / "c.vtt").write_bytes(b"not ours")
+    publish.abandon(files, journal)
+    assert sorted(p.name for p in outbox.iterdir()) == ["c.vtt", "d.srt"] and not journal.exists()
+    publish.abandon(files, journal)  # nothing to undo any more

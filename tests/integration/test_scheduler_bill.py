@@ -241,6 +241,28 @@ def test_the_per_job_cap_holds_only_that_job(make_rig: Callable[..., Rig]) -> No
     assert rig.store.job("short").held is None and rig.store.job("long").held.startswith("job budget $0.05 reached")
 
 
+def test_a_hold_ends_with_its_job_and_is_said_again_when_the_retried_job_is_held_again(
+        make_rig: Callable[..., Rig]) -> None:
+    """A held job canceled, then retried: neither the canceled nor the queued job says it is held (a `shd process`
+    following it would end at once with exit 8 for a hold that was not checked again); held again once it runs,
+    it says so again."""
+    from shd import jobs
+
+    rig = make_rig(budget={"per_job_usd": 0.10})
+    rig.job("big", rainbow(2), estimate=0.12)
+    wait_for("the job held", lambda: rig.store.job("big").held)
+    jobs.cancel(rig.store, None, "big")
+    assert rig.store.job("big").held is None
+    jobs.retry(rig.engine.cfg, rig.store, "big")
+    assert rig.store.job("big").state == "queued" and rig.store.job("big").held is None
+    rig.store.transition_job("big", JobState.EXTRACTING)
+    rig.store.transition_job("big", JobState.RUNNING)
+    for i in range(2):
+        rig.engine.enqueue(Task("big", i, Stage.PROMPT))
+    assert wait_for("held again", lambda: rig.store.job("big").held).startswith("job estimated at $0.12")
+    assert rig.creates() == 0
+
+
 # --- reuse -----------------------------------------------------------------------------------------------------
 
 
@@ -310,3 +332,26 @@ def test_reused_rows_never_count_as_paid_attempts(make_rig: Callable[..., Rig]) 
     frames = rig.finished(rig.job("b", [GREY]))
     assert frames[0].state == "generated"
     assert json.loads(rig.ledger("b", "prompt")[0].input_json) == json.loads(rig.ledger("a", "prompt")[0].input_json)
+
+
+def test_a_prediction_left_in_flight_by_a_job_nobody_works_on_is_not_waited_for(
+        make_rig: Callable[..., Rig]) -> None:
+    """A job interrupted with a prompt in flight (its `shd process` Ctrl-C'd or killed, its daemon gone) stays
+    recorded with the prediction live, and nobody here will resume it. Another job whose frame has the same key
+    does not wait for it for ever (`shd process` on a trimmed copy hung): it pays for its own. A job that is being
+    worked on is still waited for (test_identical_frames_in_one_video_make_one_prompt_creation)."""
+    rig = make_rig()
+    work = rig.tmp / "jobs" / "left"
+    rig.store.create_job("left", source_name="left.mp4", origin_path=work / "src.mp4", source_path=None,
+                         work_dir=work, mode="process", fps=1.0)
+    rig.store.transition_job("left", JobState.EXTRACTING)
+    rig.store.transition_job("left", JobState.RUNNING)
+    rig.store.add_frame("left", 0, 0.0, make_png(work / "frames" / "000000.png", GREY, (8, 8)))
+    prompt = rig.engine.runner.stages[Stage.PROMPT]
+    lookup = prompt.lookup(rig.store.job("left"), rig.store.frame("left", 0), None)
+    rig.store.begin_prediction("left", 0, Stage.PROMPT, model=prompt.ref, input={"image": "gone"}, reason="first",
+                               reuse_key=lookup.key)  # its create never answered: the process was killed
+    frames = rig.finished(rig.job("b", [GREY]), timeout=10.0)
+    assert [f.state for f in frames] == ["generated"]
+    assert [p.status for p in rig.ledger("b", "prompt")] == ["succeeded"]
+    assert [p.status for p in rig.ledger("left")] == ["creating"]  # left for whoever resumes that job

@@ -238,6 +238,17 @@ def test_the_wrong_types_the_issue_found_are_config_errors(tmp_path: Path) -> No
             config.load(write(tmp_path, text))
 
 
+def test_an_inbox_that_is_the_outbox_or_the_state_directory_is_refused(tmp_path: Path) -> None:
+    """The daemon would claim every video it publishes as a new job and pay for it again, for ever (no cap is
+    set by default); or claim its own database. Refused before anything starts."""
+    for key in ("outbox", "state_dir"):
+        cfg = tmp_path / f"{key}.toml"
+        cfg.write_text(f'[paths]\ninbox = "shared"\n{key} = "./shared/"\n')
+        with pytest.raises(ConfigError) as e:
+            config.load(cfg)
+        assert f"paths.inbox and paths.{key} are the same folder ({tmp_path / 'shared'})" in str(e.value)
+
+
 def test_film_takes_times_to_interpolate_from_1_to_8_and_no_more_in_betweens_than_the_output_can_show(
         tmp_path: Path) -> None:
     cfg = config.load(write(tmp_path, '[output]\ntransition = "film"\n'))

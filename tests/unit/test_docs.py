@@ -76,3 +76,20 @@ def test_the_test_command_runs_the_tests_then_mypy_then_ruff_and_fails_if_any_fa
     done = subprocess.run([str(REPO / "scripts" / "test"), "-x", "tests/unit"], env=env, capture_output=True)
     assert calls.read_text().splitlines() == ["-m pytest -x tests/unit", "-m mypy", "-m ruff check"]
     assert done.returncode == (0 if failing is None else 1)
+
+
+def test_the_webhook_body_in_the_readme_has_the_payloads_shape() -> None:
+    """The README's example body has the keys a webhook gets, and `cost` as it comes (the job's cost, as `shd
+    status --json` has it), since the cost issue landed: not the null of before."""
+    import json
+
+    from shd import hooks
+
+    text = README[README.index("The webhook body"):]
+    example = json.loads(text[text.index("```json") + 7:text.index("```", text.index("```json") + 7)])
+    cost = {"usd": 0.5, "predict_seconds": 600.0, "predictions": 120, "reused": 0, "saved_usd": 0.0}
+    sent = json.loads(hooks.payload(hooks.Event("job.done", 0.0, job_id="j", state="done", source="a.mp4",
+                                                output="/o/a.mp4", cost=cost, frames={"total": 1})))
+    assert list(example) == list(sent)
+    assert isinstance(example["cost"], dict) and sorted(example["cost"]) == sorted(cost)
+    assert "(not yet)" not in README and "empty until then" not in README

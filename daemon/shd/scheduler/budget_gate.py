@@ -139,8 +139,8 @@ class BudgetGate:
             if self._pause is None or self._pause.cap != hold.cap:
                 self._pause_since = self.wall()
             self._pause = hold
-        if self._job_holds.get(job.id) != hold.why:
-            self._job_holds[job.id] = hold.why
+        self._job_holds[job.id] = hold.why
+        if job.held != hold.why:  # as the task read it: a job that ended or was retried meanwhile says it again
             self.store.set_held(job.id, hold.why)
         once = ("held", hold.cap, job.id if hold.cap == "per_job" else self._period)
         if once not in self._said:

@@ -169,6 +169,11 @@ class Dispatcher:
             self._known = {k for k in self._known if k[0] != job_id}
             self._due = {k for k in self._due if k[0] != job_id}
 
+    def holds(self, key: tuple[str, int, str]) -> bool:
+        """Whether this task is held (queued, delayed for a retry, or running)."""
+        with self._cv:
+            return key in self._known
+
     def queued(self, job_id: str) -> int:
         """How many of this job's tasks are held (queued, delayed for a retry, or running)."""
         with self._cv:

@@ -52,6 +52,8 @@ class Engine:
         self.store = store
         self.frame_done = threading.Condition()   # notified whenever a frame becomes generated or failed
         self._stop = threading.Event()
+        self._at_work: dict[str, int] = {}  # job id -> how many of its runs are at work here (work_on)
+        self._at_work_lock = threading.Lock()
         r = cfg.replicate
         self.auth = AuthPause(backend.remote, recheck=r.auth_recheck, clock=clock, on_change=self._wake,
                               token_provider=token_provider)
@@ -73,7 +75,8 @@ class Engine:
             Stage.FILM: film}
         self.runner = StageRunner(store, backend.remote, stages, calls, limit=self.limit, pause=self.auth,
                                   outage=self.outage, enqueue=self.dispatch.enqueue, frame_done=self.frame_done,
-                                  settings=settings, budget=self.budget, reuse=Reuse(store, self.dispatch.expedite))
+                                  settings=settings, budget=self.budget,
+                                  reuse=Reuse(store, self.dispatch.expedite, self.at_work))
 
     def _settings(self) -> Config:
         return self.cfg
@@ -124,6 +127,26 @@ class Engine:
     def drop_job(self, job_id: str) -> None:
         """Forget a job's queued tasks (it was canceled or failed); running ones notice at their next step."""
         self.dispatch.drop_job(job_id)
+
+    def work_on(self, job_id: str) -> None:
+        """A job is being run in this process (pipeline.JobRunner, from before its thread starts): its predictions
+        in flight will be resumed here, so a task with the same content key waits for them (reuse.py)."""
+        with self._at_work_lock:
+            self._at_work[job_id] = self._at_work.get(job_id, 0) + 1
+
+    def done_with(self, job_id: str) -> None:
+        """One `work_on` of the job has ended."""
+        with self._at_work_lock:
+            left = self._at_work.pop(job_id, 0) - 1
+            if left > 0:
+                self._at_work[job_id] = left
+
+    def at_work(self, task: tuple[str, int, str]) -> bool:
+        """Whether this process will resume `task`'s prediction: its job is run here, or the task is held."""
+        with self._at_work_lock:
+            if task[0] in self._at_work:
+                return True
+        return self.dispatch.holds(task)
 
     def queued(self, job_id: str) -> int:
         """How many of this job's tasks the engine holds (queued, delayed for a retry, or running)."""

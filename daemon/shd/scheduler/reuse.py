@@ -9,6 +9,12 @@ its inputs, and matched on its seed too when seeds are fixed. Before paying, the
     Wait       a prediction with this key is in flight now: wait for it (the task is woken when it ends)
     Claimed    nothing yet: this task pays, and every other task with the key waits for it until `release`
 
+A prediction in flight is waited for only if this process will see it end: another task here pays for it, or its
+task is one this process works on (`at_work`: its job is being run here, or the engine holds the task), e.g.
+after a restart, before that task has resumed it. One left live in the ledger by a job nobody works on now (an
+interrupted `shd process`, a daemon's job while `shd process` works alone, a job waiting for a free job slot) is
+not: waiting for it would never end, so the task pays for its own.
+
 What is looked up follows `replicate.reuse` (`lookup_for`): "prompts" (the default) reuses prompts, and paintings
 only when `replicate.seed` is fixed (the same prompt and seed paint the same picture; with random seeds each run
 asks for new paintings); "all" reuses paintings whatever the seed; "none" reuses nothing. Keys are recorded in
@@ -81,9 +87,11 @@ class Claimed:
 class Reuse:
     """The claims on keys in flight, and the tasks waiting for them. Thread-safe."""
 
-    def __init__(self, store: Store, expedite: Callable[[Iterable[TaskKey]], None]):
+    def __init__(self, store: Store, expedite: Callable[[Iterable[TaskKey]], None],
+                 at_work: Callable[[TaskKey], bool]):
         self.store = store
         self.expedite = expedite
+        self.at_work = at_work  # whether this process will resume that task's prediction (see the docstring)
         self._lock = threading.Lock()
         self._claims: dict[str, TaskKey] = {}          # by Lookup.claim
         self._waiting: dict[str, set[TaskKey]] = {}    # by Lookup.key: any end of a prediction with the key wakes them
@@ -99,7 +107,7 @@ class Reuse:
             for source in self.store.reusable(lookup.key, lookup.seed):
                 if available(source):
                     return Found(source)
-            if owner is None and self.store.key_in_flight(lookup.key, lookup.seed):
+            if owner is None and any(self.at_work(t) for t in self.store.key_in_flight(lookup.key, lookup.seed)):
                 self._waiting.setdefault(lookup.key, set()).add(task)
                 return Wait()
             self._claims[lookup.claim] = task
