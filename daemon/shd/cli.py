@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from shd import __version__, config, logs, perms
-from shd.errors import Interrupted, ShdError
+from shd.errors import InputError, Interrupted, ShdError
 
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a Unix tool killed by it
 
@@ -125,13 +125,13 @@ def cmd_estimate(cfg: config.Config, args: argparse.Namespace) -> int:
     print(f"{args.video}: {pricing.duration(probe.duration)} at fps={cfg.pipeline.fps:g}: {est.summary()}")
     for line in est.details():
         print(f"  {line}")
-    if est.frames > cfg.pipeline.max_frames:
-        print(f"  over pipeline.max_frames = {cfg.pipeline.max_frames}: shd would refuse it before any paid call")
     if cfg.budget.per_job_usd is not None and est.usd > cfg.budget.per_job_usd:
         print(f"  over budget.per_job_usd = {pricing.usd(cfg.budget.per_job_usd)}: shd would hold it before its "
               f"first paid call")
     print("An estimate, not a quote: Replicate bills each prediction's predict_time on its hardware; reused "
           "results cost nothing.")
+    if est.frames > cfg.pipeline.max_frames:  # as `shd process` and the daemon would refuse it: exit 3, the reason
+        raise InputError(args.video, estimate.over_limit(cfg, str(est.frames), est, "by its header"))
     return 0
 
 

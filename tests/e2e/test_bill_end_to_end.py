@@ -120,6 +120,9 @@ def test_a_file_whose_header_claims_ten_hours_is_refused_before_any_create(
     r = run_shd("process", str(make_ten_hour_still(tmp_path / "again.mp4")), "--config", str(cfg), env=shd_env,
                 cwd=tmp_path)
     assert r.returncode == 3 and r.stderr.strip().splitlines()[-1] == f"shd: {tmp_path / 'again.mp4'}: {reason}"
+    est = run_shd("estimate", str(tmp_path / "again.mp4"), "--config", str(cfg), env=shd_env, cwd=tmp_path)
+    assert "36000 frames, 72000 predictions" in est.stdout  # the estimate, then the same refusal and exit code
+    assert est.returncode == 3 and est.stderr.strip() == f"shd: {tmp_path / 'again.mp4'}: {reason}"
     assert standin.count_creates() == 0
 
 
