@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TextIO
 
 from shd import app as app_mod
-from shd import config, identity, liveness, logs, names, outputs, perms, pricing, progress, status
+from shd import config, identity, liveness, logs, names, outputs, perms, pricing, progress, status, watcher
 from shd.config import Config
 from shd.errors import BackendError, BudgetHeld, Interrupted, OutputExists, ShdError, UsageError
 from shd.lock import StateLock
@@ -121,6 +121,7 @@ def run(cfg: Config, video: Path, output: Path | None, overwrite: bool, *, verbo
         log_file: TextIO | None = None) -> int:
     """Process `video` (output: `output`, else the outbox); returns the exit code, prints the output path."""
     config.read_token(cfg)  # nothing starts without a token, whoever ends up doing the work
+    _refuse_inbox_file(cfg, video)
     _refuse_taken_output(output, overwrite)
     source = Source(cfg, video, output, overwrite)
     screen = Screen(cfg, verbose=verbose, log_file=log_file)
@@ -161,6 +162,19 @@ def run(cfg: Config, video: Path, output: Path | None, overwrite: bool, *, verbo
     finally:
         lock.release()
         screen.close()
+
+
+def _refuse_inbox_file(cfg: Config, video: Path) -> None:
+    """UsageError (exit 2) for a video in the inbox (one the watcher does not ignore): `shd run` takes it from there
+    as a job of its own, now or when it next starts, so working it here too would make two jobs, and two videos, of
+    one file."""
+    try:
+        in_inbox = video.absolute().parent.resolve() == cfg.paths.inbox.resolve()
+    except OSError:  # a folder that cannot be resolved is not the inbox; the video's own problems are said later
+        return
+    if in_inbox and not watcher.is_ignored(video.name):
+        raise UsageError(f"{video}: it is in the inbox ({cfg.paths.inbox}), where `shd run` takes it as a job of its "
+                         "own; follow that job with `shd status`, or give `shd process` a video from elsewhere")
 
 
 def _refuse_taken_output(output: Path | None, overwrite: bool) -> None:

@@ -55,6 +55,16 @@ def test_bad_usage_exits_2_with_one_line(tmp_path: Path, standin: StandIn, shd_e
     r = shd("cancel", job_id)
     assert r.returncode == 2 and one_line(r) == f"shd: job {job_id} is already done"
     assert shd("status", "--interval", "x").returncode == 2  # argparse's own usage error
+    inbox = tmp_path / "inbox"
+    inbox.mkdir(exist_ok=True)
+    queued = make_video(inbox / "queued.mp4", seconds=1.0, size=(64, 48), audio=False)
+    creates = standin.count_creates()
+    for given in (queued, inbox / ".." / "inbox" / "queued.mp4"):  # the daemon's to take: never two jobs of it
+        r = shd("process", str(given))
+        assert r.returncode == 2 and one_line(r) == (f"shd: {given}: it is in the inbox ({inbox}), where `shd run` "
+                                                     "takes it as a job of its own; follow that job with `shd "
+                                                     "status`, or give `shd process` a video from elsewhere")
+    assert queued.exists() and standin.count_creates() == creates and len(shd("status").stdout.splitlines()) == 4
     bad = tmp_path / "bad.toml"
     bad.write_text("[replicate]\nimage_input = 5\n")  # the wrong type the issue found (a traceback then)
     r = run_shd("status", "--config", str(bad), env=shd_env, cwd=tmp_path)
