@@ -154,10 +154,15 @@ class Daemon:
                 del self.threads[job_id]
                 if job_id in self.app.runner.deferred:
                     self._cooldown[job_id] = now + DEFER_RETRY
-        free = self.cfg.pipeline.max_jobs - len(self.threads)
+        unfinished = self.app.store.jobs(tuple(UNFINISHED_JOBS))
+        # A job its own cap (budget.per_job_usd) holds keeps its thread but not its slot: the jobs behind it go on.
+        # A daily or monthly cap is the pause's (it holds every job): those jobs keep their slots.
+        paused = self.app.engine.paused or ""
+        own_held = {j.id for j in unfinished if j.held and j.held not in paused}
+        free = self.cfg.pipeline.max_jobs - len(self.threads.keys() - own_held)
         if free <= 0:
             return
-        for job in self.app.store.jobs(tuple(UNFINISHED_JOBS)):
+        for job in unfinished:
             if free <= 0:
                 break
             if job.id in self.threads or (job.mode == "daemon" and not job.source_path):

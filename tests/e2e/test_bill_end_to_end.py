@@ -206,3 +206,24 @@ def test_shd_process_at_a_cap_ends_with_exit_8_saying_why(
     (done,) = status(cfg, shd_env, tmp_path)["jobs"]
     assert done["id"] == job["id"] and done["state"] == "done" and done["held"] is None
     assert standin.count_creates() == 2 and done["cost"]["predictions"] == 2
+
+
+def test_a_job_its_own_cap_holds_does_not_keep_the_jobs_behind_it_waiting(
+        tmp_path: Path, standin: StandIn, shd_env: dict[str, str], make_config) -> None:
+    """One job at a time (pipeline.max_jobs = 1): a job held by budget.per_job_usd gives its slot up, so the next
+    video in the inbox, within the cap, is painted meanwhile; the held one goes on after a raise and reload."""
+    overrides = {"pipeline": {"audio": "none", "max_jobs": 1}}
+    cfg = make_config({**overrides, "budget": {"per_job_usd": 0.03}})  # 3 frames: $0.0428; 1 frame: $0.0143
+    make_video(tmp_path / "inbox" / "long.mp4", seconds=3.0, size=(64, 48), audio=False)
+    with Daemon(cfg, shd_env, tmp_path) as d:
+        d.ready()
+        wait_for("the long job held", lambda: (jobs := status_json(cfg, shd_env, tmp_path)) and jobs[0]["held"])
+        short = make_video(tmp_path / "short.mp4", seconds=1.0, size=(64, 48), audio=False)
+        short.rename(tmp_path / "inbox" / "short.mp4")
+        held, done = wait_for("the short job done", lambda: (jobs := status_json(cfg, shd_env, tmp_path))
+                              and len(jobs) == 2 and jobs[1]["state"] == "done" and jobs)
+        assert held["held"].startswith("job estimated at $0.0428 for 3 frames") and held["cost"]["predictions"] == 0
+        assert done["source"] == "short.mp4" and done["cost"]["predictions"] + done["cost"]["reused"] == 2
+        make_config({**overrides, "budget": {"per_job_usd": 1.0}})
+        d.signal(signal.SIGHUP)
+        wait_for("the long job done", lambda: status_json(cfg, shd_env, tmp_path)[0]["state"] == "done")
