@@ -154,12 +154,15 @@ def test_the_daemon_holds_at_the_daily_cap_says_why_and_resumes_after_a_raise_an
     why = "daily budget $0.035 reached; resumes at 00:00 UTC, or raise budget.daily_usd and reload"
     with Daemon(cfg, shd_env, tmp_path) as d:
         d.ready()
+        est = d.wait_log("job_estimate")  # logged as the daemon takes the file, before anything is paid
+        assert (est["frames"], est["predictions"], est["usd"]) == (3, 6, pytest.approx(0.06))
         assert d.wait_log("budget_reached")["reason"] == why
         d.wait_message(f"PAUSED: {why}; HELD: 1 job(s)")
         s = wait_for("the job held, nothing in flight", lambda: (s := status(cfg, shd_env, tmp_path))
                      and s["jobs"][0]["held"] and s["jobs"][0]["cost"]["predictions"] == 3 and s)
         assert billed.count_creates() == 3 and s["spend"]["today_usd"] == pytest.approx(0.03)  # <= the cap
         assert s["jobs"][0]["state"] in ("extracting", "running") and s["jobs"][0]["frames"]["failed"] == 0
+        assert s["jobs"][0]["estimate"] == {"usd": pytest.approx(0.06), "seconds": 15.0}
         assert f"held {s['jobs'][0]['id']}: {why}" in run_shd("status", "--config", str(cfg), env=shd_env,
                                                                cwd=tmp_path).stdout
         # The daemon is paused by it, as by any hold (its heartbeat): status --json's daemon object says so.
