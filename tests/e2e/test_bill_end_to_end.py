@@ -230,3 +230,24 @@ def test_a_job_its_own_cap_holds_does_not_keep_the_jobs_behind_it_waiting(
         make_config({**overrides, "budget": {"per_job_usd": 1.0}})
         d.signal(signal.SIGHUP)
         wait_for("the long job done", lambda: status_json(cfg, shd_env, tmp_path)[0]["state"] == "done")
+
+
+def test_shd_process_alone_at_the_daily_cap_lets_what_is_in_flight_finish_then_ends_with_exit_8(
+        tmp_path: Path, billed: StandIn, shd_env: dict[str, str], make_config) -> None:
+    """No daemon: `shd process` itself holds at the daily cap. The predictions in flight finish and are counted
+    (spend <= the cap), then it ends with exit 8 and the reason; the job is kept, not failed."""
+    billed.set_predict_time(IMG2PROMPT, 10.0)
+    billed.set_predict_time(SDXL, 10.0)
+    prices = {"per_second": 0.001, "typical_seconds": 10.0}  # every prediction: $0.01, as expected
+    cfg = make_config({"pipeline": {"audio": "none"}, f'prices."{IMG2PROMPT}"': prices, f'prices."{SDXL}"': prices,
+                       "budget": {"daily_usd": 0.035}})
+    src = make_video(tmp_path / "clip.mp4", seconds=3.0, size=(64, 48), audio=False)
+    r = run_shd("process", str(src), "--config", str(cfg), env=shd_env, cwd=tmp_path)
+    assert r.returncode == 8, r.stderr
+    why = "daily budget $0.035 reached; resumes at 00:00 UTC, or raise budget.daily_usd and reload"
+    assert r.stderr.strip().splitlines()[-1].startswith(f"shd: held: {why}") and r.stdout == ""
+    s = status(cfg, shd_env, tmp_path)
+    (job,) = s["jobs"]
+    assert job["state"] in ("extracting", "running") and job["error"] is None and job["held"] == why
+    assert billed.count_creates() == 3 and job["cost"]["predictions"] == 3  # all three finished and counted
+    assert s["spend"]["today_usd"] == pytest.approx(0.03)
