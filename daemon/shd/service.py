@@ -47,8 +47,8 @@ DEFER_RETRY = 30.0   # seconds before a job stopped by a disk-full or database e
 LOCK_WAIT = 0.5      # seconds between tries at a state directory a `shd process` holds
 START_EXTENSION = 30.0  # seconds asked of systemd at a time while waiting for the lock (EXTEND_TIMEOUT_USEC)
 # Replicate settings built into the client and the models once, at start: a reload logs them and keeps the old.
-RESTART_ONLY = ("create_wait", "request_timeout", "inline_max_kb", "prompt_model", "image_model", "prompt_input",
-                "image_input")
+RESTART_ONLY = ("create_wait", "request_timeout", "inline_max_kb", "prompt_model", "image_model", "film_model",
+                "prompt_input", "image_input")
 
 
 def summary_line(active: int, done: int, total: int, failed: int, paused: str | None, held: list[str]) -> str:
@@ -219,7 +219,7 @@ class Daemon:
         # The models in use stay until the next start, and so do their prices where the new file has none for them
         # (it prices the models it names): spend on them must stay counted and capped.
         prices = dict(new.prices)
-        for ref in (old_r.prompt_model, old_r.image_model):
+        for ref in (old_r.prompt_model, old_r.image_model, old_r.film_model):
             if pricing.price_for(prices, ref) is None:
                 for key in (ref, ref.partition(":")[0]):
                     if key in self.cfg.prices:
