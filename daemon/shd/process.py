@@ -22,6 +22,7 @@ On a terminal, progress is one live line (`Screen`, progress.py), warnings above
 
 from __future__ import annotations
 
+import stat
 import sys
 import threading
 import time
@@ -178,7 +179,8 @@ def _refuse_inbox_file(cfg: Config, video: Path) -> None:
 
 
 def _refuse_taken_output(output: Path | None, overwrite: bool) -> None:
-    """UsageError (exit 2) if a sidecar `--output` would get beside it cannot have its name (past NAME_MAX);
+    """UsageError (exit 2) if a sidecar `--output` would get beside it cannot have its name (past NAME_MAX), or if
+    one of those names is taken by something that is not a file (a folder, /dev/null: --overwrite never replaces it);
     OutputExists (exit 2) if `--output` or a sidecar it would get exists, unless `--overwrite`."""
     if output is not None:
         stem = output.name[:len(output.name) - len(output.suffix)]
@@ -187,6 +189,15 @@ def _refuse_taken_output(output: Path | None, overwrite: bool) -> None:
             raise UsageError(f"{output}: the sidecars beside it ({names.shorten(stem, 16)}....prompts.csv and the "
                              f"others) would pass the {names.NAME_MAX}-byte name limit; give --output a name whose "
                              f"stem takes at most {room} bytes")
+    for path in outputs.beside(output) if output is not None else []:
+        try:
+            mode = path.lstat().st_mode
+        except OSError:
+            continue
+        if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):  # a link is replaced, never what it points to
+            what = "a directory" if stat.S_ISDIR(mode) else "a device, FIFO or socket"
+            raise UsageError(f"{path}: is {what}, not a file; --overwrite replaces files only: choose another "
+                             "--output")
     taken = [path for path in outputs.beside(output) if path.exists()] if output is not None and not overwrite else []
     if taken:
         raise OutputExists(taken[0], ("" if taken[0] == output else "the output's sidecars go there; ")

@@ -117,6 +117,15 @@ def test_process_output_never_overwrites_an_existing_file_unless_asked(
         f"shd: {target}: already exists; choose another --output, or add --overwrite to replace it")
     assert target.read_bytes() == b"my own precious file"
     assert standin.count_creates() == 0  # refused before anything was paid for
+    # --overwrite replaces files, never a folder (or a device: /dev/null as root) in the way, before paying.
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    r = run_shd("process", str(src), "--config", str(cfg), "--output", str(folder), "--overwrite", env=shd_env,
+                cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == (
+        f"shd: {folder}: is a directory, not a file; --overwrite replaces files only: choose another --output")
+    assert folder.is_dir() and standin.count_creates() == 0
 
     r = run_shd("process", str(src), "--config", str(cfg), "--output", str(target), "--overwrite", env=shd_env,
                 cwd=tmp_path)
