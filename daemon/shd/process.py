@@ -168,12 +168,13 @@ def run(cfg: Config, video: Path, output: Path | None, overwrite: bool, *, verbo
 def _refuse_inbox_file(cfg: Config, video: Path) -> None:
     """UsageError (exit 2) for a video in the inbox (one the watcher does not ignore): `shd run` takes it from there
     as a job of its own, now or when it next starts, so working it here too would make two jobs, and two videos, of
-    one file."""
+    one file. The file that would be read counts, wherever a link to it lies (a link in the inbox is never a job)."""
     try:
-        in_inbox = video.absolute().parent.resolve() == cfg.paths.inbox.resolve()
+        real = video.resolve()
+        in_inbox = real.parent == cfg.paths.inbox.resolve()
     except OSError:  # a folder that cannot be resolved is not the inbox; the video's own problems are said later
         return
-    if in_inbox and not watcher.is_ignored(video.name):
+    if in_inbox and not watcher.is_ignored(real.name):
         raise UsageError(f"{video}: it is in the inbox ({cfg.paths.inbox}), where `shd run` takes it as a job of its "
                          "own; follow that job with `shd status`, or give `shd process` a video from elsewhere")
 

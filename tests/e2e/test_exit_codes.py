@@ -59,7 +59,9 @@ def test_bad_usage_exits_2_with_one_line(tmp_path: Path, standin: StandIn, shd_e
     inbox.mkdir(exist_ok=True)
     queued = make_video(inbox / "queued.mp4", seconds=1.0, size=(64, 48), audio=False)
     creates = standin.count_creates()
-    for given in (queued, inbox / ".." / "inbox" / "queued.mp4"):  # the daemon's to take: never two jobs of it
+    elsewhere = tmp_path / "link-to-queued.mp4"
+    elsewhere.symlink_to(queued)  # the file read through a link is the inbox's all the same
+    for given in (queued, inbox / ".." / "inbox" / "queued.mp4", elsewhere):  # the daemon's: never two jobs of it
         r = shd("process", str(given))
         assert r.returncode == 2 and one_line(r) == (f"shd: {given}: it is in the inbox ({inbox}), where `shd run` "
                                                      "takes it as a job of its own; follow that job with `shd "
