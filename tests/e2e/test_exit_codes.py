@@ -7,7 +7,8 @@
     3    test_process.py::test_bad_inputs_get_a_one_line_reason_a_failed_job_and_stay_untouched
     4    test_ffmpeg_failing_on_a_file_shd_made_exits_4; a full disk: test_state_dir.py
     5    a damaged database: test_state_dir.py; a locked one: test_process_ends.py
-    6    refused credentials, an unreachable API: test_process_ends.py
+    6    refused credentials, an unreachable API: test_process_ends.py; a cancel that did not reach Replicate:
+         test_control.py
     8    a budget cap: test_bill_end_to_end.py::test_shd_process_at_a_cap_ends_with_exit_8_saying_why; following a
          daemon's held job: test_bill_end_to_end.py::test_the_daemon_holds_at_the_daily_cap_says_why_and_resumes...
     130  test_the_daemon_stopped_by_ctrl_c_exits_130; `shd process`: test_process_ends.py
