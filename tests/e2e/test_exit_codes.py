@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 import sys
@@ -80,6 +81,14 @@ def test_an_inbox_that_cannot_be_a_folder_exits_2(tmp_path: Path, shd_env: dict[
     assert r.returncode == 2
     assert "inbox: cannot be the inbox folder (a file is in the way); see paths.inbox" in r.stderr.splitlines()[-1]
     assert "Traceback" not in r.stderr
+    (tmp_path / "inbox").unlink()
+    shutil.rmtree(tmp_path / "state")  # made before the inbox was looked at
+    (tmp_path / "state").write_text("a file where the state directory should be")
+    src = make_video(tmp_path / "clip.mp4", seconds=1.0, size=(64, 48), audio=False)
+    for command in (["run"], ["process", str(src)]):  # a bug's exit 1 (and under systemd a restart loop) before
+        r = run_shd(*command, "--config", str(make_config()), env=shd_env, cwd=tmp_path, timeout=60)
+        assert r.returncode == 2 and one_line(r) == (f"shd: {tmp_path / 'state'}: cannot be the state_dir folder "
+                                                     "(a file is in the way); see paths.state_dir"), r.stderr
 
 
 def test_a_job_that_fails_exits_1(tmp_path: Path, standin: StandIn, shd_env: dict[str, str], make_config) -> None:
