@@ -13,7 +13,8 @@ ends, with one line saying why and the exit code of the README's table.
   for `replicate.unreachable_patience` seconds ends it (exit 6), a disk or database error that stops the job ends
   it (exit 4 or 5), each with the reason; the job stays recorded and `shd process` (the same file) or `shd run`
   resumes it. Following a daemon, the daemon's holds (its heartbeat, liveness.py) end it the same way.
-Interrupted (Ctrl-C, SIGTERM), the job stays recorded: `shd run` resumes it, or the daemon goes on with it.
+Interrupted (Ctrl-C, SIGTERM, SIGHUP), the job stays recorded: `shd run` resumes it, or the daemon goes on with
+it.
 Held by a budget cap, it ends too (exit 8, saying why, once nothing of the job is in flight): the job keeps its
 frames and what it paid for, and goes on when the budget allows. The estimate is printed before anything is paid.
 The source video is never moved or changed, whoever works on it.
