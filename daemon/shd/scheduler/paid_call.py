@@ -10,7 +10,8 @@
 - Polled with shd's own deadline (`replicate.prediction_timeout`): past it the prediction is canceled and the stage
   retried. A job canceled meanwhile (`shd cancel`) cancels it on the server at once, also when the cancel came while
   the create was still in flight; the ledger then records how it ended on the server (`settle_cancel`: canceled, or
-  succeeded if it finished first and is billed), never leaving a row `processing`.
+  succeeded if it finished first and is billed), never leaving a row `processing` unless the cancel could not reach
+  the server (then the row stays live, for the next `shd cancel`).
 - Priced when it finishes: succeeded, failed or canceled, its `predict_time` x the model's price in force then
   (`pricing.cost`) is recorded with it, and reported (`on_cost`, the budget's running totals). A prediction shd
   cancels is read once more after the cancel, for the time it ran.
