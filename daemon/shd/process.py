@@ -103,6 +103,18 @@ class Source:
         except OSError:
             self.digest = None  # missing or unreadable: its job fails with the reason (exit 3)
 
+    def owns_output(self, cfg: Config) -> bool:
+        """Whether `--output` is the video this file's unfinished job published before (a done job that `shd retry`
+        sent back to work): its own, replaced in place once the job is done again, not another's to refuse."""
+        if self.output is None or self.digest is None or not cfg.paths.database.exists():
+            return False
+        store = Store.open_readonly(cfg.paths.database)
+        try:
+            old = store.unfinished_job_of("process", self.digest, self.settings)
+        finally:
+            store.close()
+        return old is not None and old.output == str(self.output.absolute())
+
     def job(self, cfg: Config, store: Store, screen: Screen, tail: str = "") -> Job:
         """The unfinished job of the same work, pointed at this file and output, else a new job; said on `screen`."""
         old = None if self.digest is None else store.unfinished_job_of("process", self.digest, self.settings)
@@ -124,8 +136,8 @@ def run(cfg: Config, video: Path, output: Path | None, overwrite: bool, *, verbo
     """Process `video` (output: `output`, else the outbox); returns the exit code, prints the output path."""
     config.read_token(cfg)  # nothing starts without a token, whoever ends up doing the work
     _refuse_inbox_file(cfg, video)
-    _refuse_taken_output(output, overwrite)
     source = Source(cfg, video, output, overwrite)
+    _refuse_taken_output(output, overwrite or source.owns_output(cfg))
     screen = Screen(cfg, verbose=verbose, log_file=log_file)
     lock = StateLock(cfg.paths.state_dir)
     job_id: str | None = None
@@ -159,7 +171,8 @@ def run(cfg: Config, video: Path, output: Path | None, overwrite: bool, *, verbo
                 screen.say(f"waiting for `shd process` (pid {holder.pid}), which works on {cfg.paths.state_dir}")
             time.sleep(FOLLOW_EVERY)
         if job_id is None and waiting_for is not None:
-            _refuse_taken_output(output, overwrite)  # the one we waited for may have written it: refused unpaid
+            # the one we waited for may have written it: refused unpaid
+            _refuse_taken_output(output, overwrite or source.owns_output(cfg))
         return _work(cfg, source, job_id, screen)
     finally:
         lock.release()
