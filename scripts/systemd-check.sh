@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Opt-in check, not part of the test suite: shd.service under a real systemd, installed as a user installs it.
 #
-#   sudo scripts/systemd-check.sh            # about 2 minutes (the first run also builds a wheelhouse: +1 minute)
+#   sudo scripts/systemd-check.sh            # about 45 s (the first run also builds a wheelhouse: +1 minute)
 #
 # A real systemd boots as PID 1 of a systemd-nspawn container (Debian: apt install systemd-container) whose root is
 # an overlay of this machine's / with a tmpfs on top, so nothing here is changed; the container has only loopback.
@@ -60,7 +60,8 @@ from pathlib import Path
 from tests.videos import make_video
 work = Path(sys.argv[1])
 make_video(work / "clip.mp4", seconds=3.0, size=(160, 120))
-make_video(work / "long.mp4", seconds=12.0, size=(160, 120))
+# Another size: its first seconds are not clip.mp4's frames, whose prompts shd would reuse instead of paying
+make_video(work / "long.mp4", seconds=12.0, size=(192, 144))
 (work / "notes.mp4").write_text("not a video\n" * 20)
 EOF
     )

@@ -13,8 +13,11 @@ refused token) resumes that job instead of paying for every frame again.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
+import stat
 from pathlib import Path
 
 from shd.config import Config
@@ -23,9 +26,14 @@ CHUNK = 1 << 20
 
 
 def file_digest(path: Path) -> str:
-    """SHA-256 of the file's content (hex); OSError if it cannot be read."""
+    """SHA-256 of the file's content (hex); OSError if it cannot be read or is not a regular file (opened without
+    blocking and checked first: a FIFO would wait for a writer for ever, a device such as /dev/zero never end)."""
     h = hashlib.sha256()
-    with path.open("rb") as fh:
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    with os.fdopen(fd, "rb") as fh:
         while chunk := fh.read(CHUNK):
             h.update(chunk)
     return h.hexdigest()

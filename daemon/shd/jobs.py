@@ -195,13 +195,17 @@ def cancel(store: Store, remote: Remote | None, ref: str, *,
     recorded as it ended there and priced at `prices` for the time it ran (paid_call.settle_cancel). A create whose
     id was never recorded (a daemon killed while it was in flight) is looked up by its input first. A create still
     in flight in a running daemon is canceled by its worker the moment it returns. Returns the job and how many
-    predictions were canceled remotely."""
+    predictions were canceled remotely. One that could not be canceled (or looked up) stays live in the ledger and
+    raises CancelUnfinished once the others are done; the same call again (on the canceled job) finishes it."""
     job = store.find_job(ref)
-    if job.state in (JobState.DONE, JobState.FAILED, JobState.CANCELED):
+    if job.state in (JobState.DONE, JobState.FAILED) or (
+            job.state == JobState.CANCELED and (remote is None or not store.predictions(job.id, live=True))):
         raise UsageError(f"job {job.id} is already {job.state}")
-    job = store.transition_job(job.id, JobState.CANCELED, error="canceled by the user")
+    if job.state != JobState.CANCELED:
+        job = store.transition_job(job.id, JobState.CANCELED, error="canceled by the user")
     log = logs.get(job=job.id)
     n = 0
+    unfinished: list[str] = []
     for p in store.predictions(job.id, live=True):
         remote_id = p.remote_id
         if remote_id is None and remote is not None:
@@ -210,10 +214,25 @@ def cancel(store: Store, remote: Remote | None, ref: str, *,
                 remote_id = found.remote_id if found is not None else None
             except BackendError as e:
                 log.warning("cancel_lookup_failed", prediction=p.id, error=str(e))
+                unfinished.append(str(e))
+                continue
         if remote_id is not None and remote is not None:
-            if settle_cancel(store, remote, p, remote_id, log, sleep=time.sleep, poll_interval=0.5,
-                             prices=prices) == "canceled":
-                n += 1
+            ended = settle_cancel(store, remote, p, remote_id, log, sleep=time.sleep, poll_interval=0.5,
+                                  prices=prices)
+            n += ended == "canceled"
+            if ended is None:
+                unfinished.append(str(store.prediction(p.id).error))
         else:
             store.update_prediction(p.id, status="canceled", error="canceled by the user")
+    if unfinished:
+        raise CancelUnfinished(job.id, len(unfinished), unfinished[-1])
     return job, n
+
+
+class CancelUnfinished(BackendError):
+    """`shd cancel`: the job is canceled, but some of its predictions could not be canceled on the server."""
+
+    def __init__(self, job_id: str, count: int, error: str):
+        super().__init__(f"job {job_id} is canceled, but {count} prediction(s) could not be canceled on Replicate "
+                         f"({error.removeprefix('cancel failed: ')}); they may run on and be billed: "
+                         f"`shd cancel {job_id}` again cancels them")

@@ -101,7 +101,11 @@ class AppView:
         return f"job {job.id} is {job.state}; its failed frames start again"
 
     def cancel(self, job_id: str) -> str:
-        job, n = jobs.cancel(self.app.store, self.app.backend.remote, job_id,
-                           prices=self.app.cfg.prices)
+        try:
+            job, n = jobs.cancel(self.app.store, self.app.backend.remote, job_id,
+                               prices=self.app.cfg.prices)
+        except jobs.CancelUnfinished:
+            self.app.engine.drop_job(job_id)  # canceled all the same: its message says what runs on
+            raise
         self.app.engine.drop_job(job.id)
         return f"job {job.id} canceled; {n} remote prediction(s) canceled"

@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from shd import perms
+
 LOCK_NAME = "shd.lock"
 
 
@@ -54,7 +56,10 @@ class StateLock:
         The descriptor is not inherited by children (ffmpeg), so none of them can keep the lock alive."""
         if self._fd is not None:
             return True
-        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as e:  # a file in the way: bad config (exit 2), not a bug (and a restart loop under systemd)
+            raise perms.not_a_folder("state_dir", self.state_dir, e) from None
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

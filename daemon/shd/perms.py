@@ -68,5 +68,10 @@ def make_configured_folder(what: str, folder: Path) -> None:
     try:
         make_folder(folder)
     except OSError as e:
-        why = "a file is in the way" if isinstance(e, FileExistsError) else (e.strerror or str(e))
-        raise ConfigError(folder, [f"cannot be the {what} folder ({why}); see paths.{what}"]) from None
+        raise not_a_folder(what, folder, e) from None
+
+
+def not_a_folder(what: str, folder: Path, e: OSError) -> ConfigError:
+    """The ConfigError (exit 2) for a configured folder, `paths.<what>`, that could not be made (`e`)."""
+    why = "a file is in the way" if isinstance(e, FileExistsError) else (e.strerror or str(e))
+    return ConfigError(folder, [f"cannot be the {what} folder ({why}); see paths.{what}"])

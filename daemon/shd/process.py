@@ -13,7 +13,8 @@ ends, with one line saying why and the exit code of the README's table.
   for `replicate.unreachable_patience` seconds ends it (exit 6), a disk or database error that stops the job ends
   it (exit 4 or 5), each with the reason; the job stays recorded and `shd process` (the same file) or `shd run`
   resumes it. Following a daemon, the daemon's holds (its heartbeat, liveness.py) end it the same way.
-Interrupted (Ctrl-C, SIGTERM), the job stays recorded: `shd run` resumes it, or the daemon goes on with it.
+Interrupted (Ctrl-C, SIGTERM, SIGHUP), the job stays recorded: `shd run` resumes it, or the daemon goes on with
+it.
 Held by a budget cap, it ends too (exit 8, saying why, once nothing of the job is in flight): the job keeps its
 frames and what it paid for, and goes on when the budget allows. The estimate is printed before anything is paid.
 The source video is never moved or changed, whoever works on it.
@@ -22,6 +23,7 @@ On a terminal, progress is one live line (`Screen`, progress.py), warnings above
 
 from __future__ import annotations
 
+import stat
 import sys
 import threading
 import time
@@ -101,6 +103,18 @@ class Source:
         except OSError:
             self.digest = None  # missing or unreadable: its job fails with the reason (exit 3)
 
+    def owns_output(self, cfg: Config) -> bool:
+        """Whether `--output` is the video this file's unfinished job published before (a done job that `shd retry`
+        sent back to work): its own, replaced in place once the job is done again, not another's to refuse."""
+        if self.output is None or self.digest is None or not cfg.paths.database.exists():
+            return False
+        store = Store.open_readonly(cfg.paths.database)
+        try:
+            old = store.unfinished_job_of("process", self.digest, self.settings)
+        finally:
+            store.close()
+        return old is not None and old.output == str(self.output.absolute())
+
     def job(self, cfg: Config, store: Store, screen: Screen, tail: str = "") -> Job:
         """The unfinished job of the same work, pointed at this file and output, else a new job; said on `screen`."""
         old = None if self.digest is None else store.unfinished_job_of("process", self.digest, self.settings)
@@ -122,8 +136,8 @@ def run(cfg: Config, video: Path, output: Path | None, overwrite: bool, *, verbo
     """Process `video` (output: `output`, else the outbox); returns the exit code, prints the output path."""
     config.read_token(cfg)  # nothing starts without a token, whoever ends up doing the work
     _refuse_inbox_file(cfg, video)
-    _refuse_taken_output(output, overwrite)
     source = Source(cfg, video, output, overwrite)
+    _refuse_taken_output(output, overwrite or source.owns_output(cfg))
     screen = Screen(cfg, verbose=verbose, log_file=log_file)
     lock = StateLock(cfg.paths.state_dir)
     job_id: str | None = None
@@ -157,7 +171,8 @@ def run(cfg: Config, video: Path, output: Path | None, overwrite: bool, *, verbo
                 screen.say(f"waiting for `shd process` (pid {holder.pid}), which works on {cfg.paths.state_dir}")
             time.sleep(FOLLOW_EVERY)
         if job_id is None and waiting_for is not None:
-            _refuse_taken_output(output, overwrite)  # the one we waited for may have written it: refused unpaid
+            # the one we waited for may have written it: refused unpaid
+            _refuse_taken_output(output, overwrite or source.owns_output(cfg))
         return _work(cfg, source, job_id, screen)
     finally:
         lock.release()
@@ -167,18 +182,20 @@ def run(cfg: Config, video: Path, output: Path | None, overwrite: bool, *, verbo
 def _refuse_inbox_file(cfg: Config, video: Path) -> None:
     """UsageError (exit 2) for a video in the inbox (one the watcher does not ignore): `shd run` takes it from there
     as a job of its own, now or when it next starts, so working it here too would make two jobs, and two videos, of
-    one file."""
+    one file. The file that would be read counts, wherever a link to it lies (a link in the inbox is never a job)."""
     try:
-        in_inbox = video.absolute().parent.resolve() == cfg.paths.inbox.resolve()
+        real = video.resolve()
+        in_inbox = real.parent == cfg.paths.inbox.resolve()
     except OSError:  # a folder that cannot be resolved is not the inbox; the video's own problems are said later
         return
-    if in_inbox and not watcher.is_ignored(video.name):
+    if in_inbox and not watcher.is_ignored(real.name):
         raise UsageError(f"{video}: it is in the inbox ({cfg.paths.inbox}), where `shd run` takes it as a job of its "
                          "own; follow that job with `shd status`, or give `shd process` a video from elsewhere")
 
 
 def _refuse_taken_output(output: Path | None, overwrite: bool) -> None:
-    """UsageError (exit 2) if a sidecar `--output` would get beside it cannot have its name (past NAME_MAX);
+    """UsageError (exit 2) if a sidecar `--output` would get beside it cannot have its name (past NAME_MAX), or if
+    one of those names is taken by something that is not a file (a folder, /dev/null: --overwrite never replaces it);
     OutputExists (exit 2) if `--output` or a sidecar it would get exists, unless `--overwrite`."""
     if output is not None:
         stem = output.name[:len(output.name) - len(output.suffix)]
@@ -187,6 +204,15 @@ def _refuse_taken_output(output: Path | None, overwrite: bool) -> None:
             raise UsageError(f"{output}: the sidecars beside it ({names.shorten(stem, 16)}....prompts.csv and the "
                              f"others) would pass the {names.NAME_MAX}-byte name limit; give --output a name whose "
                              f"stem takes at most {room} bytes")
+    for path in outputs.beside(output) if output is not None else []:
+        try:
+            mode = path.lstat().st_mode
+        except OSError:
+            continue
+        if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):  # a link is replaced, never what it points to
+            what = "a directory" if stat.S_ISDIR(mode) else "a device, FIFO or socket"
+            raise UsageError(f"{path}: is {what}, not a file; --overwrite replaces files only: choose another "
+                             "--output")
     taken = [path for path in outputs.beside(output) if path.exists()] if output is not None and not overwrite else []
     if taken:
         raise OutputExists(taken[0], ("" if taken[0] == output else "the output's sidecars go there; ")

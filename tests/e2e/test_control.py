@@ -47,6 +47,39 @@ def test_cancel_stops_the_job_and_cancels_its_predictions_on_the_server(
         assert len(standin.predictions(model="stability-ai/sdxl")) == 3  # nothing new was paid for
 
 
+def test_a_cancel_that_cannot_reach_replicate_says_so_and_is_finished_by_the_next_one(
+        tmp_path: Path, standin: StandIn, shd_env: dict[str, str], make_config) -> None:
+    """A prediction whose cancel never reached the server runs on there and is billed: the ledger keeps it live
+    (never `canceled` at no cost), `shd cancel` says so with exit 6, and the same command again cancels it."""
+    standin.override("stuck", model="stability-ai/sdxl")
+    cfg = make_config({"pipeline": {"audio": "none"}})
+    make_video(tmp_path / "inbox" / "clip.mp4", seconds=2.0, size=(64, 48), audio=False)
+    db = tmp_path / "state" / "shd.db"
+    with Daemon(cfg, shd_env, tmp_path) as d:
+        d.ready()
+        wait_for("two image predictions recorded with their ids",
+                 lambda: db.exists() and len([p for p in Store.open_readonly(db).predictions()
+                                              if p.stage == "image" and p.remote_id]) == 2, timeout=30)
+        assert d.terminate()[0] == 0  # they stay recorded, running on the server
+    (job,) = status_json(cfg, shd_env, tmp_path)
+    away = dict(shd_env, REPLICATE_BASE_URL="https://127.0.0.1:1")  # nothing listens: connection refused
+    r = run_shd("cancel", job["id"], "--config", str(cfg), env=away, cwd=tmp_path)
+    assert r.returncode == 6, r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith(
+        f"shd: job {job['id']} is canceled, but 2 prediction(s) could not be canceled on Replicate (network error")
+    assert r.stderr.strip().endswith(f"they may run on and be billed: `shd cancel {job['id']}` again cancels them")
+    image = [p for p in Store.open_readonly(db).predictions() if p.stage == "image"]
+    assert all(p.status in ("starting", "processing") for p in image)  # as the server has them
+    assert all(p.status in ("starting", "processing") for p in standin.predictions(model="stability-ai/sdxl"))
+    r = run_shd("cancel", job["id"], "--config", str(cfg), env=shd_env, cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout.strip() == f"job {job['id']} canceled; 2 remote prediction(s) canceled"
+    assert all(p.status == "canceled" for p in standin.predictions(model="stability-ai/sdxl"))
+    image = [p for p in Store.open_readonly(db).predictions() if p.stage == "image"]
+    assert all(p.status == "canceled" and p.cost_usd is not None for p in image)
+    again = run_shd("cancel", job["id"], "--config", str(cfg), env=shd_env, cwd=tmp_path)
+    assert again.returncode == 2 and "already canceled" in again.stderr
+
+
 def test_retry_brings_a_failed_job_back_from_failed_and_finishes_it(
         tmp_path: Path, standin: StandIn, shd_env: dict[str, str], make_config) -> None:
     nsfw = "NSFW content detected. Try running it again, or try a different prompt."

@@ -19,6 +19,8 @@ from tests.videos import ffmpeg_exe, has_audio, make_truncated, make_video, prob
 
 pytestmark = pytest.mark.slow
 
+OTHER_FILM = "google-research/frame-interpolation:" + "1" * 64  # another version of FILM, for a reload
+
 
 def done_jobs(cfg: Path, env: dict[str, str], cwd: Path, n: int = 1) -> list[dict]:
     jobs = status_json(cfg, env, cwd)
@@ -149,9 +151,11 @@ def test_notify_protocol_reload_and_prompt_sigterm(tmp_path: Path, standin: Stan
         # What is built once at start is named, and kept until the next start; the rest applies.
         logs_mark = len(d.lines)
         cfg.write_text(good_text.replace("create_wait = 2", "create_wait = 3").replace("concurrency = 7",
-                                                                                     "concurrency = 6"))
+                                                                                     "concurrency = 6")
+                       .replace("[replicate]\n", f"[replicate]\nfilm_model = \"{OTHER_FILM}\"\n"))
         d.signal(signal.SIGHUP)
-        assert d.wait_log("reload_needs_restart", after=logs_mark)["settings"] == ["replicate.create_wait"]
+        assert d.wait_log("reload_needs_restart", after=logs_mark)["settings"] == ["replicate.create_wait",
+                                                                                   "replicate.film_model"]
         assert d.wait_log("reloaded", after=logs_mark)["concurrency"] == 6
         assert d.alive
         cfg.write_text(good_text)

@@ -7,7 +7,8 @@
     3    test_process.py::test_bad_inputs_get_a_one_line_reason_a_failed_job_and_stay_untouched
     4    test_ffmpeg_failing_on_a_file_shd_made_exits_4; a full disk: test_state_dir.py
     5    a damaged database: test_state_dir.py; a locked one: test_process_ends.py
-    6    refused credentials, an unreachable API: test_process_ends.py
+    6    refused credentials, an unreachable API: test_process_ends.py; a cancel that did not reach Replicate:
+         test_control.py
     8    a budget cap: test_bill_end_to_end.py::test_shd_process_at_a_cap_ends_with_exit_8_saying_why; following a
          daemon's held job: test_bill_end_to_end.py::test_the_daemon_holds_at_the_daily_cap_says_why_and_resumes...
     130  test_the_daemon_stopped_by_ctrl_c_exits_130; `shd process`: test_process_ends.py
@@ -16,6 +17,7 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 import sys
@@ -59,7 +61,9 @@ def test_bad_usage_exits_2_with_one_line(tmp_path: Path, standin: StandIn, shd_e
     inbox.mkdir(exist_ok=True)
     queued = make_video(inbox / "queued.mp4", seconds=1.0, size=(64, 48), audio=False)
     creates = standin.count_creates()
-    for given in (queued, inbox / ".." / "inbox" / "queued.mp4"):  # the daemon's to take: never two jobs of it
+    elsewhere = tmp_path / "link-to-queued.mp4"
+    elsewhere.symlink_to(queued)  # the file read through a link is the inbox's all the same
+    for given in (queued, inbox / ".." / "inbox" / "queued.mp4", elsewhere):  # the daemon's: never two jobs of it
         r = shd("process", str(given))
         assert r.returncode == 2 and one_line(r) == (f"shd: {given}: it is in the inbox ({inbox}), where `shd run` "
                                                      "takes it as a job of its own; follow that job with `shd "
@@ -77,6 +81,14 @@ def test_an_inbox_that_cannot_be_a_folder_exits_2(tmp_path: Path, shd_env: dict[
     assert r.returncode == 2
     assert "inbox: cannot be the inbox folder (a file is in the way); see paths.inbox" in r.stderr.splitlines()[-1]
     assert "Traceback" not in r.stderr
+    (tmp_path / "inbox").unlink()
+    shutil.rmtree(tmp_path / "state")  # made before the inbox was looked at
+    (tmp_path / "state").write_text("a file where the state directory should be")
+    src = make_video(tmp_path / "clip.mp4", seconds=1.0, size=(64, 48), audio=False)
+    for command in (["run"], ["process", str(src)]):  # a bug's exit 1 (and under systemd a restart loop) before
+        r = run_shd(*command, "--config", str(make_config()), env=shd_env, cwd=tmp_path, timeout=60)
+        assert r.returncode == 2 and one_line(r) == (f"shd: {tmp_path / 'state'}: cannot be the state_dir folder "
+                                                     "(a file is in the way); see paths.state_dir"), r.stderr
 
 
 def test_a_job_that_fails_exits_1(tmp_path: Path, standin: StandIn, shd_env: dict[str, str], make_config) -> None:

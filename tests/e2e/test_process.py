@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -137,9 +138,13 @@ def test_bad_inputs_get_a_one_line_reason_a_failed_job_and_stay_untouched(
         assert r.stdout == ""
         after = hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
         assert before == after, f"{name}: the source was changed"
+    fifo = tmp_path / "in" / "fifo.mp4"  # reading it would wait for a writer for ever (a device: never end)
+    os.mkfifo(fifo)
+    r = run_shd("process", str(fifo), "--config", str(cfg), env=shd_env, cwd=tmp_path, timeout=60)
+    assert r.returncode == 3 and r.stderr.strip().splitlines()[-1] == f"shd: {fifo}: is not a regular file"
     store = Store.open_readonly(tmp_path / "state" / "shd.db")
     jobs = store.jobs()
-    assert len(jobs) == len(bad) and all(j.state == "failed" and j.error for j in jobs)
+    assert len(jobs) == len(bad) + 1 and all(j.state == "failed" and j.error for j in jobs)
     assert standin.count_creates() == 0  # nothing was paid for
 
 

@@ -66,8 +66,10 @@ def test_a_crash_between_the_ledger_row_and_the_remote_id_pays_nothing_twice(
         assert ledger(tmp_path) == ["lost"] + ["succeeded"] * 4
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGHUP])
 def test_ctrl_c_then_the_same_file_again_resumes_its_job_without_paying_again(
-        tmp_path: Path, standin: StandIn, shd_env: dict[str, str], make_config) -> None:
+        tmp_path: Path, standin: StandIn, shd_env: dict[str, str], make_config, signum: signal.Signals) -> None:
+    """Ctrl-C, or the terminal closed (SIGHUP): stopped as cleanly (its ffmpeg with it), and resumed unpaid."""
     standin.set_latency("stability-ai/sdxl", 0.0, 4.0)  # at work when Ctrl-C comes; done while it resumes
     cfg = make_config({"pipeline": {"audio": "none"}})
     src = make_video(tmp_path / "clip.mp4", seconds=2.0, size=(64, 48), audio=False)
@@ -76,7 +78,7 @@ def test_ctrl_c_then_the_same_file_again_resumes_its_job_without_paying_again(
                             text=True)
     try:
         wait_for("both pictures being painted", lambda: standin.count_creates("stability-ai/sdxl") == 2)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         _, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:

@@ -117,12 +117,48 @@ def test_process_output_never_overwrites_an_existing_file_unless_asked(
         f"shd: {target}: already exists; choose another --output, or add --overwrite to replace it")
     assert target.read_bytes() == b"my own precious file"
     assert standin.count_creates() == 0  # refused before anything was paid for
+    # --overwrite replaces files, never a folder (or a device: /dev/null as root) in the way, before paying.
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    r = run_shd("process", str(src), "--config", str(cfg), "--output", str(folder), "--overwrite", env=shd_env,
+                cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == (
+        f"shd: {folder}: is a directory, not a file; --overwrite replaces files only: choose another --output")
+    assert folder.is_dir() and standin.count_creates() == 0
 
     r = run_shd("process", str(src), "--config", str(cfg), "--output", str(target), "--overwrite", env=shd_env,
                 cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == str(target) and decodes_fully(target) == ""
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_a_retried_job_is_finished_by_the_very_command_that_made_it_its_output_replaced_in_place(
+        tmp_path: Path, standin: StandIn, shd_env: dict[str, str], make_config) -> None:
+    """`shd retry` on a done job, then the same `shd process ... --output FILE` again: FILE is the job's own video,
+    replaced in place once the frame is painted, not refused as another's; another video is still refused it."""
+    nsfw = "NSFW content detected. Try running it again, or try a different prompt."
+    rule = standin.fail_predictions(nsfw, model="stability-ai/sdxl", nth=[2])
+    cfg = make_config({"replicate": {"model_retries": 0}, "pipeline": {"audio": "none"}})
+    src = make_video(tmp_path / "clip.mp4", seconds=2.0, size=(64, 48), audio=False)
+    target = tmp_path / "mine.mp4"
+    command = ("process", str(src), "--config", str(cfg), "--output", str(target))
+    assert run_shd(*command, env=shd_env, cwd=tmp_path).returncode == 0
+    (job,) = status_json(cfg, shd_env, tmp_path)
+    assert job["state"] == "done" and job["frames"]["failed"] == 1
+    standin.remove_rule(rule.id)
+    assert run_shd("retry", job["id"], "--config", str(cfg), env=shd_env, cwd=tmp_path).returncode == 0
+    other = make_video(tmp_path / "other.mp4", seconds=1.0, size=(64, 48), audio=False)
+    refused = run_shd("process", str(other), "--config", str(cfg), "--output", str(target), env=shd_env,
+                      cwd=tmp_path)
+    assert refused.returncode == 2 and "already exists" in refused.stderr
+    again = run_shd(*command, env=shd_env, cwd=tmp_path)
+    assert again.returncode == 0 and again.stdout.strip() == str(target), again.stderr[-2000:]
+    (job,) = [j for j in status_json(cfg, shd_env, tmp_path) if j["id"] == job["id"]]
+    assert job["state"] == "done" and job["frames"]["generated"] == 2 and job["output"] == str(target)
+    assert ",failed," not in (tmp_path / "mine.prompts.csv").read_text() and decodes_fully(target) == ""
+    assert standin.count_creates() == 5  # 2 prompts, 2 paintings, the one painted again
 
 
 def outbox_sets(outbox: Path) -> dict[str, list[str]]:

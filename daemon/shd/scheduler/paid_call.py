@@ -10,7 +10,8 @@
 - Polled with shd's own deadline (`replicate.prediction_timeout`): past it the prediction is canceled and the stage
   retried. A job canceled meanwhile (`shd cancel`) cancels it on the server at once, also when the cancel came while
   the create was still in flight; the ledger then records how it ended on the server (`settle_cancel`: canceled, or
-  succeeded if it finished first and is billed), never leaving a row `processing`.
+  succeeded if it finished first and is billed), never leaving a row `processing` unless the cancel could not reach
+  the server (then the row stays live, for the next `shd cancel`).
 - Priced when it finishes: succeeded, failed or canceled, its `predict_time` x the model's price in force then
   (`pricing.cost`) is recorded with it, and reported (`on_cost`, the budget's running totals). A prediction shd
   cancels is read once more after the cancel, for the time it ran.
@@ -50,13 +51,20 @@ def price_of(prices: Mapping[str, pricing.Price], model: str, status: Status) ->
 
 def settle_cancel(store: Store, remote: Remote, pred: Prediction, remote_id: str, log: Any, *,
                   sleep: Callable[[float], object], poll_interval: float, prices: Mapping[str, pricing.Price],
-                  on_cost: Callable[[Prediction, float], None] = lambda pred, usd: None) -> str:
+                  on_cost: Callable[[Prediction, float], None] = lambda pred, usd: None) -> str | None:
     """Cancel a prediction of a canceled job on the server and record how it ended there (canceled, or succeeded if
     it finished first), priced for the time it ran (it is billed); a server that does not say within SETTLE_WAIT
-    leaves it recorded `canceled`. Returns the status recorded."""
-    status: Status | None = None
+    leaves it recorded `canceled`. Returns the status recorded; None when the cancel itself failed: the prediction
+    runs on (and is billed), so it stays live in the ledger, with its id, for the next `shd cancel`."""
     try:
         remote.cancel(remote_id)
+    except BackendError as e:
+        log.warning("cancel_failed", prediction_id=remote_id, error=str(e))
+        store.update_prediction(pred.id, status="starting" if pred.status == "creating" else pred.status,
+                                remote_id=remote_id, error=f"cancel failed: {e}")
+        return None
+    status: Status | None = None
+    try:
         status = remote.get(remote_id)
         waited = 0.0
         while not status.terminal and waited < SETTLE_WAIT:
@@ -64,7 +72,7 @@ def settle_cancel(store: Store, remote: Remote, pred: Prediction, remote_id: str
             waited += poll_interval
             status = remote.get(remote_id)
     except BackendError as e:
-        log.warning("cancel_failed", prediction_id=remote_id, error=str(e))
+        log.warning("cancel_unconfirmed", prediction_id=remote_id, error=str(e))
     final = status.status if status is not None and status.terminal else "canceled"
     usd = price_of(prices, pred.model, status) if status is not None and status.terminal else None
     store.update_prediction(pred.id, status=final, remote_id=remote_id, error="canceled by the user",

@@ -14,8 +14,8 @@ from shd.app import App
 from shd.config import Config
 
 # Replicate settings built into the client and the models once, at start: a reload logs them and keeps the old.
-RESTART_ONLY = ("create_wait", "request_timeout", "inline_max_kb", "prompt_model", "image_model", "prompt_input",
-                "image_input")
+RESTART_ONLY = ("create_wait", "request_timeout", "inline_max_kb", "prompt_model", "image_model", "film_model",
+                "prompt_input", "image_input")
 
 
 def read_new_config(cfg: Config, config_arg: str | None, log: Any) -> Config:
@@ -34,7 +34,7 @@ def read_new_config(cfg: Config, config_arg: str | None, log: Any) -> Config:
     # The models in use stay until the next start, and so do their prices where the new file has none for them
     # (it prices the models it names): spend on them must stay counted and capped.
     prices = dict(new.prices)
-    for ref in (old_r.prompt_model, old_r.image_model):
+    for ref in (old_r.prompt_model, old_r.image_model, old_r.film_model):
         if pricing.price_for(prices, ref) is None:
             for key in (ref, ref.partition(":")[0]):
                 if key in cfg.prices:
