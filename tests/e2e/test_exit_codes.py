@@ -115,7 +115,8 @@ def test_the_daemon_stopped_by_ctrl_c_exits_130(tmp_path: Path, shd_env: dict[st
     with Daemon(make_config(), shd_env, tmp_path) as d:
         d.ready()
         d.signal(signal.SIGINT)
-        assert d.proc is not None and d.proc.wait(10) == 130
+        # How long it takes is the benchmark's business: on a loaded machine it can pass 10 s.
+        assert d.proc is not None and d.proc.wait(60) == 130
 
 
 def test_a_reader_that_goes_away_exits_141_quietly(tmp_path: Path, standin: StandIn, shd_env: dict[str, str],
