@@ -23,6 +23,7 @@ from shd import __version__, config, logs, perms
 from shd.errors import InputError, Interrupted, ShdError
 
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a Unix tool killed by it
+MIN_INTERVAL, MAX_INTERVAL = 0.1, 3600.0  # shd status --watch: no busy loop, and a wait sleep() can take (no nan)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -68,8 +69,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.command == "status" and args.watch and (args.json or args.interval <= 0):
-        parser.error("--watch draws the table for people: not with --json, and --interval must be > 0")
+    if args.command == "status" and args.watch and (args.json or not MIN_INTERVAL <= args.interval <= MAX_INTERVAL):
+        parser.error(f"--watch draws the table for people: not with --json, and --interval must be "
+                     f"{MIN_INTERVAL:g} to {MAX_INTERVAL:g} seconds")
     if args.command == "status" and args.frames and (not args.job or args.watch):
         parser.error("--frames lists one job's frames: give a JOB, without --watch")
     perms.make_private()
