@@ -54,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     sp = add("status", "show jobs and their progress")
     sp.add_argument("job", nargs="?", help="one job (id or unique prefix): its failed frames and reasons")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
-    sp.add_argument("--frames", action="store_true", help="with JOB: each frame's time, state and prompt")
+    sp.add_argument("--frames", action="store_true", help="with JOB: each frame's time, state, cost and prompt")
     sp.add_argument("--watch", action="store_true", help="redraw the table in place every --interval seconds "
                     "until Ctrl-C (on a terminal; elsewhere it prints once)")
     sp.add_argument("--interval", type=float, default=2.0, metavar="SECONDS",
