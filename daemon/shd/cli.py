@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         logging_set_up = True
         code = int(COMMANDS[args.command](cfg, args))
         sys.stdout.flush()  # a reader that went away is found here, not at exit
+        if logs.lost():
+            _say(f"shd: some log lines could not be written ({logs.lost()}); the work went on without them")
         return code
     except ShdError as e:
         print(f"shd: {e}", file=sys.stderr)
@@ -101,6 +103,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def _say(line: str) -> None:
+    """One line on stderr, if stderr can still take it."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
+
+
 def cmd_process(cfg: config.Config, args: argparse.Namespace) -> int:
     from shd import process
 
@@ -110,7 +120,10 @@ def cmd_process(cfg: config.Config, args: argparse.Namespace) -> int:
                            log_file=args.log_file)
     finally:
         if args.log_file is not None:
-            args.log_file.close()
+            try:
+                args.log_file.close()
+            except OSError:
+                pass  # the lines it could not take were flushed, failed and counted already (logs.lost)
 
 
 def cmd_estimate(cfg: config.Config, args: argparse.Namespace) -> int:
