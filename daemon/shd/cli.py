@@ -23,6 +23,7 @@ from shd import __version__, config, logs, perms
 from shd.errors import InputError, Interrupted, ShdError
 
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a Unix tool killed by it
+MIN_INTERVAL, MAX_INTERVAL = 0.1, 3600.0  # shd status --watch: no busy loop, and a wait sleep() can take (no nan)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -53,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     sp = add("status", "show jobs and their progress")
     sp.add_argument("job", nargs="?", help="one job (id or unique prefix): its failed frames and reasons")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
-    sp.add_argument("--frames", action="store_true", help="with JOB: each frame's time, state and prompt")
+    sp.add_argument("--frames", action="store_true", help="with JOB: each frame's time, state, cost and prompt")
     sp.add_argument("--watch", action="store_true", help="redraw the table in place every --interval seconds "
                     "until Ctrl-C (on a terminal; elsewhere it prints once)")
     sp.add_argument("--interval", type=float, default=2.0, metavar="SECONDS",
@@ -68,8 +69,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.command == "status" and args.watch and (args.json or args.interval <= 0):
-        parser.error("--watch draws the table for people: not with --json, and --interval must be > 0")
+    if args.command == "status" and args.watch and (args.json or not MIN_INTERVAL <= args.interval <= MAX_INTERVAL):
+        parser.error(f"--watch draws the table for people: not with --json, and --interval must be "
+                     f"{MIN_INTERVAL:g} to {MAX_INTERVAL:g} seconds")
     if args.command == "status" and args.frames and (not args.job or args.watch):
         parser.error("--frames lists one job's frames: give a JOB, without --watch")
     perms.make_private()
@@ -80,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         logging_set_up = True
         code = int(COMMANDS[args.command](cfg, args))
         sys.stdout.flush()  # a reader that went away is found here, not at exit
+        if logs.lost():
+            _say(f"shd: some log lines could not be written ({logs.lost()}); the work went on without them")
         return code
     except ShdError as e:
         print(f"shd: {e}", file=sys.stderr)
@@ -99,6 +103,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def _say(line: str) -> None:
+    """One line on stderr, if stderr can still take it."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
+
+
 def cmd_process(cfg: config.Config, args: argparse.Namespace) -> int:
     from shd import process
 
@@ -109,7 +121,10 @@ def cmd_process(cfg: config.Config, args: argparse.Namespace) -> int:
                            log_file=args.log_file)
     finally:
         if args.log_file is not None:
-            args.log_file.close()
+            try:
+                args.log_file.close()
+            except OSError:
+                pass  # the lines it could not take were flushed, failed and counted already (logs.lost)
 
 
 def cmd_estimate(cfg: config.Config, args: argparse.Namespace) -> int:

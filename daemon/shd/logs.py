@@ -91,9 +91,48 @@ def _pick_format(fmt: str, out: Out) -> str:
     return "console" if out.isatty() else "json"
 
 
+class _Lossy:
+    """`out` whose write errors are counted, never raised: a log line that cannot be written (its reader went away,
+    a full disk under --log-file) must not end the thread that logs it (a worker holding a paid prediction), nor
+    the work. `lost()` says what was lost; the command reports it when it ends."""
+
+    def __init__(self, out: Out):
+        self.out = out
+
+    def write(self, text: str, /) -> int:
+        try:
+            return self.out.write(text)
+        except (OSError, ValueError) as e:  # ValueError: the file was closed
+            _note_lost(e)
+            return 0
+
+    def flush(self) -> None:
+        try:
+            self.out.flush()
+        except (OSError, ValueError) as e:
+            _note_lost(e)
+
+    def isatty(self) -> bool:
+        return self.out.isatty()
+
+
+_lost: list[str] = []  # why the first log write that failed did (empty while none has)
+
+
+def _note_lost(error: BaseException) -> None:
+    if not _lost:
+        _lost.append(f"{type(error).__name__}: {error}")
+
+
+def lost() -> str | None:
+    """Why log lines were lost (the first failed write's error), or None if every line was written."""
+    return _lost[0] if _lost else None
+
+
 def setup(level: str = "info", fmt: str = "auto", out: Out | None = None) -> None:
     """Configure structlog for the process (idempotent; called again after a config reload): lines at `level` and
-    above, in format `fmt` ("auto": see the module docstring), written to `out` (default stderr)."""
+    above, in format `fmt` ("auto": see the module docstring), written to `out` (default stderr); a line that
+    cannot be written is lost, never an error of the code that logs it (see `lost()`)."""
     out = sys.stderr if out is None else out
     chosen = _pick_format(fmt, out)
     renderer: Any
@@ -116,7 +155,7 @@ def setup(level: str = "info", fmt: str = "auto", out: Out | None = None) -> Non
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper(), logging.INFO)),
-        logger_factory=structlog.PrintLoggerFactory(file=out),  # type: ignore[arg-type]  # it only writes and flushes
+        logger_factory=structlog.PrintLoggerFactory(file=_Lossy(out)),  # type: ignore[arg-type]  # writes, flushes
         cache_logger_on_first_use=False,
     )
 

@@ -7,8 +7,9 @@ file names.
 
     shd_up                                  1 while the daemon serves this page
     shd_paused                              1 while no predictions are created (token, budget, API unreachable)
-    shd_predictions_total{model,status}     every ledger row by final status (succeeded, failed, canceled, lost,
-                                            refused; creating/starting/processing while live)
+    shd_predictions_total{model,status}     every finished ledger row by its final status (succeeded, failed,
+                                            canceled, lost, refused, reused); a live one is counted once it ends
+                                            (a counter never goes down), meanwhile it is in flight
     shd_prediction_seconds{model}           histogram of reported predict_time (what Replicate bills)
     shd_throttled_creates_total             creates turned away with a 429 (nothing created, nothing billed)
     shd_predictions_in_flight               predictions holding a slot now
@@ -27,7 +28,7 @@ from prometheus_client.registry import Collector
 
 from shd.live import DaemonView
 from shd.states import FrameState, JobState
-from shd.store import Store
+from shd.store import LIVE_PREDICTION, Store
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -50,10 +51,12 @@ class ShdCollector(Collector):
         yield GaugeMetricFamily("shd_paused", "1 while no predictions are created (token, budget, API unreachable)",
                                 value=1 if self.view.paused() else 0)
 
-        predictions = CounterMetricFamily("shd_predictions", "Paid predictions recorded in the ledger, by model and "
-                                          "status", labels=["model", "status"])
+        predictions = CounterMetricFamily("shd_predictions", "Finished predictions recorded in the ledger, by model "
+                                          "and final status", labels=["model", "status"])
         totals: dict[tuple[str, str], int] = {}
         for row in self.store.ledger_by_model():
+            if row["status"] in LIVE_PREDICTION:  # it would go down again as the prediction ends: not a counter
+                continue
             key = (model_label(row["model"]), row["status"])
             totals[key] = totals.get(key, 0) + int(row["n"])
         for (model, status), n in sorted(totals.items()):

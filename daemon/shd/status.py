@@ -22,7 +22,7 @@ from shd import budget, liveness, pricing
 from shd.liveness import Beat
 from shd.names import printable
 from shd.sheet import time_label
-from shd.states import UNFINISHED_JOBS, JobState, PairState
+from shd.states import UNFINISHED_JOBS, JobState, PairState, Stage
 from shd.store import Frame, Job, Store
 
 
@@ -144,6 +144,16 @@ def frame_row(f: Frame) -> dict[str, Any]:
             "error": f.error, "filled_with": f.filled_with}
 
 
+def frame_costs(store: Store, job_id: str) -> dict[int, float]:
+    """What each frame of a job has cost so far: its prompt's and its painting's finished predictions, retries
+    included (a reuse costs nothing; FILM's pairs lie between frames and are counted on the job only)."""
+    costs: dict[int, float] = {}
+    for p in store.predictions(job_id):
+        if p.stage != Stage.FILM:
+            costs[p.frame_idx] = costs.get(p.frame_idx, 0.0) + (p.cost_usd or 0.0)
+    return costs
+
+
 def as_json(store: Store, job_ref: str | None = None, *, frames: bool = False, state_dir: Path | None = None,
             zone: str = "UTC") -> str:
     """The contract's JSON, with its `daemon` object (who works on `state_dir`) and `spend` (days and months in
@@ -154,7 +164,9 @@ def as_json(store: Store, job_ref: str | None = None, *, frames: bool = False, s
         job = store.find_job(job_ref)
         detail = job_detail(store, job, who)
         if frames:
-            detail["frame_list"] = [frame_row(f) for f in store.frames(job.id)]
+            costs = frame_costs(store, job.id)
+            detail["frame_list"] = [{**frame_row(f), "cost_usd": round(costs.get(f.idx, 0.0), 6)}
+                                    for f in store.frames(job.id)]
         jobs = [detail]
     else:
         jobs = [job_summary(store, j, who=who) for j in store.jobs()]
@@ -207,18 +219,20 @@ def _spend_line(store: Store, zone: str) -> str:
 
 
 def frames_table(store: Store, job_ref: str) -> str:
-    """Each frame of one job on a line: number, time, state, then its prompt (or why it failed), whole."""
+    """Each frame of one job on a line: number, time, state, cost so far, then its prompt (or why it failed),
+    whole."""
     job = store.find_job(job_ref)
-    rows = [("FRAME", "TIME", "STATE", "PROMPT")]
+    costs = frame_costs(store, job.id)
+    rows = [("FRAME", "TIME", "STATE", "COST", "PROMPT")]
     for f in store.frames(job.id):
         text = f.prompt or ""
         if f.state == "failed":
             text = f"{text}  [failed: {f.error or '?'}" + (f"; filled: {f.filled_with}]" if f.filled_with else "]")
-        rows.append((str(f.idx), time_label(f.ts), f.state, printable(text)))
+        rows.append((str(f.idx), time_label(f.ts), f.state, pricing.usd(costs.get(f.idx, 0.0)), printable(text)))
     if len(rows) == 1:
         return f"job {job.id} has no frames yet"
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    return "\n".join("  ".join([*(c.ljust(w) for c, w in zip(r, widths)), r[3]]).rstrip() for r in rows)
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    return "\n".join("  ".join([*(c.ljust(w) for c, w in zip(r, widths)), r[4]]).rstrip() for r in rows)
 
 
 def as_table(store: Store, job_ref: str | None = None, state_dir: Path | None = None, *, zone: str = "UTC") -> str:

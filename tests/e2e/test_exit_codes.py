@@ -57,6 +57,9 @@ def test_bad_usage_exits_2_with_one_line(tmp_path: Path, standin: StandIn, shd_e
     r = shd("cancel", job_id)
     assert r.returncode == 2 and one_line(r) == f"shd: job {job_id} is already done"
     assert shd("status", "--interval", "x").returncode == 2  # argparse's own usage error
+    for interval in ("0", "nan", "inf", "1e300", "1e-300"):  # a traceback, or a busy loop, on a terminal before
+        r = shd("status", "--watch", "--interval", interval)
+        assert r.returncode == 2 and "--interval must be 0.1 to 3600 seconds" in r.stderr.splitlines()[-1], r.stderr
     inbox = tmp_path / "inbox"
     inbox.mkdir(exist_ok=True)
     queued = make_video(inbox / "queued.mp4", seconds=1.0, size=(64, 48), audio=False)

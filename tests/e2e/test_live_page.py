@@ -22,7 +22,9 @@ from urllib.request import urlopen
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from shd import pricing
 from tests.browser import Browser, find_chromium, pixels
+from tests.conftest import run_shd
 from tests.e2e.harness import Daemon, status_json, wait_for
 from tests.standin import StandIn, decode_png
 from tests.videos import ffmpeg_exe, make_video
@@ -131,6 +133,16 @@ def test_a_dropped_video_and_its_paintings_appear_on_the_page_without_a_reload(
         shot = b.screenshot()
         layout = b.evaluate(BOXES_JS)
         job_id = b.evaluate("location.pathname.split('/')[2]")
+
+        # Its cost as `shd status` writes it: a job of a few frames costs a fraction of a cent, not "$0.00"
+        b.goto(url)
+        b.wait_js(f"!!document.querySelector('#recent tr[data-job=\"{job_id}\"]')", "the job among the finished")
+        cost = json.loads(run_shd("status", job_id, "--json", "--config", str(cfg), env=shd_env,
+                                  cwd=tmp_path).stdout)["jobs"][0]["cost"]["usd"]
+        shown = b.evaluate(f"document.querySelector('#recent tr[data-job=\"{job_id}\"]').children[4].textContent")
+        assert 0 < cost < 0.005 and shown == pricing.usd(cost) != "$0.00", (cost, shown)
+        spend = b.evaluate("document.getElementById('spend').textContent")
+        assert spend.startswith(f"spent {pricing.usd(cost)} today"), spend
 
     db = sqlite3.connect(tmp_path / "state" / "shd.db")
     frames = {idx: (prompt, path, state) for idx, prompt, path, state in

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from shd import png, sheet
+from shd import png, pricing, sheet
 from shd.backends.base import clean_prompt
 from shd.sidecars import WORD_JOINER
 from shd.store import Store
@@ -91,13 +91,18 @@ def test_every_output_comes_with_its_prompts_subtitles_and_contact_sheet(
     assert png.size((outbox / "clip-2.sheet.png").read_bytes()) == sheet.layout(3, 160 / 120).size
 
     s = run_shd("status", job.id, "--frames", "--json", "--config", str(cfg), env=shd_env, cwd=tmp_path)
-    listed = json.loads(s.stdout)["jobs"][0]["frame_list"]
+    doc = json.loads(s.stdout)["jobs"][0]
+    listed = doc["frame_list"]
     assert [(f["frame"], f["time"], f["state"], f["prompt"]) for f in listed] == [
         (i, float(i), "generated", p) for i, p in enumerate(prompts)]
+    paid = {f.idx: sum(p.cost_usd or 0.0 for p in store.predictions(job.id) if p.frame_idx == f.idx)
+            for f in frames}  # each frame's prompt and painting, as the ledger priced them
+    assert all(paid.values()) and [f["cost_usd"] for f in listed] == [round(paid[i], 6) for i in range(3)]
+    assert sum(f["cost_usd"] for f in listed) == pytest.approx(doc["cost"]["usd"], abs=1e-5)
     table = run_shd("status", job.id[:6], "--frames", "--config", str(cfg), env=shd_env, cwd=tmp_path).stdout
     lines = table.splitlines()
-    assert lines[0].split() == ["FRAME", "TIME", "STATE", "PROMPT"]
-    assert [ln.split(None, 3) for ln in lines[1:]] == [[str(i), f"0:0{i}", "generated", p]
+    assert lines[0].split() == ["FRAME", "TIME", "STATE", "COST", "PROMPT"]
+    assert [ln.split(None, 4) for ln in lines[1:]] == [[str(i), f"0:0{i}", "generated", pricing.usd(paid[i]), p]
                                                          for i, p in enumerate(prompts)]
     bad = run_shd("status", "--frames", "--config", str(cfg), env=shd_env, cwd=tmp_path)
     assert bad.returncode == 2 and "--frames lists one job's frames" in bad.stderr

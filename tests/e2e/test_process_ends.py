@@ -160,3 +160,39 @@ def test_a_locked_database_ends_it_with_exit_5_and_the_job_resumes_later(
     fast = make_config({"pipeline": {"audio": "none"}})  # another ffmpeg is not another painting: the job resumes
     finish_again(tmp_path, fast, src, shd_env, job_id)
     assert standin.count_creates() == 12
+
+
+def test_a_log_that_cannot_be_written_neither_hangs_nor_sinks_the_job(
+        tmp_path: Path, standin: StandIn, shd_env: dict[str, str], make_config) -> None:
+    """The reader of its log goes away while predictions are in flight (`shd process ... 2>&1 | head`), or the log
+    file's disk is full: the lines are lost, the work is not. Before, the first worker to log died with the
+    BrokenPipeError, its task dropped, and `shd process` waited for ever on frames nobody painted."""
+    standin.set_latency("stability-ai/sdxl", 0.2, 0.2)  # paintings still in flight when the log's reader goes
+    cfg = make_config()
+    src = make_video(tmp_path / "clip.mp4", seconds=4.0, size=(64, 48))
+    out_file = (tmp_path / "stdout.txt").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "shd", "process", str(src), "--config", str(cfg)], env=shd_env,
+                            cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=out_file, stderr=subprocess.PIPE,
+                            text=True)
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if '"prediction_created"' in line and '"stage": "image"' in line:
+            break
+    proc.stderr.close()  # the reader goes away
+    try:
+        assert proc.wait(timeout=120) == 0
+    finally:
+        proc.kill()
+        out_file.close()
+    out = Path((tmp_path / "stdout.txt").read_text().strip())
+    assert out.is_file() and out.with_suffix(".srt").is_file()
+    store = Store.open_readonly(tmp_path / "state" / "shd.db")
+    (job,) = store.jobs()
+    assert job.state == "done" and standin.count_creates() == 8  # each frame's prompt and painting, paid once
+    assert sorted(p.status for p in store.predictions(job.id)) == ["succeeded"] * 8
+
+    full = run_shd("process", str(make_video(tmp_path / "other.mp4", seconds=1.0, size=(64, 48))), "--config",
+                   str(cfg), "--log-file", "/dev/full", env=shd_env, cwd=tmp_path)
+    assert full.returncode == 0 and Path(full.stdout.strip()).is_file(), full.stderr
+    assert full.stderr.splitlines()[-1] == ("shd: some log lines could not be written (OSError: [Errno 28] No space "
+                                            "left on device); the work went on without them")

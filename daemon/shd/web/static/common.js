@@ -19,8 +19,16 @@ function duration(s) {
   return h ? `${h}:${String(m).padStart(2, "0")}:${sec}` : `${m}:${sec}`;
 }
 
+// Dollars as `shd status` writes them (pricing.usd): cents from a dollar up, else up to four decimals ($0.0045),
+// so a job of a few frames does not read "$0.00".
+function dollars(amount) {
+  if (amount >= 1) return `$${amount.toFixed(2)}`;
+  const [whole, cents] = amount.toFixed(4).replace(/0+$/, "").split(".");
+  return `$${whole}.${(cents || "").padEnd(2, "0")}`;
+}
+
 function usd(cost) {
-  return cost && typeof cost.usd === "number" ? `$${cost.usd.toFixed(2)}` : "";
+  return cost && typeof cost.usd === "number" ? dollars(cost.usd) : "";
 }
 
 // A bar of frames painted (and failed) out of the total, with the numbers beside it.

@@ -18,7 +18,7 @@ function show(doc) {
   daemon.textContent = d.paused ? `paused: ${d.paused}` : `running (pid ${d.pid}), ${doc.in_flight} in flight`;
   daemon.className = d.paused ? "daemon paused" : "daemon running";
   document.getElementById("spend").textContent = doc.spend
-    ? `spent $${doc.spend.today_usd.toFixed(2)} today, $${doc.spend.month_usd.toFixed(2)} this month` : "";
+    ? `spent ${dollars(doc.spend.today_usd)} today, ${dollars(doc.spend.month_usd)} this month` : "";
   fill("active", "no-active", doc.jobs.map(j => el("tr", {"data-job": j.id},
     el("td", {}, jobLink(j)), el("td", {class: `state ${j.state}`, text: j.state}), el("td", {}, progressBar(j.frames)),
     el("td", {text: duration(j.elapsed)}), el("td", {text: duration(j.eta)}), el("td", {text: usd(j.cost)}),
