@@ -8,8 +8,9 @@
   create that was in flight without an id; a prediction that vanished, or whose output expired, is marked `lost`
   and created again (and recorded again).
 - Polled with shd's own deadline (`replicate.prediction_timeout`): past it the prediction is canceled and the stage
-  retried (a cancel that fails leaves it live: the retry resumes it, paying for no second one while it runs). A job canceled meanwhile (`shd cancel`) cancels it on the server at once, also when the cancel came while
-  the create was still in flight; the ledger then records how it ended on the server (`settle_cancel`: canceled, or
+  retried (a cancel that fails leaves it live: the retry resumes it, paying for no second one while it runs). A
+  job canceled meanwhile (`shd cancel`) cancels it on the server at once, also when the cancel came while the
+  create was still in flight; the ledger then records how it ended on the server (`settle_cancel`: canceled, or
   succeeded if it finished first and is billed), never leaving a row `processing` unless the cancel could not reach
   the server (then the row stays live, for the next `shd cancel`).
 - Priced when it finishes: succeeded, failed or canceled, its `predict_time` x the model's price in force then
