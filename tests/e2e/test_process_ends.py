@@ -15,9 +15,9 @@ import pytest
 
 from shd.store import Store
 from tests.conftest import run_shd
-from tests.e2e.harness import Plug, slow_ffmpeg, wait_for
+from tests.e2e.harness import Daemon, Plug, slow_ffmpeg, status_json, wait_for
 from tests.standin import StandIn
-from tests.videos import make_video
+from tests.videos import make_video, probe_duration
 
 pytestmark = pytest.mark.slow
 RESUMES = "`shd process` (the same file) or `shd run` resumes it"
@@ -89,6 +89,41 @@ def test_ctrl_c_then_the_same_file_again_resumes_its_job_without_paying_again(
     assert '"interrupted": true' in status.stdout and '"eta": null' in status.stdout  # its clock stopped
     finish_again(tmp_path, cfg, src, shd_env, one_job(tmp_path))
     assert standin.count_creates() == 4
+
+
+def test_a_source_changed_after_ctrl_c_fails_its_old_job_instead_of_mixing_the_two(
+        tmp_path: Path, standin: StandIn, shd_env: dict[str, str], make_config) -> None:
+    """Stopped, then the file is edited in place: its job's frames (paid for) are of the old content, its soundtrack
+    and the frames still to extract would be of the new. `shd run` fails that job saying why; `shd process` on the
+    new content makes a job of its own."""
+    standin.set_latency("stability-ai/sdxl", 0.0, 4.0)
+    cfg = make_config()
+    src = make_video(tmp_path / "clip.mp4", seconds=2.0, size=(64, 48))
+    proc = subprocess.Popen([sys.executable, "-m", "shd", "process", str(src), "--config", str(cfg)], env=shd_env,
+                            cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        wait_for("both pictures being painted", lambda: standin.count_creates("stability-ai/sdxl") == 2)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    old = one_job(tmp_path)
+    make_video(tmp_path / "new.mp4", seconds=3.0, size=(64, 48)).replace(src)  # edited in place
+    standin.set_latency("stability-ai/sdxl", 0.0, 0.01)
+    with Daemon(cfg, shd_env, tmp_path) as d:
+        d.ready()
+        (job,) = wait_for("the old job failed", lambda: [j for j in status_json(cfg, shd_env, tmp_path)
+                                                         if j["state"] == "failed"])
+    assert job["id"] == old and job["error"] == (
+        f"{src}: changed since its job started (its frames and what was paid for are of the earlier content); "
+        "`shd process` on it starts a new job, reusing what matches")
+    assert not list((tmp_path / "outbox").glob("*.mp4"))  # nothing published of the mix
+    r = run_shd("process", str(src), "--config", str(cfg), env=shd_env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert abs(probe_duration(Path(r.stdout.strip())) - 3.0) <= 0.1
 
 
 def test_refused_credentials_end_it_at_once_with_exit_6_and_the_job_is_kept(

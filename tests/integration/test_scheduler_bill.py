@@ -108,6 +108,21 @@ def rainbow(n: int) -> list[tuple[int, int, int]]:
     return [(20 * i, 200 - 10 * i, 7) for i in range(n)]
 
 
+def test_a_timeout_whose_cancel_fails_resumes_the_same_prediction_and_pays_for_no_second_one(
+        make_rig: Callable[..., Rig]) -> None:
+    """Past prediction_timeout the cancel is lost: the prediction runs on (billed), so it is not recorded canceled
+    and nothing is created beside it; it is resumed, and canceled for real at its next deadline."""
+    rig = make_rig(clock=RealClock(), create_wait=0, replicate={"prediction_timeout": 0.2, "max_attempts": 1})
+    rig.service.set_latency(config.IMG2PROMPT, 0.0, 60.0)
+    rig.service.fail_cancels(Transient("network error: ReadTimeout"), times=1)
+    (frame,) = rig.finished(rig.job("slow", [GREY]))
+    assert frame.state == "failed" and frame.error == "prompt failed after 1 attempts: timed out; canceled"
+    (canceled,) = rig.ledger("slow")
+    assert canceled.status == "canceled" and rig.service.creates == 1
+    ((_, created, ended),) = rig.service.spans()
+    assert ended - created < 30  # what the ledger says canceled was canceled on the server, not left to run 60 s
+
+
 # --- spend, recorded -------------------------------------------------------------------------------------------
 
 

@@ -107,7 +107,7 @@ class _Prediction:
 
 @dataclass
 class _Rule:
-    kind: str                   # refuse | lose_answer | fail | stick
+    kind: str                   # refuse | lose_answer | fail | stick | fail_cancel
     left: int
     error: BackendError | None = None
     model: str | None = None    # owner/name (a version is ignored), or any model
@@ -152,6 +152,11 @@ class MemoryService:
     def stick_predictions(self, times: int = 1, model: str | None = None) -> None:
         """The next `times` predictions stay `starting` until they are canceled."""
         self._add(_Rule("stick", times, None, model and model.split(":")[0]))
+
+    def fail_cancels(self, error: BackendError, times: int = 1, model: str | None = None) -> None:
+        """The next `times` cancels (of predictions of `owner/name`, or of any model) raise `error` and cancel
+        nothing: the prediction runs on (a cancel lost on the way, a 5xx)."""
+        self._add(_Rule("fail_cancel", times, error, model and model.split(":")[0]))
 
     def expire_outputs(self) -> None:
         """Remove the output of every finished prediction now, as the service's retention does after an hour."""
@@ -234,6 +239,9 @@ class MemoryService:
     def _cancel(self, remote_id: str) -> None:
         p = self._find(remote_id)
         with self._lock:
+            refused = self._take(("fail_cancel",), p.ref.split(":")[0])
+            if refused is not None and refused.error is not None:
+                raise refused.error
             now = self.clock.now()
             if p.status_at(now) not in TERMINAL:
                 p.canceled_at = now

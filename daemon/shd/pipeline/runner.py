@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from shd import children, diskfull, logs, testpoints
+from shd import children, diskfull, identity, logs, testpoints
 from shd.config import Config
 from shd.errors import DiskError, DiskFull, IllegalTransition, InputError, MediaError, ShdError, StoreError
 from shd.fill import FillRefused
@@ -52,6 +52,8 @@ class JobRunner(JobContext):
             if Path(job.work_dir).is_dir():
                 for pid in children.stop_leftovers(Path(job.work_dir)):
                     log.warning("leftover_ffmpeg_stopped", pid=pid)
+            if job.state != JobState.QUEUED:
+                _same_source(job)
             if job.state == JobState.QUEUED:
                 job = self.store.transition_job(job_id, JobState.EXTRACTING)
                 log.info("job_started")
@@ -121,6 +123,22 @@ class JobRunner(JobContext):
         if job.state in (JobState.FAILED, JobState.CANCELED, JobState.DONE):
             return job
         return self.store.transition_job(job_id, JobState.FAILED, error=reason, exit_code=exit_code)
+
+
+def _same_source(job: Job) -> None:
+    """InputError if the video of a `shd process` job that is resumed (it stays where the user keeps it) is no longer
+    the one the job started from: its frames and paid work are of the earlier content, and the rest (frames still to
+    extract, the soundtrack) would come from the new one. A file that cannot be read is said by the step reading it."""
+    if job.mode != "process" or job.source_sha256 is None or job.source_path is None:
+        return
+    try:
+        digest = identity.file_digest(Path(job.source_path))
+    except OSError:
+        return
+    if digest != job.source_sha256:
+        raise InputError(job.source_path, "changed since its job started (its frames and what was paid for are of "
+                                          "the earlier content); `shd process` on it starts a new job, reusing what "
+                                          "matches")
 
 
 def start_job_thread(runner: JobRunner, job_id: str, done: threading.Event | None = None) -> threading.Thread:

@@ -8,8 +8,9 @@
   create that was in flight without an id; a prediction that vanished, or whose output expired, is marked `lost`
   and created again (and recorded again).
 - Polled with shd's own deadline (`replicate.prediction_timeout`): past it the prediction is canceled and the stage
-  retried. A job canceled meanwhile (`shd cancel`) cancels it on the server at once, also when the cancel came while
-  the create was still in flight; the ledger then records how it ended on the server (`settle_cancel`: canceled, or
+  retried (a cancel that fails leaves it live: the retry resumes it, paying for no second one while it runs). A
+  job canceled meanwhile (`shd cancel`) cancels it on the server at once, also when the cancel came while the
+  create was still in flight; the ledger then records how it ended on the server (`settle_cancel`: canceled, or
   succeeded if it finished first and is billed), never leaving a row `processing` unless the cancel could not reach
   the server (then the row stays live, for the next `shd cancel`).
 - Priced when it finishes: succeeded, failed or canceled, its `predict_time` x the model's price in force then
@@ -200,8 +201,15 @@ class PaidCalls:
                 self.store.update_prediction(pred, status="failed", error=f"unexpected status {status.status}")
                 raise Transient(f"prediction {status.remote_id} has unexpected status {status.status!r}")
             if self._clock() > deadline:
-                with contextlib.suppress(BackendError):
+                try:
                     self.remote.cancel(status.remote_id)
+                except BackendError as e:
+                    # Not canceled: it runs on, and is billed. Its row stays live, so the retry resumes this same
+                    # prediction (its result is used if it comes; the cancel is tried again at the next deadline)
+                    # instead of paying for a second one while the first still runs.
+                    log.warning("timeout_cancel_failed", prediction_id=status.remote_id, error=str(e))
+                    raise Transient(f"prediction {status.remote_id} took longer than {r.prediction_timeout:g}s and "
+                                    f"its cancel failed ({e}); it is resumed") from e
                 self._canceled(pred, status.remote_id, "timed out; canceled")
                 raise Transient(f"prediction {status.remote_id} took longer than {r.prediction_timeout:g}s")
             if self._stop.wait(r.poll_interval):
