@@ -24,15 +24,21 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlite_utils import Database
 
 from shd import diskfull, migrations, states
 from shd.errors import DatabaseDamaged, DiskFull, ShdError, StoreError, UsageError
 from shd.states import FrameState, JobState, PairState, Stage
+from shd.store.rows import Frame, Job, Pair, Prediction, _row
+
+__all__ = [
+    "LIVE_PREDICTION", "SQLITE_CORRUPT", "SQLITE_FULL", "SQLITE_IOERR", "SQLITE_NOTADB", "SUBJECTS",
+    "Frame", "Job", "Pair", "Prediction", "Store",
+]
 
 # Prediction ledger statuses: 'creating' is written before the create request is sent; the rest mirror Replicate's,
 # plus 'lost' (the server no longer knows the id, or its output expired before we downloaded it), 'refused'
@@ -45,104 +51,6 @@ SUBJECTS = {Stage.PROMPT: ("frames", "frame"), Stage.IMAGE: ("frames", "frame"),
 
 # SQLite's primary result codes (the low byte of sqlite3.Error.sqlite_errorcode).
 SQLITE_IOERR, SQLITE_CORRUPT, SQLITE_FULL, SQLITE_NOTADB = 10, 11, 13, 26
-
-
-@dataclass(frozen=True)
-class Job:
-    id: str
-    source_name: str
-    origin_path: str
-    source_path: str | None
-    work_dir: str
-    mode: str
-    output_target: str | None
-    state: str
-    error: str | None
-    output: str | None
-    fps: float
-    duration: float | None
-    width: int | None
-    height: int | None
-    has_audio: int | None
-    frames_total: int | None
-    created_at: float
-    updated_at: float
-    started_at: float | None
-    finished_at: float | None
-    # Added by migration m002 (defaults: `shd status` may read a database the daemon has not migrated yet).
-    exit_code: int | None = None  # the CLI exit code a failed job calls for (3: bad input, 4: ffmpeg...)
-    overwrite: int = 0            # `shd process --overwrite`: the output may replace an existing file
-    # Added by migration m003.
-    estimate_usd: float | None = None       # what the whole job is expected to cost (dollars), once probed
-    estimate_seconds: float | None = None   # and how long its predictions are expected to take
-    held: str | None = None                 # why no new prediction of it starts (a budget cap), else None
-    # Added by migration m004: what a `shd process` job is the work of (identity.py).
-    source_sha256: str | None = None
-    settings_sha256: str | None = None
-
-
-@dataclass(frozen=True)
-class Frame:
-    job_id: str
-    idx: int
-    state: str
-    ts: float
-    path: str
-    prompt: str | None
-    image_path: str | None
-    seed: int | None
-    error: str | None
-    filled_with: str | None
-    updated_at: float
-
-
-@dataclass(frozen=True)
-class Pair:
-    """The gap from frame `idx` to frame `idx` + 1, interpolated by FILM (migration m004)."""
-
-    job_id: str
-    idx: int
-    state: str
-    clip_path: str | None
-    error: str | None
-    filled_with: str | None
-    updated_at: float
-
-
-@dataclass(frozen=True)
-class Prediction:
-    id: int
-    job_id: str
-    frame_idx: int
-    stage: str
-    attempt: int
-    reason: str
-    model: str
-    input_json: str
-    remote_id: str | None
-    status: str
-    error: str | None
-    output_json: str | None
-    predict_time: float | None
-    created_at: float
-    updated_at: float
-    completed_at: float | None
-    # Added by migration m003.
-    cost_usd: float | None = None      # dollars, once finished (predict_time x the price then); 0 for a reuse
-    reuse_key: str | None = None       # the content key of its result (scheduler/reuse.py)
-    reused_from: int | None = None     # status 'reused': the paid prediction whose result was taken
-    saved_usd: float | None = None     # status 'reused': what that prediction cost
-
-    @property
-    def input(self) -> dict[str, Any]:
-        return dict(json.loads(self.input_json))
-
-
-T = TypeVar("T")
-
-
-def _row(cls: type[T], row: Mapping[str, Any]) -> T:
-    return cls(**row)  # every query selects exactly the table's columns (SELECT *)
 
 
 class Store:
@@ -169,7 +77,6 @@ class Store:
             return self.damaged
         return StoreError(f"{self.path}: {what}{e}")
 
-    # --- opening ------------------------------------------------------------------------------------------------
     @classmethod
     def open(cls, path: Path, *, check: bool = False) -> Store:
         """Open (creating if needed) the database at `path` and migrate it to the latest schema. `check`: first run
@@ -320,7 +227,6 @@ class Store:
             (time.time(), job_id, frame, prediction, kind, old, new, detail),
         )
 
-    # --- jobs ---------------------------------------------------------------------------------------------------
     def create_job(self, job_id: str, *, source_name: str, origin_path: Path, source_path: Path | None,
                    work_dir: Path, mode: str, fps: float, output_target: Path | None = None,
                    overwrite: bool = False, source_sha256: str | None = None,
@@ -421,7 +327,6 @@ class Store:
         with self.tx() as db:
             db.execute("UPDATE jobs SET held = NULL WHERE held IS NOT NULL")
 
-    # --- frames -------------------------------------------------------------------------------------------------
     def add_frame(self, job_id: str, idx: int, ts: float, path: Path) -> bool:
         """Record an extracted frame; returns False (and changes nothing) if it was already recorded. Not durable:
         a frame lost to a power cut is extracted again."""
@@ -508,7 +413,6 @@ class Store:
         rows = self._all("SELECT state, COUNT(*) AS n FROM frames WHERE job_id = ? GROUP BY state", (job_id,))
         return {r["state"]: r["n"] for r in rows}
 
-    # --- pairs (FILM) -------------------------------------------------------------------------------------------
     def add_pairs(self, job_id: str, idxs: Iterable[int]) -> None:
         """Record the gaps after these frames as painted (both their paintings exist); a recorded one is left as it
         is. Not durable: a pair lost to a power cut is found again from its frames."""
@@ -577,7 +481,6 @@ class Store:
                 self.transition_pair(job_id, p["idx"], PairState.PAINTED, expect=PairState.FAILED, filled_with=None)
             db.execute("UPDATE pairs SET filled_with = NULL WHERE job_id = ?", (job_id,))
 
-    # --- the prediction ledger ----------------------------------------------------------------------------------
     def begin_prediction(self, job_id: str, idx: int, stage: Stage, *, model: str, input: Mapping[str, Any],
                          reason: str, seed: int | None = None, expect: str | None = None,
                          reuse_key: str | None = None) -> Prediction:
@@ -674,7 +577,6 @@ class Store:
                          " AND created_at >= ? ORDER BY id", (job_id, idx, stage, since))
         return [_row(Prediction, r) for r in rows]
 
-    # --- reuse of paid results ----------------------------------------------------------------------------------
     def reusable(self, key: str, seed: int | None = None, limit: int = 5) -> list[Prediction]:
         """The newest results with content key `key` (paid, or themselves reused), painted with `seed` if given."""
         rows = self._all("SELECT * FROM predictions WHERE reuse_key = ? AND status IN ('succeeded', 'reused')"
@@ -725,7 +627,6 @@ class Store:
                 self.transition_frame(job_id, idx, FrameState(after), expect=FrameState(inflight), durable=False,
                                       **values)
 
-    # --- spend --------------------------------------------------------------------------------------------------
     def spent_since(self, since: float) -> float:
         """Dollars of the predictions that finished at or after `since` (epoch seconds), all jobs."""
         if self.schema < migrations.COSTS:
@@ -759,7 +660,6 @@ class Store:
     def events(self, job_id: str) -> list[dict[str, Any]]:
         return self._all("SELECT * FROM events WHERE job_id = ? ORDER BY id", (job_id,))
 
-    # --- status -------------------------------------------------------------------------------------------------
     def progress(self, job_id: str) -> dict[str, int]:
         """Cumulative frame counts: extracted (rows), prompted (have a prompt), generated, failed, filled."""
         row = self._one(
@@ -783,7 +683,6 @@ class Store:
         return {"by_status": {r["status"]: r["n"] for r in rows},
                 "predict_time": round(sum(r["t"] or 0.0 for r in rows), 3)}
 
-    # --- read-only queries for the web page and /metrics --------------------------------------------------------
     def finished_jobs(self, limit: int) -> list[Job]:
         """The `limit` most recently finished jobs (done, failed, canceled), newest first."""
         rows = self._all("SELECT * FROM jobs WHERE state IN ('done', 'failed', 'canceled')"
