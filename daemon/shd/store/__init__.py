@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 
@@ -31,6 +30,7 @@ from shd.states import FrameState, PairState, Stage
 from shd.store.rows import Frame, Job, Pair, Prediction, _row
 from shd.store.connection import SQLITE_CORRUPT, SQLITE_FULL, SQLITE_IOERR, SQLITE_NOTADB
 from shd.store.jobs import Jobs
+from shd.store.pairs import Pairs
 
 __all__ = [
     "LIVE_PREDICTION", "SQLITE_CORRUPT", "SQLITE_FULL", "SQLITE_IOERR", "SQLITE_NOTADB", "SUBJECTS",
@@ -47,162 +47,12 @@ LIVE_PREDICTION = ("creating", "starting", "processing")
 SUBJECTS = {Stage.PROMPT: ("frames", "frame"), Stage.IMAGE: ("frames", "frame"), Stage.FILM: ("pairs", "pair")}
 
 
-class Store(Jobs):
+class Store(Jobs, Pairs):
     """The writer. Construct with `Store.open(path)`."""
-
-    def add_frame(self, job_id: str, idx: int, ts: float, path: Path) -> bool:
-        """Record an extracted frame; returns False (and changes nothing) if it was already recorded. Not durable:
-        a frame lost to a power cut is extracted again."""
-        with self.tx(durable=False) as db:
-            cur = db.execute(
-                "INSERT OR IGNORE INTO frames (job_id, idx, state, ts, path, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (job_id, idx, FrameState.EXTRACTED, ts, str(path), time.time()),
-            )
-            if cur.rowcount:
-                self._event(job_id, "frame", None, FrameState.EXTRACTED, frame=idx)
-            return bool(cur.rowcount)
-
-    def frame(self, job_id: str, idx: int) -> Frame:
-        row = self._one("SELECT * FROM frames WHERE job_id = ? AND idx = ?", (job_id, idx))
-        if row is None:
-            raise StoreError(f"job {job_id} has no frame {idx}")
-        return _row(Frame, row)
 
     def _state_of(self, stage: Stage, job_id: str, idx: int) -> str:
         """The state of what `stage` works on: the frame, or the pair for FILM."""
         return self.pair(job_id, idx).state if stage == Stage.FILM else self.frame(job_id, idx).state
-
-    def frames(self, job_id: str, states_: tuple[str, ...] | None = None) -> list[Frame]:
-        if states_:
-            marks = ",".join("?" * len(states_))
-            rows = self._all(f"SELECT * FROM frames WHERE job_id = ? AND state IN ({marks}) ORDER BY idx",
-                             (job_id, *states_))
-        else:
-            rows = self._all("SELECT * FROM frames WHERE job_id = ? ORDER BY idx", (job_id,))
-        return [_row(Frame, r) for r in rows]
-
-    def frames_between(self, job_id: str, first: int, last: int) -> list[Frame]:
-        """A job's frames `first` to `last` (those that exist), in order."""
-        rows = self._all("SELECT * FROM frames WHERE job_id = ? AND idx BETWEEN ? AND ? ORDER BY idx",
-                         (job_id, first, last))
-        return [_row(Frame, r) for r in rows]
-
-    def transition_frame(self, job_id: str, idx: int, target: FrameState, *, expect: FrameState | None = None,
-                         durable: bool = True, **values: Any) -> None:
-        """Move a frame to `target`, setting any of prompt, image_path, seed, error, filled_with with it.
-        `expect`: the state the caller knows the frame is in (one statement instead of a read and a write; if the
-        frame has moved meanwhile, it is read and the transition checked as without it)."""
-        self._move("frame", job_id, idx, target, expect, durable, values,
-                   {"prompt", "image_path", "seed", "error", "filled_with"})
-
-    def _move(self, kind: str, job_id: str, idx: int, target: str, expect: str | None, durable: bool,
-              values: dict[str, Any], allowed: set[str]) -> None:
-        """Move a frame or a pair (`kind`) to `target`, checked by shd.states and logged, with `values`, of
-        `allowed` columns; a move to anything but failed clears the error."""
-        if not set(values) <= allowed:
-            raise StoreError(f"transition_{kind}: cannot set {sorted(set(values) - allowed)}")
-        check = states.check_frame if kind == "frame" else states.check_pair
-        if target != "failed" and "error" not in values:
-            values["error"] = None
-        values = {k: (str(v) if isinstance(v, Path) else v) for k, v in values.items()}
-        sets = "".join(f", {k} = :{k}" for k in values)
-        params = {**values, "state": target, "now": time.time(), "job": job_id, "idx": idx}
-        update = f"UPDATE {kind}s SET state = :state, updated_at = :now{sets} WHERE job_id = :job AND idx = :idx"
-        with self.tx(durable=durable) as db:
-            if expect is not None:
-                if expect != target:
-                    check(job_id, idx, expect, target)
-                if db.execute(update + " AND state = :expect", {**params, "expect": expect}).rowcount:
-                    if expect != target:
-                        self._event(job_id, kind, expect, target, frame=idx, detail=values.get("error"))
-                    return
-            current = self.frame(job_id, idx).state if kind == "frame" else self.pair(job_id, idx).state
-            if current != target:
-                check(job_id, idx, current, target)
-            db.execute(update, params)
-            if current != target:
-                self._event(job_id, kind, current, target, frame=idx, detail=values.get("error"))
-
-    def set_filled(self, job_id: str, fills: Mapping[int, str]) -> None:
-        """Record how each failed frame's output slot was filled (hold/source), for status (and the row's
-        updated_at, so the web page, which asks for rows changed since its last look, sees it)."""
-        with self.tx() as db:
-            now = time.time()
-            for idx, how in fills.items():
-                db.execute("UPDATE frames SET filled_with = ?, updated_at = ? WHERE job_id = ? AND idx = ?",
-                           (how, now, job_id, idx))
-
-    def frame_counts(self, job_id: str) -> dict[str, int]:
-        rows = self._all("SELECT state, COUNT(*) AS n FROM frames WHERE job_id = ? GROUP BY state", (job_id,))
-        return {r["state"]: r["n"] for r in rows}
-
-    def add_pairs(self, job_id: str, idxs: Iterable[int]) -> None:
-        """Record the gaps after these frames as painted (both their paintings exist); a recorded one is left as it
-        is. Not durable: a pair lost to a power cut is found again from its frames."""
-        with self.tx(durable=False) as db:
-            now = time.time()
-            for idx in idxs:
-                if db.execute("INSERT OR IGNORE INTO pairs (job_id, idx, state, updated_at) VALUES (?, ?, ?, ?)",
-                              (job_id, idx, PairState.PAINTED, now)).rowcount:
-                    self._event(job_id, "pair", None, PairState.PAINTED, frame=idx)
-
-    def pair(self, job_id: str, idx: int) -> Pair:
-        row = self._one("SELECT * FROM pairs WHERE job_id = ? AND idx = ?", (job_id, idx))
-        if row is None:
-            raise StoreError(f"job {job_id} has no pair {idx}")
-        return _row(Pair, row)
-
-    def pairs(self, job_id: str) -> list[Pair]:
-        """A job's pairs in order ([] from a database older than FILM's, read by `shd status`)."""
-        if self.schema < migrations.PAIRS:
-            return []
-        return [_row(Pair, r) for r in self._all("SELECT * FROM pairs WHERE job_id = ? ORDER BY idx", (job_id,))]
-
-    def pair_counts(self, job_id: str) -> dict[str, int]:
-        """A job's pairs by state, and how many gaps show a crossfade instead of FILM's frames ('crossfaded'); {}
-        when it has none."""
-        if self.schema < migrations.PAIRS:
-            return {}
-        rows = self._all("SELECT state, COUNT(*) AS n, COUNT(filled_with) AS filled FROM pairs WHERE job_id = ?"
-                         " GROUP BY state", (job_id,))
-        if not rows:
-            return {}
-        counts = {r["state"]: int(r["n"]) for r in rows}
-        counts["crossfaded"] = sum(int(r["filled"]) for r in rows)
-        return counts
-
-    def transition_pair(self, job_id: str, idx: int, target: PairState, *, expect: str | None = None,
-                        durable: bool = True, **values: Any) -> None:
-        """Move a pair to `target` (checked by shd.states), setting any of clip_path, error, filled_with with it.
-        `expect`: the state the caller read (the pair is not read again when it still is)."""
-        self._move("pair", job_id, idx, target, expect, durable, values, {"clip_path", "error", "filled_with"})
-
-    def set_pair_fills(self, job_id: str, fills: Mapping[int, tuple[str, str]]) -> None:
-        """Record what the video shows in each of these gaps instead of FILM's frames, and why: gap -> (what, why).
-        A gap that never became a pair (a frame was not painted) is recorded as a failed pair with that reason."""
-        with self.tx() as db:
-            now = time.time()
-            for idx, (what, why) in fills.items():
-                if db.execute("INSERT OR IGNORE INTO pairs (job_id, idx, state, error, filled_with, updated_at)"
-                              " VALUES (?, ?, ?, ?, ?, ?)", (job_id, idx, PairState.FAILED, why, what, now)).rowcount:
-                    self._event(job_id, "pair", None, PairState.FAILED, frame=idx, detail=why)
-                else:
-                    db.execute("UPDATE pairs SET filled_with = ?, error = COALESCE(error, ?), updated_at = ?"
-                               " WHERE job_id = ? AND idx = ?", (what, why, now, job_id, idx))
-
-    def retry_pairs(self, job_id: str) -> None:
-        """`shd retry`: failed pairs whose paintings exist are interpolated again; the gaps recorded failed because a
-        frame was not painted are forgotten (they become pairs again once both paintings exist); no gap keeps a
-        fill. Call it before the failed frames are reset."""
-        if self.schema < migrations.PAIRS:
-            return
-        with self.tx() as db:
-            painted = ("(SELECT COUNT(*) FROM frames f WHERE f.job_id = pairs.job_id AND f.idx IN (pairs.idx,"
-                       " pairs.idx + 1) AND f.state = 'generated') = 2")
-            db.execute(f"DELETE FROM pairs WHERE job_id = ? AND state = 'failed' AND NOT {painted}", (job_id,))
-            for p in self._all("SELECT idx FROM pairs WHERE job_id = ? AND state = 'failed'", (job_id,)):
-                self.transition_pair(job_id, p["idx"], PairState.PAINTED, expect=PairState.FAILED, filled_with=None)
-            db.execute("UPDATE pairs SET filled_with = NULL WHERE job_id = ?", (job_id,))
 
     def begin_prediction(self, job_id: str, idx: int, stage: Stage, *, model: str, input: Mapping[str, Any],
                          reason: str, seed: int | None = None, expect: str | None = None,
@@ -405,11 +255,6 @@ class Store(Jobs):
                          " GROUP BY status", (job_id,))
         return {"by_status": {r["status"]: r["n"] for r in rows},
                 "predict_time": round(sum(r["t"] or 0.0 for r in rows), 3)}
-
-    def frames_changed(self, job_id: str, since: float) -> list[Frame]:
-        """A job's frames whose row changed after `since` (a time.time() value), in frame order."""
-        rows = self._all("SELECT * FROM frames WHERE job_id = ? AND updated_at > ? ORDER BY idx", (job_id, since))
-        return [_row(Frame, r) for r in rows]
 
     def count_by_state(self, table: str) -> dict[str, int]:
         """How many rows of `table` ('jobs' or 'frames', every job's) are in each state."""
