@@ -38,24 +38,17 @@ from typing import Any, NotRequired, TypedDict, Unpack
 import ffmpeg as ffmpeg_python
 
 from shd import children, diskfull, shape, timeline
-from shd.errors import DiskFull, InputError, MediaError, ShdError
+from shd.errors import DiskFull, InputError, MediaError
+from shd.media.runner import GLOBAL_ARGS, _fmt, _not_started, find_ffmpeg, last_error_line, run
+from shd.media.runner import _compile as _compile
 
-FRAME_PATTERN = "%06d.png"
-GLOBAL_ARGS = ["-hide_banner", "-nostdin", "-loglevel", "error", "-y"]
-FITS = ("pad", "crop", "stretch")
-# The video filter that makes the motion between timed pictures, by `output.transition` (at the output's rate).
-TRANSITION_FILTERS: dict[str, tuple[str, dict[str, object]]] = {
-    "cut": ("fps", {}),
-    "crossfade": ("framerate", {"interp_start": 0, "interp_end": 255, "scene": 100}),  # scene=100: never a "cut"
-    "motion": ("minterpolate", {"mi_mode": "mci", "mc_mode": "aobmc", "me_mode": "bidir", "scd": "none"}),
-    "film": ("fps", {}),  # the pictures between the paintings are made first (inbetweens.py) and listed with them
-}
-BLENDED = ("crossfade", "motion")  # the transitions whose filter makes the change, over `transition_seconds`
-SUBTITLE_TITLE = "Prompts"
-SUBTITLE_LANGUAGE = "eng"
-POLL_S = 0.02
-
-_FRAME_NAME = re.compile(r"^\d{6}\.png(\.tmp)?$")
+__all__ = [
+    "BLENDED", "EncodeOptions", "FITS", "FRAME_PATTERN", "GLOBAL_ARGS", "POLL_S", "Probe", "SUBTITLE_LANGUAGE",
+    "SUBTITLE_TITLE", "TRANSITION_FILTERS", "extract", "find_ffmpeg", "fit_picture", "frame_count", "frame_timestamp",
+    "last_error_line", "link_or_copy", "output_size", "parse_probe", "plan_extract", "plan_fit_picture",
+    "plan_normalize", "plan_png", "plan_probe", "plan_stitch", "plan_verify", "probe", "run", "stitch", "to_png",
+    "verify",
+]
 
 
 @dataclass(frozen=True)
@@ -80,97 +73,9 @@ class Probe:
     sar: tuple[int, int] = (1, 1)
 
 
-def find_ffmpeg(configured: str | None = None) -> str:
-    """Return the ffmpeg to run: `configured` (which must be an executable file, else MediaError naming it),
-    else ``ffmpeg`` on PATH, else the binary shipped by imageio-ffmpeg."""
-    if configured:
-        path = os.path.expanduser(configured)
-        if not os.path.isfile(path):
-            raise MediaError(configured, "configured ffmpeg does not exist")
-        if not os.access(path, os.X_OK):
-            raise MediaError(configured, "configured ffmpeg is not executable")
-        return path
-    found = shutil.which("ffmpeg")
-    if found:
-        return found
-    import imageio_ffmpeg
-
-    exe: str = imageio_ffmpeg.get_ffmpeg_exe()
-    return exe
-
-
-def _compile(stream: Any, ffmpeg: str) -> list[str]:
-    """The argv that ffmpeg-python builds for `stream`, run by `ffmpeg` with shd's global options."""
-    argv: list[str] = ffmpeg_python.compile(stream, cmd=[ffmpeg, *GLOBAL_ARGS])
-    return argv
-
-
-def _fmt(x: float) -> str:
-    """A number as ffmpeg should read it: 1.0 -> "1", 2.5 -> "2.5" (full precision, no exponent)."""
-    x = float(x)
-    if x == int(x):
-        return str(int(x))
-    return format(x, ".9f").rstrip("0").rstrip(".")
-
-
-# ---------------------------------------------------------------------------------------------------- running
-
-
-def run(argv: list[str], *, timeout: float, path_for_errors: Path, check: bool = False,
-        folder: Path | None = None) -> subprocess.CompletedProcess[Any]:
-    """Run one command (see `shd.children`) and return it with ``stdout`` as bytes and ``stderr`` as text.
-
-    Past `timeout` seconds the process is killed and MediaError(path_for_errors, ...) raised; a binary that cannot be
-    started raises MediaError too. With `check`, a non-zero exit raises DiskFull when the command ran out of space
-    writing into `folder` (also where it is recorded while it runs), else MediaError(path_for_errors, last error
-    line).
-    """
-    try:
-        with children.running(argv, folder=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
-            try:
-                out, err_bytes = proc.communicate(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                raise MediaError(path_for_errors, f"ffmpeg timed out after {_fmt(timeout)} s") from None
-    except OSError as e:
-        raise _not_started(e, argv[0], path_for_errors) from None
-    err = err_bytes.decode("utf-8", errors="replace")
-    if check and proc.returncode != 0:
-        reason = last_error_line(err) or f"ffmpeg exited with {proc.returncode}"
-        if folder is not None and diskfull.ffmpeg_ran_out(proc.returncode, folder):
-            raise DiskFull(folder, reason)
-        raise MediaError(path_for_errors, reason)
-    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
-
-
-def _not_started(e: OSError, binary: str, path_for_errors: Path) -> ShdError:
-    """Why a command could not be started (or recorded, see shd.children): DiskFull, or MediaError."""
-    if diskfull.is_full(e):
-        return DiskFull(Path(e.filename) if e.filename else path_for_errors, "cannot record ffmpeg's pid")
-    return MediaError(path_for_errors, f"cannot run {binary}: {e.strerror or e}")
-
-
-_NOISE = ("conversion failed", "at least one output file must be specified", "error opening input file",
-          "error opening output file", "exiting normally", "nothing was written")
-
-
-def last_error_line(stderr: str) -> str:
-    """The last stderr line that says what went wrong, without ffmpeg's ``[ctx @ 0x..]`` prefixes and generic
-    trailers ("Conversion failed!", "Error opening input files: ...")."""
-    lines = [re.sub(r"^(\[[^\]]*\]\s*)+", "", ln).strip() for ln in stderr.splitlines()]
-    lines = [ln for ln in lines if ln]
-    meaningful = [ln for ln in lines if not ln.lower().startswith(_NOISE)]
-    line = (meaningful or lines or [""])[-1]
-    return re.sub(r"^Error opening input:\s*", "", line)
-
-
-# ---------------------------------------------------------------------------------------------------- probing
-
-
 def plan_probe(ffmpeg: str, src: Path) -> list[str]:
     """``ffmpeg -hide_banner -nostdin -i SRC``: ffmpeg prints the input's description to stderr and exits 1."""
     return [ffmpeg, "-hide_banner", "-nostdin", "-i", str(src)]
-
-
 _DURATION = re.compile(r"Duration:\s*(N/A|(\d+):(\d+):(\d+(?:\.\d+)?))")
 _START = re.compile(r"start:\s*(-?\d+(?:\.\d+)?)")
 _STREAM = re.compile(r"^\s*Stream #\d+:\d+\S*:\s*(Video|Audio|Subtitle|Data|Attachment):\s*(.*)$")
@@ -280,9 +185,9 @@ def probe(ffmpeg: str, src: Path, timeout: float = 60) -> Probe:
     _check_source(src)
     done = run(plan_probe(ffmpeg, src), timeout=timeout, path_for_errors=src)
     return parse_probe(src, done.stderr)
-
-
-# ---------------------------------------------------------------------------------------------------- extraction
+FRAME_PATTERN = "%06d.png"
+POLL_S = 0.02
+_FRAME_NAME = re.compile(r"^\d{6}\.png(\.tmp)?$")
 
 
 def frame_timestamp(index: int, fps: float, start: float = 0.0) -> float:
@@ -377,20 +282,7 @@ def extract(
     if count == 0:
         raise InputError(src, f"no frames could be extracted at fps={_fmt(fps)} (too short or undecodable)")
     return count
-
-
-# ---------------------------------------------------------------------------------------------------- stitching
-
-
-def plan_png(ffmpeg: str, picture: Path, dest: Path) -> list[str]:
-    """Convert one picture (a painted frame that came back as JPEG or WebP) to the PNG `dest`, so that the sequence
-    to stitch is PNG throughout."""
-    return [ffmpeg, *GLOBAL_ARGS, "-i", str(picture), str(dest)]
-
-
-def output_size(src_w: int, src_h: int) -> tuple[int, int]:
-    """The stitched video's size for a `src_w` x `src_h` source: each rounded down to even, at least 2 (H.264 4:2:0)."""
-    return max(2, src_w - src_w % 2), max(2, src_h - src_h % 2)
+FITS = ("pad", "crop", "stretch")
 
 
 def _fit(stream: Any, size: tuple[int, int], fit: str) -> Any:
@@ -408,6 +300,62 @@ def _fit(stream: Any, size: tuple[int, int], fit: str) -> Any:
     else:
         raise ValueError(f"fit must be one of {', '.join(FITS)}, not {fit!r}")
     return stream.filter("setsar", 1)
+
+
+def plan_png(ffmpeg: str, picture: Path, dest: Path) -> list[str]:
+    """Convert one picture (a painted frame that came back as JPEG or WebP) to the PNG `dest`, so that the sequence
+    to stitch is PNG throughout."""
+    return [ffmpeg, *GLOBAL_ARGS, "-i", str(picture), str(dest)]
+
+
+def plan_fit_picture(ffmpeg: str, picture: Path, dest: Path, *, size: tuple[int, int], fit: str) -> list[str]:
+    """`picture` fitted to `size` by `fit` as the one PNG `dest` (the source frame SDXL paints over, img2img)."""
+    stream = _fit(ffmpeg_python.input(str(picture)), size, fit).filter("format", "rgb24")
+    return _compile(stream.output(str(dest), vframes=1, f="image2", update=1), ffmpeg)
+
+
+def fit_picture(ffmpeg: str, picture: Path, dest: Path, *, size: tuple[int, int], fit: str, timeout: float) -> None:
+    """Write `picture` fitted to `size` as the PNG `dest`, complete or not at all (`_make_picture`)."""
+    _make_picture(lambda made: plan_fit_picture(ffmpeg, picture, made, size=size, fit=fit), picture, dest, timeout)
+
+
+def to_png(ffmpeg: str, picture: Path, dest: Path, *, timeout: float) -> None:
+    """Write `picture` (a JPEG or WebP painting) as the PNG `dest`, complete or not at all (`_make_picture`)."""
+    _make_picture(lambda made: plan_png(ffmpeg, picture, made), picture, dest, timeout)
+
+
+def _make_picture(plan: Callable[[Path], list[str]], picture: Path, dest: Path, timeout: float) -> None:
+    """Run `plan(made)` in a folder of its own next to `dest` (where ffmpeg is recorded while it runs), then rename
+    what it made to `dest`. MediaError(picture, ...) if ffmpeg fails, DiskFull if it ran out of space."""
+    with tempfile.TemporaryDirectory(prefix=".shd-picture-", dir=dest.parent) as tmp:
+        made = Path(tmp) / "picture.png"
+        run(plan(made), timeout=timeout, path_for_errors=picture, check=True, folder=Path(tmp))
+        os.replace(made, dest)
+
+
+def link_or_copy(src: Path, dest: Path) -> None:
+    """`src` also as `dest`: a hard link, or a copy where the two are on different file systems."""
+    try:
+        os.link(src, dest)
+    except OSError:
+        shutil.copyfile(src, dest)
+
+
+# The video filter that makes the motion between timed pictures, by `output.transition` (at the output's rate).
+TRANSITION_FILTERS: dict[str, tuple[str, dict[str, object]]] = {
+    "cut": ("fps", {}),
+    "crossfade": ("framerate", {"interp_start": 0, "interp_end": 255, "scene": 100}),  # scene=100: never a "cut"
+    "motion": ("minterpolate", {"mi_mode": "mci", "mc_mode": "aobmc", "me_mode": "bidir", "scd": "none"}),
+    "film": ("fps", {}),  # the pictures between the paintings are made first (inbetweens.py) and listed with them
+}
+BLENDED = ("crossfade", "motion")  # the transitions whose filter makes the change, over `transition_seconds`
+SUBTITLE_TITLE = "Prompts"
+SUBTITLE_LANGUAGE = "eng"
+
+
+def output_size(src_w: int, src_h: int) -> tuple[int, int]:
+    """The stitched video's size for a `src_w` x `src_h` source: each rounded down to even, at least 2 (H.264 4:2:0)."""
+    return max(2, src_w - src_w % 2), max(2, src_h - src_h % 2)
 
 
 class EncodeOptions(TypedDict):
@@ -530,42 +478,6 @@ def _link_all(pictures: Sequence[Path], folder: Path) -> None:
     folder.mkdir()
     for n, picture in enumerate(pictures):
         link_or_copy(picture, _frame(folder, n))
-
-
-def plan_fit_picture(ffmpeg: str, picture: Path, dest: Path, *, size: tuple[int, int], fit: str) -> list[str]:
-    """`picture` fitted to `size` by `fit` as the one PNG `dest` (the source frame SDXL paints over, img2img)."""
-    stream = _fit(ffmpeg_python.input(str(picture)), size, fit).filter("format", "rgb24")
-    return _compile(stream.output(str(dest), vframes=1, f="image2", update=1), ffmpeg)
-
-
-def fit_picture(ffmpeg: str, picture: Path, dest: Path, *, size: tuple[int, int], fit: str, timeout: float) -> None:
-    """Write `picture` fitted to `size` as the PNG `dest`, complete or not at all (`_make_picture`)."""
-    _make_picture(lambda made: plan_fit_picture(ffmpeg, picture, made, size=size, fit=fit), picture, dest, timeout)
-
-
-def to_png(ffmpeg: str, picture: Path, dest: Path, *, timeout: float) -> None:
-    """Write `picture` (a JPEG or WebP painting) as the PNG `dest`, complete or not at all (`_make_picture`)."""
-    _make_picture(lambda made: plan_png(ffmpeg, picture, made), picture, dest, timeout)
-
-
-def _make_picture(plan: Callable[[Path], list[str]], picture: Path, dest: Path, timeout: float) -> None:
-    """Run `plan(made)` in a folder of its own next to `dest` (where ffmpeg is recorded while it runs), then rename
-    what it made to `dest`. MediaError(picture, ...) if ffmpeg fails, DiskFull if it ran out of space."""
-    with tempfile.TemporaryDirectory(prefix=".shd-picture-", dir=dest.parent) as tmp:
-        made = Path(tmp) / "picture.png"
-        run(plan(made), timeout=timeout, path_for_errors=picture, check=True, folder=Path(tmp))
-        os.replace(made, dest)
-
-
-def link_or_copy(src: Path, dest: Path) -> None:
-    """`src` also as `dest`: a hard link, or a copy where the two are on different file systems."""
-    try:
-        os.link(src, dest)
-    except OSError:
-        shutil.copyfile(src, dest)
-
-
-# ---------------------------------------------------------------------------------------------------- verifying
 
 
 def plan_verify(ffmpeg: str, video: Path) -> list[str]:
