@@ -21,11 +21,9 @@ source's duration, so the output lasts D within one output frame.
 
 from __future__ import annotations
 
-import os
-import shutil
 import struct
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NotRequired, TypedDict, Unpack
 
@@ -34,6 +32,8 @@ import ffmpeg as ffmpeg_python
 from shd import timeline
 from shd.errors import InputError, MediaError
 from shd.media.extract import FRAME_PATTERN, POLL_S, _frame, extract, frame_count, frame_timestamp, plan_extract
+from shd.media.pictures import FITS, fit_picture, link_or_copy, plan_fit_picture, plan_png, to_png
+from shd.media.pictures import _fit as _fit
 from shd.media.probe import Probe, parse_probe, plan_probe, probe
 from shd.media.runner import GLOBAL_ARGS, _fmt, find_ffmpeg, last_error_line, run
 from shd.media.runner import _compile as _compile
@@ -45,65 +45,6 @@ __all__ = [
     "plan_normalize", "plan_png", "plan_probe", "plan_stitch", "plan_verify", "probe", "run", "stitch", "to_png",
     "verify",
 ]
-
-
-FITS = ("pad", "crop", "stretch")
-
-
-def _fit(stream: Any, size: tuple[int, int], fit: str) -> Any:
-    """Scale a stream of any size to exactly `size`: letterbox ("pad"), cover and centre-crop ("crop") or
-    ignore the aspect ("stretch"); square pixels."""
-    w, h = size
-    if fit == "pad":
-        stream = stream.filter("scale", w, h, force_original_aspect_ratio="decrease", force_divisible_by=2)
-        stream = stream.filter("pad", w, h, "(ow-iw)/2", "(oh-ih)/2", color="black")
-    elif fit == "crop":
-        stream = stream.filter("scale", w, h, force_original_aspect_ratio="increase")
-        stream = stream.filter("crop", w, h)
-    elif fit == "stretch":
-        stream = stream.filter("scale", w, h)
-    else:
-        raise ValueError(f"fit must be one of {', '.join(FITS)}, not {fit!r}")
-    return stream.filter("setsar", 1)
-
-
-def plan_png(ffmpeg: str, picture: Path, dest: Path) -> list[str]:
-    """Convert one picture (a painted frame that came back as JPEG or WebP) to the PNG `dest`, so that the sequence
-    to stitch is PNG throughout."""
-    return [ffmpeg, *GLOBAL_ARGS, "-i", str(picture), str(dest)]
-
-
-def plan_fit_picture(ffmpeg: str, picture: Path, dest: Path, *, size: tuple[int, int], fit: str) -> list[str]:
-    """`picture` fitted to `size` by `fit` as the one PNG `dest` (the source frame SDXL paints over, img2img)."""
-    stream = _fit(ffmpeg_python.input(str(picture)), size, fit).filter("format", "rgb24")
-    return _compile(stream.output(str(dest), vframes=1, f="image2", update=1), ffmpeg)
-
-
-def fit_picture(ffmpeg: str, picture: Path, dest: Path, *, size: tuple[int, int], fit: str, timeout: float) -> None:
-    """Write `picture` fitted to `size` as the PNG `dest`, complete or not at all (`_make_picture`)."""
-    _make_picture(lambda made: plan_fit_picture(ffmpeg, picture, made, size=size, fit=fit), picture, dest, timeout)
-
-
-def to_png(ffmpeg: str, picture: Path, dest: Path, *, timeout: float) -> None:
-    """Write `picture` (a JPEG or WebP painting) as the PNG `dest`, complete or not at all (`_make_picture`)."""
-    _make_picture(lambda made: plan_png(ffmpeg, picture, made), picture, dest, timeout)
-
-
-def _make_picture(plan: Callable[[Path], list[str]], picture: Path, dest: Path, timeout: float) -> None:
-    """Run `plan(made)` in a folder of its own next to `dest` (where ffmpeg is recorded while it runs), then rename
-    what it made to `dest`. MediaError(picture, ...) if ffmpeg fails, DiskFull if it ran out of space."""
-    with tempfile.TemporaryDirectory(prefix=".shd-picture-", dir=dest.parent) as tmp:
-        made = Path(tmp) / "picture.png"
-        run(plan(made), timeout=timeout, path_for_errors=picture, check=True, folder=Path(tmp))
-        os.replace(made, dest)
-
-
-def link_or_copy(src: Path, dest: Path) -> None:
-    """`src` also as `dest`: a hard link, or a copy where the two are on different file systems."""
-    try:
-        os.link(src, dest)
-    except OSError:
-        shutil.copyfile(src, dest)
 
 
 # The video filter that makes the motion between timed pictures, by `output.transition` (at the output's rate).
