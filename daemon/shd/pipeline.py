@@ -15,7 +15,7 @@ staged with its sidecars in `<job folder>/publish/` (outputs.py); a staged video
 job went back to painting (a done job's retry) is of other frames: it is thrown away (an interrupted publish of it
 undone) and made again. A job canceled while it stitches publishes nothing.
 A full disk defers the job (`deferred`: tried again later), whichever write ran out of space.
-No SQL and no ffmpeg argv here: those live in store/ and media.py.
+No SQL and no ffmpeg argv here: those live in store/ and media/.
 """
 
 from __future__ import annotations

@@ -17,13 +17,20 @@ Timing facts, measured with ffmpeg 9.0 (``-vf fps=F``, default ``round=near``):
 `stitch` shows frame ``i`` during ``[i/F, (i+1)/F)`` (a `timeline.py` list read through ffmpeg's concat demuxer; with
 a transition, each change takes a moment centred on ``(i+1)/F``) and then holds the last frame, or cuts, to the
 source's duration, so the output lasts D within one output frame.
+
+How it is cut: one module per step a job takes, over one runner, each importing only modules listed before it; this
+package re-exports every public name (callers write ``media.probe``, ``media.stitch``...).
+- runner.py    the one runner (`run`), `find_ffmpeg`, and what every plan uses (`GLOBAL_ARGS`, `_compile`, `_fmt`).
+- probe.py     `plan_probe`, `parse_probe` (pure) and `probe`: what a source is, or why it is not a video.
+- extract.py   `plan_extract` and `extract`: the frames at a rate, handed over while ffmpeg still runs.
+- pictures.py  one picture fitted (`_fit`, which stitching shares) or converted to PNG; `link_or_copy`.
+- stitch.py    `plan_stitch`, `plan_normalize` and `stitch`: the painted frames (and FILM's) back into an mp4.
+- verify.py    `plan_verify` and `verify`: a stitched video decodes to the end and lasts as long as it should.
+inbetweens.py plans FILM's clips with the same helpers, `_compile` and `_fit`, which this package re-exports for it.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from shd.errors import InputError, MediaError
 from shd.media.extract import FRAME_PATTERN, POLL_S, extract, frame_count, frame_timestamp, plan_extract
 from shd.media.pictures import FITS, fit_picture, link_or_copy, plan_fit_picture, plan_png, to_png
 from shd.media.pictures import _fit as _fit
@@ -34,6 +41,7 @@ from shd.media.stitch import (
     BLENDED, EncodeOptions, SUBTITLE_LANGUAGE, SUBTITLE_TITLE, TRANSITION_FILTERS, output_size, plan_normalize,
     plan_stitch, stitch,
 )
+from shd.media.verify import plan_verify, verify
 
 __all__ = [
     "BLENDED", "EncodeOptions", "FITS", "FRAME_PATTERN", "GLOBAL_ARGS", "POLL_S", "Probe", "SUBTITLE_LANGUAGE",
@@ -42,26 +50,3 @@ __all__ = [
     "plan_normalize", "plan_png", "plan_probe", "plan_stitch", "plan_verify", "probe", "run", "stitch", "to_png",
     "verify",
 ]
-
-
-def plan_verify(ffmpeg: str, video: Path) -> list[str]:
-    """Decode every stream of `video` to the end and throw the pictures away (subtitles too: turned into plain
-    text), stopping at the first error (``-xerror``); ffmpeg says nothing at ``-v error`` unless something is
-    wrong."""
-    return [ffmpeg, "-hide_banner", "-nostdin", "-v", "error", "-xerror", "-i", str(video), "-map", "0",
-            "-c:s", "text", "-f", "null", "-"]
-
-
-def verify(ffmpeg: str, video: Path, *, duration: float, tolerance: float, timeout: float) -> None:
-    """MediaError(video, why) unless `video` decodes to the end without a complaint, has a video stream, and lasts
-    `duration` seconds within `tolerance`. For a file shd made, before it is published."""
-    done = run(plan_verify(ffmpeg, video), timeout=timeout, path_for_errors=video)
-    if done.returncode != 0 or done.stderr.strip():
-        why = last_error_line(done.stderr) or f"ffmpeg exited with {done.returncode}"
-        raise MediaError(video, f"the stitched video does not decode ({why})")
-    try:
-        got = probe(ffmpeg, video, timeout=timeout).duration
-    except InputError as e:
-        raise MediaError(video, f"the stitched video cannot be read back ({e.reason})") from None
-    if abs(got - duration) > tolerance:
-        raise MediaError(video, f"the stitched video lasts {got:.2f} s, not {duration:.2f} s")
