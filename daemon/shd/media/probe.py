@@ -13,6 +13,7 @@ from shd import shape
 from shd.errors import InputError
 from shd.media.runner import last_error_line, run
 
+
 @dataclass(frozen=True)
 class Probe:
     """What shd needs to know about a source video.

@@ -8,6 +8,7 @@ from shd.errors import InputError, MediaError
 from shd.media.probe import probe
 from shd.media.runner import last_error_line, run
 
+
 def plan_verify(ffmpeg: str, video: Path) -> list[str]:
     """Decode every stream of `video` to the end and throw the pictures away (subtitles too: turned into plain
     text), stopping at the first error (``-xerror``); ffmpeg says nothing at ``-v error`` unless something is
