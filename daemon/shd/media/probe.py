@@ -39,6 +39,8 @@ class Probe:
 def plan_probe(ffmpeg: str, src: Path) -> list[str]:
     """``ffmpeg -hide_banner -nostdin -i SRC``: ffmpeg prints the input's description to stderr and exits 1."""
     return [ffmpeg, "-hide_banner", "-nostdin", "-i", str(src)]
+
+
 _DURATION = re.compile(r"Duration:\s*(N/A|(\d+):(\d+):(\d+(?:\.\d+)?))")
 _START = re.compile(r"start:\s*(-?\d+(?:\.\d+)?)")
 _STREAM = re.compile(r"^\s*Stream #\d+:\d+\S*:\s*(Video|Audio|Subtitle|Data|Attachment):\s*(.*)$")

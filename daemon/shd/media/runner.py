@@ -83,6 +83,8 @@ def _not_started(e: OSError, binary: str, path_for_errors: Path) -> ShdError:
     if diskfull.is_full(e):
         return DiskFull(Path(e.filename) if e.filename else path_for_errors, "cannot record ffmpeg's pid")
     return MediaError(path_for_errors, f"cannot run {binary}: {e.strerror or e}")
+
+
 _NOISE = ("conversion failed", "at least one output file must be specified", "error opening input file",
           "error opening output file", "exiting normally", "nothing was written")
 
