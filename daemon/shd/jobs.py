@@ -168,7 +168,7 @@ def retry(cfg: Config, store: Store, ref: str) -> Job:
     """`shd retry JOB`: failed frames (and FILM's failed pairs) start again, and a failed or canceled job goes back
     to the queue. A done job whose frames (or pairs) failed (their slots filled, their gaps crossfaded) goes back to
     painting (interpolating) them; its video is then stitched again and replaces the published one in place
-    (pipeline.py). UsageError if a done job has no failed frame or pair."""
+    (pipeline/publishing.py). UsageError if a done job has no failed frame or pair."""
     job = store.find_job(ref)
     failed = store.frames(job.id, (FrameState.FAILED,))
     if job.state == JobState.DONE and not failed and not any(p.state == PairState.FAILED for p in store.pairs(job.id)):

@@ -5,7 +5,7 @@ one line of JSON into the file, `{"pid": 1234, "kind": "daemon", "since": 176447
 `shd run`, "process" for `shd process`), and empties it when it lets go. `holder()` reads that line without taking
 the lock; after a SIGKILL the line outlives its lock, so it names a holder only while the lock is held.
 
-Who waits for whom (service.py, process.py), so that two processes never work on one store at once:
+Who waits for whom (service/state_dir.py, process.py), so that two processes never work on one store at once:
 * `shd run` takes the lock; if a daemon holds it, it exits 2 naming that daemon's pid; if a `shd process` holds it,
   it waits for it to finish (and says so).
 * `shd process` takes the lock and works in the foreground; if a daemon holds it, it hands its job to the daemon

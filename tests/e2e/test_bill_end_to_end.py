@@ -154,12 +154,15 @@ def test_the_daemon_holds_at_the_daily_cap_says_why_and_resumes_after_a_raise_an
     why = "daily budget $0.035 reached; resumes at 00:00 UTC, or raise budget.daily_usd and reload"
     with Daemon(cfg, shd_env, tmp_path) as d:
         d.ready()
+        est = d.wait_log("job_estimate")  # logged as the daemon takes the file, before anything is paid
+        assert (est["frames"], est["predictions"], est["usd"]) == (3, 6, pytest.approx(0.06))
         assert d.wait_log("budget_reached")["reason"] == why
         d.wait_message(f"PAUSED: {why}; HELD: 1 job(s)")
         s = wait_for("the job held, nothing in flight", lambda: (s := status(cfg, shd_env, tmp_path))
                      and s["jobs"][0]["held"] and s["jobs"][0]["cost"]["predictions"] == 3 and s)
         assert billed.count_creates() == 3 and s["spend"]["today_usd"] == pytest.approx(0.03)  # <= the cap
         assert s["jobs"][0]["state"] in ("extracting", "running") and s["jobs"][0]["frames"]["failed"] == 0
+        assert s["jobs"][0]["estimate"] == {"usd": pytest.approx(0.06), "seconds": 15.0}
         assert f"held {s['jobs'][0]['id']}: {why}" in run_shd("status", "--config", str(cfg), env=shd_env,
                                                                cwd=tmp_path).stdout
         # The daemon is paused by it, as by any hold (its heartbeat): status --json's daemon object says so.
@@ -206,3 +209,45 @@ def test_shd_process_at_a_cap_ends_with_exit_8_saying_why(
     (done,) = status(cfg, shd_env, tmp_path)["jobs"]
     assert done["id"] == job["id"] and done["state"] == "done" and done["held"] is None
     assert standin.count_creates() == 2 and done["cost"]["predictions"] == 2
+
+
+def test_a_job_its_own_cap_holds_does_not_keep_the_jobs_behind_it_waiting(
+        tmp_path: Path, standin: StandIn, shd_env: dict[str, str], make_config) -> None:
+    """One job at a time (pipeline.max_jobs = 1): a job held by budget.per_job_usd gives its slot up, so the next
+    video in the inbox, within the cap, is painted meanwhile; the held one goes on after a raise and reload."""
+    overrides = {"pipeline": {"audio": "none", "max_jobs": 1}}
+    cfg = make_config({**overrides, "budget": {"per_job_usd": 0.03}})  # 3 frames: $0.0428; 1 frame: $0.0143
+    make_video(tmp_path / "inbox" / "long.mp4", seconds=3.0, size=(64, 48), audio=False)
+    with Daemon(cfg, shd_env, tmp_path) as d:
+        d.ready()
+        wait_for("the long job held", lambda: (jobs := status_json(cfg, shd_env, tmp_path)) and jobs[0]["held"])
+        short = make_video(tmp_path / "short.mp4", seconds=1.0, size=(64, 48), audio=False)
+        short.rename(tmp_path / "inbox" / "short.mp4")
+        held, done = wait_for("the short job done", lambda: (jobs := status_json(cfg, shd_env, tmp_path))
+                              and len(jobs) == 2 and jobs[1]["state"] == "done" and jobs)
+        assert held["held"].startswith("job estimated at $0.0428 for 3 frames") and held["cost"]["predictions"] == 0
+        assert done["source"] == "short.mp4" and done["cost"]["predictions"] + done["cost"]["reused"] == 2
+        make_config({**overrides, "budget": {"per_job_usd": 1.0}})
+        d.signal(signal.SIGHUP)
+        wait_for("the long job done", lambda: status_json(cfg, shd_env, tmp_path)[0]["state"] == "done")
+
+
+def test_shd_process_alone_at_the_daily_cap_lets_what_is_in_flight_finish_then_ends_with_exit_8(
+        tmp_path: Path, billed: StandIn, shd_env: dict[str, str], make_config) -> None:
+    """No daemon: `shd process` itself holds at the daily cap. The predictions in flight finish and are counted
+    (spend <= the cap), then it ends with exit 8 and the reason; the job is kept, not failed."""
+    billed.set_predict_time(IMG2PROMPT, 10.0)
+    billed.set_predict_time(SDXL, 10.0)
+    prices = {"per_second": 0.001, "typical_seconds": 10.0}  # every prediction: $0.01, as expected
+    cfg = make_config({"pipeline": {"audio": "none"}, f'prices."{IMG2PROMPT}"': prices, f'prices."{SDXL}"': prices,
+                       "budget": {"daily_usd": 0.035}})
+    src = make_video(tmp_path / "clip.mp4", seconds=3.0, size=(64, 48), audio=False)
+    r = run_shd("process", str(src), "--config", str(cfg), env=shd_env, cwd=tmp_path)
+    assert r.returncode == 8, r.stderr
+    why = "daily budget $0.035 reached; resumes at 00:00 UTC, or raise budget.daily_usd and reload"
+    assert r.stderr.strip().splitlines()[-1].startswith(f"shd: held: {why}") and r.stdout == ""
+    s = status(cfg, shd_env, tmp_path)
+    (job,) = s["jobs"]
+    assert job["state"] in ("extracting", "running") and job["error"] is None and job["held"] == why
+    assert billed.count_creates() == 3 and job["cost"]["predictions"] == 3  # all three finished and counted
+    assert s["spend"]["today_usd"] == pytest.approx(0.03)

@@ -105,7 +105,7 @@ class Engine:
     def reload(self, cfg: Config) -> None:
         """Apply live settings: concurrency, rate, retry budgets and backoff, the poll interval and prediction timeout,
         the seed, reuse, prices and budget (held tasks look again at once); the service keeps what is built at start
-        (service.RESTART_ONLY)."""
+        (service/reload.py: RESTART_ONLY)."""
         self.cfg = cfg
         self.auth.recheck = cfg.replicate.auth_recheck
         self.outage.backoff_base, self.outage.backoff_max = cfg.replicate.backoff_base, cfg.replicate.backoff_max

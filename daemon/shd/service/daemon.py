@@ -1,17 +1,17 @@
 """`shd run`: the daemon's main loop.
 
-First it takes the state directory's lock (lock.py): another daemon there makes it exit 2, naming that daemon's
-pid; a `shd process` there makes it wait until that one is done (logged, and in STATUS=). Then it checks the whole
-database (a damaged one stops it with exit 5 before anything is claimed) and builds the app.
+First it takes the state directory's lock (state_dir.py, lock.py): another daemon there makes it exit 2, naming
+that daemon's pid; a `shd process` there makes it wait until that one is done (logged, and in STATUS=). Then it
+checks the whole database (a damaged one stops it with exit 5 before anything is claimed) and builds the app.
 The main thread owns the loop: it takes stable files from the watcher, claims them as jobs, keeps up to
-`pipeline.max_jobs` job threads going (oldest first, resumed jobs included), and talks to systemd. Signal handlers
+`pipeline.max_jobs` job threads going (job_threads.py), and talks to systemd (STATUS=: summary.py). Signal handlers
 only set flags and wake the loop (they never touch the store):
   SIGTERM / SIGINT   stop taking work, send STOPPING=1, let workers finish their current write, exit promptly
                      (0 after SIGTERM, 130 after SIGINT, as the README's table says); every remote prediction is
                      already recorded, so the next start resumes it.
-  SIGHUP             reload the config: live settings apply at once, those built at start (RESTART_ONLY, [paths],
-                     [watch], [web], [hooks]) are logged by name and kept until the next start; a bad new config
-                     is refused, the old kept; nothing a reload meets ends the daemon.
+  SIGHUP             reload the config (reload.py): live settings apply at once, those built at start (RESTART_ONLY,
+                     [paths], [watch], [web], [hooks]) are logged by name and kept until the next start; a bad new
+                     config is refused, the old kept; nothing a reload meets ends the daemon.
 WATCHDOG=1 is sent only while the loop itself turns, the inbox observer's threads are alive, and the scheduler's
 dispatcher has turned within its own deadline (Engine.healthy); a long ffmpeg or prediction is bounded by its own
 timeout instead. A database found damaged while running (`store.damaged`) ends the loop: exit 5, with the remedy.
@@ -20,7 +20,6 @@ On shutdown every ffmpeg child is stopped (children.py) before the process exits
 
 from __future__ import annotations
 
-import dataclasses
 import signal
 import threading
 import time
@@ -28,14 +27,17 @@ from pathlib import Path
 from types import FrameType
 
 from shd import app as app_mod
-from shd import children, config, hooks, jobs, logs, perms, pricing
+from shd import children, config, hooks, jobs, logs, perms
 from shd.config import Config
-from shd.errors import ConfigError, DiskFull, Interrupted, ShdError, StateDirBusy, StoreError
+from shd.errors import ConfigError, DiskFull, Interrupted, ShdError, StoreError
 from shd.live import AppView
 from shd.liveness import Heartbeat
 from shd.lock import StateLock
 from shd.notify import Notifier
-from shd.pipeline import start_job_thread
+from shd.service import state_dir
+from shd.service.job_threads import JobThreads
+from shd.service.reload import apply_config, read_new_config
+from shd.service.summary import summary
 from shd.states import UNFINISHED_JOBS, JobState
 from shd.store import Job
 from shd.watcher import InboxWatcher
@@ -43,25 +45,6 @@ from shd.web import server as web
 
 STOP_GRACE = 2.0     # seconds workers get to finish their current database write on shutdown
 STATUS_EVERY = 5.0   # seconds between STATUS= updates
-DEFER_RETRY = 30.0   # seconds before a job stopped by a disk-full or database error is tried again
-LOCK_WAIT = 0.5      # seconds between tries at a state directory a `shd process` holds
-START_EXTENSION = 30.0  # seconds asked of systemd at a time while waiting for the lock (EXTEND_TIMEOUT_USEC)
-# Replicate settings built into the client and the models once, at start: a reload logs them and keeps the old.
-RESTART_ONLY = ("create_wait", "request_timeout", "inline_max_kb", "prompt_model", "image_model", "prompt_input",
-                "image_input")
-
-
-def summary_line(active: int, done: int, total: int, failed: int, paused: str | None, held: list[str]) -> str:
-    """PURE: STATUS='s one line. `paused`: every hold's reason, joined (scheduler/holds.py); `held`: the reasons of
-    the jobs a budget cap holds. A daily or monthly cap is already among the pause's reasons; a job's own cap is
-    said after the count."""
-    line = f"{active} job(s) active, {done}/{total} frames painted, {failed} failed"
-    if paused:
-        line += f"; PAUSED: {paused}"
-    if held:
-        own = [h for h in held if not (paused and h in paused)]
-        line += f"; HELD: {len(held)} job(s)" + (f": {own[0]}" if own else "")
-    return line
 
 
 class Daemon:
@@ -77,8 +60,7 @@ class Daemon:
         self.heartbeat = Heartbeat(cfg.paths.state_dir, "daemon")
         self._heartbeat_failed = False
         self.app: app_mod.App  # built once the state directory is ours (see run)
-        self.threads: dict[str, threading.Thread] = {}
-        self._cooldown: dict[str, float] = {}  # job id -> when a deferred job may be tried again
+        self.job_threads = JobThreads()
         self.watcher: InboxWatcher | None = None
         self.hooks = hooks.from_config(cfg.hooks, paused=lambda: self.app.engine.paused,
                                        secrets=(config.read_token(cfg),))
@@ -93,27 +75,6 @@ class Daemon:
             self._stop.set()
         if self.watcher is not None:
             self.watcher.wakeup.set()
-
-    # --- the state directory ------------------------------------------------------------------------------------
-    def take_state_dir(self) -> bool:
-        """Take the state directory's lock, waiting while a `shd process` holds it. StateDirBusy if a daemon holds
-        it; False if told to stop while waiting."""
-        waiting_for = None
-        while not self.lock.acquire("daemon"):
-            holder = self.lock.holder()
-            if holder is not None and holder.kind == "daemon":
-                raise StateDirBusy(f"{self.lock.path}: another shd daemon (pid {holder.pid}) runs on "
-                                   f"{self.cfg.paths.state_dir}; stop it first, or give this one another state_dir")
-            if holder is not None and holder.pid != waiting_for:
-                waiting_for = holder.pid
-                self.log.warning("waiting_for_state_dir", holder=holder.kind, holder_pid=holder.pid,
-                                 lock=str(self.lock.path))
-                self.notifier.status(f"waiting for shd {holder.kind} (pid {holder.pid}) to finish with "
-                                     f"{self.cfg.paths.state_dir}")
-            self.notifier.extend_timeout(START_EXTENSION)
-            if self._stop.wait(LOCK_WAIT):
-                return False
-        return True
 
     def install_signals(self) -> None:
         for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -147,38 +108,7 @@ class Daemon:
             self.log.error("claim_failed_will_retry", path=str(path), error=str(e))
             self.watcher.candidate(path)
 
-    def _schedule(self) -> None:
-        now = time.monotonic()
-        for job_id, t in list(self.threads.items()):
-            if not t.is_alive():
-                del self.threads[job_id]
-                if job_id in self.app.runner.deferred:
-                    self._cooldown[job_id] = now + DEFER_RETRY
-        free = self.cfg.pipeline.max_jobs - len(self.threads)
-        if free <= 0:
-            return
-        for job in self.app.store.jobs(tuple(UNFINISHED_JOBS)):
-            if free <= 0:
-                break
-            if job.id in self.threads or (job.mode == "daemon" and not job.source_path):
-                continue
-            if self._cooldown.get(job.id, 0.0) > now:
-                continue
-            self.threads[job.id] = start_job_thread(self.app.runner, job.id)
-            free -= 1
-
     # --- systemd ------------------------------------------------------------------------------------------------
-    def summary(self) -> str:
-        active = self.app.store.jobs(tuple(UNFINISHED_JOBS))
-        done = total = failed = 0
-        for j in active:
-            p = self.app.store.progress(j.id)
-            done += p["generated"]
-            failed += p["failed"]
-            total += max(j.frames_total or 0, p["extracted"])
-        held = [j.held for j in active if j.held]
-        return summary_line(len(active), done, total, failed, self.app.engine.paused, held)
-
     def healthy(self) -> bool:
         return bool(self.watcher and self.watcher.is_alive() and self.app.engine.healthy())
 
@@ -198,49 +128,20 @@ class Daemon:
         logged by name (`reload_needs_restart`); a bad file is refused and the old config kept. Never raises."""
         self.notifier.reloading()
         try:
-            self._reload_config()
+            new = read_new_config(self.cfg, self.config_arg, self.log)
+            self.cfg = new
+            apply_config(self.app, new, self.log)
         except ConfigError as e:
             self.log.error("reload_refused_keeping_old_config", error=str(e))
         except Exception as e:  # SIGHUP must never take the daemon down: said (with the traceback), the old kept
             self.log.exception("reload_failed_keeping_old_config", error=f"{type(e).__name__}: {e}")
-        self.notifier.ready(self.summary())
-
-    def _reload_config(self) -> None:
-        new = config.load(self.config_arg)
-        kept = {"paths": self.cfg.paths, "watch": self.cfg.watch, "web": self.cfg.web, "hooks": self.cfg.hooks}
-        restart = [f"[{name}]" for name, value in kept.items() if getattr(new, name) != value]
-        old_r = self.cfg.replicate
-        restart += [f"replicate.{key}" for key in RESTART_ONLY if getattr(new.replicate, key) != getattr(old_r, key)]
-        if restart:
-            self.log.warning("reload_needs_restart", settings=restart,
-                             detail="these apply at the next start (`systemctl restart shd`); the rest applies now")
-        new = config.replace(new, **kept, replicate=dataclasses.replace(
-            new.replicate, **{key: getattr(old_r, key) for key in RESTART_ONLY}))
-        # The models in use stay until the next start, and so do their prices where the new file has none for them
-        # (it prices the models it names): spend on them must stay counted and capped.
-        prices = dict(new.prices)
-        for ref in (old_r.prompt_model, old_r.image_model):
-            if pricing.price_for(prices, ref) is None:
-                for key in (ref, ref.partition(":")[0]):
-                    if key in self.cfg.prices:
-                        prices[key] = self.cfg.prices[key]
-                self.log.warning("reload_keeps_price", model=ref,
-                                 detail="the model in use until the next start keeps its price")
-        new = config.replace(new, prices=prices)
-        self.cfg = new
-        self.app.cfg = new
-        self.app.runner.cfg = new
-        self.app.engine.reload(new)
-        logs.setup(new.log.level, new.log.format)
-        self.log.info("reloaded", concurrency=new.replicate.concurrency, max_jobs=new.pipeline.max_jobs)
-        if self.app.engine.paused:  # the token may have been fixed along with the config: check now
-            threading.Thread(target=self.app.engine.try_resume, name="shd-auth-check", daemon=True).start()
+        self.notifier.ready(summary(self.app))
 
     # --- the loop -----------------------------------------------------------------------------------------------
     def run(self) -> int:
         config.read_token(self.cfg)  # a missing token is said at once, not after waiting for the state directory
         try:
-            if self.take_state_dir():
+            if state_dir.take(self.lock, self.cfg.paths.state_dir, self.notifier, self.log, self._stop):
                 self.app = app_mod.build(self.cfg, on_finished=self._on_finished, check_store=True)
                 try:
                     self._loop()
@@ -275,8 +176,8 @@ class Daemon:
         resumed = [j.id for j in self.app.store.jobs(tuple(UNFINISHED_JOBS))]
         self.log.info("started", inbox=str(cfg.paths.inbox), resumed=len(resumed), observer=cfg.watch.observer)
         self.beat(force=True)
-        self._schedule()
-        self.notifier.ready(self.summary())
+        self.job_threads.schedule(self.app, self.cfg.pipeline.max_jobs)
+        self.notifier.ready(summary(self.app))
         ping = self.notifier.watchdog_interval()
         next_ping = next_status = next_rescan = 0.0
         said_paused = self.app.engine.paused
@@ -294,12 +195,12 @@ class Daemon:
                     next_rescan = now + self.cfg.watch.rescan_interval
                 for path in self.watcher.poll():
                     self._claim(path)
-                self._schedule()
+                self.job_threads.schedule(self.app, self.cfg.pipeline.max_jobs)
                 self.hooks.observe_pause()
                 self.beat()
                 paused = self.app.engine.paused
                 if now >= next_status or paused != said_paused:  # a pause is said at once
-                    self.notifier.status(self.summary())
+                    self.notifier.status(summary(self.app))
                     next_status, said_paused = now + STATUS_EVERY, paused
             except (StoreError, DiskFull, OSError) as e:
                 if self.app.store.damaged:
@@ -330,8 +231,7 @@ class Daemon:
         self.hooks.stop()
         stopped = children.stop_all(for_good=True)  # job threads see their ffmpeg end and stop
         deadline = time.monotonic() + STOP_GRACE
-        for t in self.threads.values():
-            t.join(max(0.0, deadline - time.monotonic()))
+        self.job_threads.join(deadline)
         try:
             self.app.store.close()  # waits for the write in progress, if any
         except StoreError as e:
