@@ -15,7 +15,7 @@ from shd.store.rows import Pair, _row
 
 
 class Pairs(Frames):
-    """A job's pairs; built on Frames, whose transition (`_move`) a pair's shares."""
+    """A job's pairs; built on Frames, for the checked and logged move (`_move`) that the two share."""
 
     def add_pairs(self, job_id: str, idxs: Iterable[int]) -> None:
         """Record the gaps after these frames as painted (both their paintings exist); a recorded one is left as it
