@@ -5,7 +5,7 @@ Three sources, each checked by its number, not by scraping messages:
 * ffmpeg's exit status: ffmpeg >= 5 exits with 256 - errno on an I/O error (measured with the bundled ffmpeg 9.0 on a
   full tmpfs: 228 for ENOSPC, writing frames or an mp4 alike), or any non-zero status while the file system it was
   writing to has less than `LOW_SPACE` bytes left (older ffmpegs exit with 1) (`ffmpeg_ran_out`);
-* SQLite's SQLITE_FULL, which the store turns into the same DiskFull (store.py).
+* SQLite's SQLITE_FULL, which the store turns into the same DiskFull (store/connection.py).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The pictures between two paintings, through ffmpeg (`output.transition = "film"`): FILM's clips counted and
 decoded, and the linear blends that stand in for a pair FILM could not make.
 
-Commands are data, as in media.py: `plan_*` return argv, `media.run` runs them (children without credentials,
+Commands are data, as in shd.media: `plan_*` return argv, `media.run` runs them (children without credentials,
 stopped with shd; DiskFull when ffmpeg ran out of space).
 
 FILM's clip of a pair (first-version.md) holds 2^k + 1 frames at 30 fps, its first and last the two paintings; the

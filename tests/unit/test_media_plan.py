@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -268,9 +269,9 @@ def test_find_ffmpeg_rejects_a_missing_or_non_executable_configured_path(tmp_pat
 
 
 def test_find_ffmpeg_falls_back_to_path_then_imageio(monkeypatch):
-    monkeypatch.setattr(media.shutil, "which", lambda name: "/usr/bin/ffmpeg")
+    monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/ffmpeg")
     assert media.find_ffmpeg() == "/usr/bin/ffmpeg"
-    monkeypatch.setattr(media.shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
     import imageio_ffmpeg
 
     monkeypatch.setattr(imageio_ffmpeg, "get_ffmpeg_exe", lambda: "/site/imageio/ffmpeg")

@@ -8,7 +8,7 @@ scheduler), wait for every frame to be painted or failed, fill the gaps by polic
   assembly.py     fill, FILM's gaps, stitch, verify, and stage the video with its sidecars
   publishing.py   the staged set given its names in the outbox (or --output); an older staged set thrown away
 
-No SQL and no ffmpeg argv here: those live in store.py and media.py.
+No SQL and no ffmpeg argv here: those live in store/ and media/.
 """
 
 from shd.pipeline.context import JobInterrupted, JobLeft
