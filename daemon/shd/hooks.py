@@ -84,6 +84,12 @@ def signature(secret: bytes, body: bytes) -> str:
     return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
 
 
+def _decimal(usd: float) -> str:
+    """Dollars as plain decimal text that any tool reads (`bc`, `awk`, a shell's printf): 0.000072, never 7.2e-05;
+    to the millionth of a dollar, trailing zeros dropped."""
+    return f"{usd:.6f}".rstrip("0").rstrip(".") or "0"
+
+
 def command_env(e: Event, base: Mapping[str, str], secrets: tuple[str, ...] = ()) -> dict[str, str]:
     """The hook command's environment: `base` without the token (by name, and any variable holding one of
     `secrets`), plus SHD_EVENT, SHD_JOB_ID, SHD_JOB_STATE, SHD_SOURCE, SHD_OUTPUT, SHD_REASON, SHD_COST_USD
@@ -92,7 +98,7 @@ def command_env(e: Event, base: Mapping[str, str], secrets: tuple[str, ...] = ()
            if k not in WITHHELD_ENV and not any(s and s in v for s in secrets)}
     cost = e.cost.get("usd") if e.cost else None
     facts = {"SHD_EVENT": e.event, "SHD_JOB_ID": e.job_id, "SHD_JOB_STATE": e.state, "SHD_SOURCE": e.source,
-             "SHD_OUTPUT": e.output, "SHD_REASON": e.reason, "SHD_COST_USD": None if cost is None else str(cost),
+             "SHD_OUTPUT": e.output, "SHD_REASON": e.reason, "SHD_COST_USD": None if cost is None else _decimal(cost),
              "SHD_PAYLOAD": payload(e).decode()}
     env.update({k: v or "" for k, v in facts.items()})
     return env

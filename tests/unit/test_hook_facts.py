@@ -50,6 +50,8 @@ def test_the_command_gets_the_facts_and_never_the_token() -> None:
             env["SHD_REASON"], env["SHD_COST_USD"]) == ("job.done", "abc123", "done", "clip.mp4",
                                                         "/srv/shd/outbox/clip.mp4", "", "0.5")
     assert json.loads(env["SHD_PAYLOAD"])["job_id"] == "abc123"
+    for usd, text in ((7.2e-05, "0.000072"), (0.0, "0"), (12.0, "12"), (1.23456789, "1.234568")):
+        assert hooks.command_env(hooks.job_event({**SUMMARY, "cost": {"usd": usd}}), base)["SHD_COST_USD"] == text
 
 
 def test_pause_changes_become_paused_and_resumed_events_once_each() -> None:
