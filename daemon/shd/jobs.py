@@ -168,11 +168,13 @@ def retry(cfg: Config, store: Store, ref: str) -> Job:
     """`shd retry JOB`: failed frames (and FILM's failed pairs) start again, and a failed or canceled job goes back
     to the queue. A done job whose frames (or pairs) failed (their slots filled, their gaps crossfaded) goes back to
     painting (interpolating) them; its video is then stitched again and replaces the published one in place
-    (pipeline/publishing.py). UsageError if a done job has no failed frame or pair."""
+    (pipeline/publishing.py). UsageError if a job that is not failed or canceled (done, or still at work) has no
+    failed frame or pair."""
     job = store.find_job(ref)
     failed = store.frames(job.id, (FrameState.FAILED,))
-    if job.state == JobState.DONE and not failed and not any(p.state == PairState.FAILED for p in store.pairs(job.id)):
-        raise UsageError(f"job {job.id} is done and none of its frames failed; nothing to retry")
+    if job.state not in (JobState.FAILED, JobState.CANCELED) and not failed and not any(
+            p.state == PairState.FAILED for p in store.pairs(job.id)):
+        raise UsageError(f"job {job.id} is {job.state} and none of its frames failed; nothing to retry")
     with store.tx():
         store.retry_pairs(job.id)
         for f in failed:

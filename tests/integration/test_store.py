@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from shd import migrations, status
+from shd import config, jobs, migrations, status
 from shd.errors import DatabaseDamaged, DiskFull, IllegalTransition, StoreError, UsageError
 from shd.states import FrameState as F
 from shd.states import JobState as J
@@ -313,3 +313,19 @@ def test_a_reader_of_a_database_still_being_created_sees_no_jobs_yet_then_everyt
     writer.create_job("j1", source_name="a.mp4", origin_path=tmp_path / "a.mp4", source_path=None,
                       work_dir=tmp_path / "w", mode="process", fps=1.0)
     assert [j.id for j in reader.jobs()] == ["j1"] and reader.schema == migrations.LATEST
+
+
+def test_retry_of_a_job_at_work_with_nothing_failed_is_refused_saying_so(store: Store, tmp_path: Path) -> None:
+    """`shd retry` of a job still extracting or painting, none of whose frames failed, has nothing to start again
+    (it said "its failed frames start again" and exit 0); one with a failed frame starts that frame again."""
+    cfg = config.from_mapping({}, tmp_path / "shd.toml")
+    store.transition_job("j1", J.EXTRACTING)
+    with pytest.raises(UsageError, match="job j1 is extracting and none of its frames failed; nothing to retry"):
+        jobs.retry(cfg, store, "j1")
+    store.transition_job("j1", J.RUNNING)
+    store.add_frame("j1", 0, 0.0, tmp_path / "f0.png")
+    with pytest.raises(UsageError, match="job j1 is running and none of its frames failed"):
+        jobs.retry(cfg, store, "j1")
+    store.transition_frame("j1", 0, F.FAILED, error="NSFW")
+    assert jobs.retry(cfg, store, "j1").state == J.RUNNING
+    assert store.frame("j1", 0).state == F.EXTRACTED
