@@ -1,7 +1,8 @@
 """Every row of the README's exit-code table is what the commands do, with one line saying why and no traceback.
 
     0    everywhere (e.g. test_process.py)
-    1    test_a_job_that_fails_exits_1 (and an unexpected error, which no test can provoke on purpose)
+    1    test_a_job_that_fails_exits_1, test_a_job_canceled_while_shd_process_works_on_it_exits_1_saying_so (and
+         an unexpected error, which no test can provoke on purpose)
     2    test_bad_usage_exits_2_with_one_line, test_an_inbox_that_cannot_be_a_folder_exits_2; bad config and no
          token: test_process.py; another daemon: test_state_dir.py; an --output that exists: test_publishing.py
     3    test_process.py::test_bad_inputs_get_a_one_line_reason_a_failed_job_and_stay_untouched
@@ -18,6 +19,7 @@
 from __future__ import annotations
 
 import shutil
+import json
 import signal
 import subprocess
 import sys
@@ -26,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_shd
-from tests.e2e.harness import Daemon
+from tests.e2e.harness import Daemon, wait_for
 from tests.standin import StandIn
 from tests.videos import ffmpeg_exe, make_video
 
@@ -100,6 +102,26 @@ def test_a_job_that_fails_exits_1(tmp_path: Path, standin: StandIn, shd_env: dic
     src = make_video(tmp_path / "clip.mp4", seconds=1.0, size=(64, 48), audio=False)
     r = run_shd("process", str(src), "--config", str(cfg), env=shd_env, cwd=tmp_path)
     assert r.returncode == 1 and "could not be painted" in r.stderr.strip().splitlines()[-1]
+
+
+def test_a_job_canceled_while_shd_process_works_on_it_exits_1_saying_so(
+        tmp_path: Path, standin: StandIn, shd_env: dict[str, str], make_config) -> None:
+    standin.set_latency("stability-ai/sdxl", 0.0, 30.0)  # still painting when the cancel comes
+    cfg = make_config({"pipeline": {"audio": "none"}})
+    src = make_video(tmp_path / "clip.mp4", seconds=1.0, size=(64, 48), audio=False)
+    proc = subprocess.Popen([sys.executable, "-m", "shd", "process", str(src), "--config", str(cfg)], env=shd_env,
+                            cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        wait_for("the painting in flight", lambda: standin.count_creates("stability-ai/sdxl") == 1)
+        job_id = json.loads(run_shd("status", "--json", "--config", str(cfg), env=shd_env,
+                                    cwd=tmp_path).stdout)["jobs"][0]["id"]
+        assert run_shd("cancel", job_id, "--config", str(cfg), env=shd_env, cwd=tmp_path).returncode == 0
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1 and out == "" and err.strip().splitlines()[-1] == "shd: canceled by the user"
 
 
 def test_ffmpeg_failing_on_a_file_shd_made_exits_4(tmp_path: Path, standin: StandIn, shd_env: dict[str, str],
