@@ -158,6 +158,14 @@ class Daemon:
         self.close()
 
 
+def start_process(src: Path, cfg: Path, env: dict[str, str], cwd: Path,
+                  stdout: Any = subprocess.PIPE) -> subprocess.Popen[str]:
+    """`shd process SRC --config CFG` in the background, as a user starts it (nothing on stdin); its stderr (and,
+    unless `stdout` says otherwise, its stdout) piped as text."""
+    return subprocess.Popen([sys.executable, "-m", "shd", "process", str(src), "--config", str(cfg)], env=env,
+                            cwd=cwd, stdin=subprocess.DEVNULL, stdout=stdout, stderr=subprocess.PIPE, text=True)
+
+
 def status_json(cfg: Path, env: dict[str, str], cwd: Path) -> list[dict[str, Any]]:
     """`shd status --json`, parsed ([] before the database exists)."""
     r = subprocess.run([sys.executable, "-m", "shd", "status", "--json", "--config", str(cfg)], env=env, cwd=cwd,

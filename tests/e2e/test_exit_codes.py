@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_shd
-from tests.e2e.harness import Daemon, wait_for
+from tests.e2e.harness import Daemon, start_process, wait_for
 from tests.standin import StandIn
 from tests.videos import ffmpeg_exe, make_video
 
@@ -109,9 +109,7 @@ def test_a_job_canceled_while_shd_process_works_on_it_exits_1_saying_so(
     standin.set_latency("stability-ai/sdxl", 0.0, 30.0)  # still painting when the cancel comes
     cfg = make_config({"pipeline": {"audio": "none"}})
     src = make_video(tmp_path / "clip.mp4", seconds=1.0, size=(64, 48), audio=False)
-    proc = subprocess.Popen([sys.executable, "-m", "shd", "process", str(src), "--config", str(cfg)], env=shd_env,
-                            cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = start_process(src, cfg, shd_env, tmp_path)
     try:
         wait_for("the painting in flight", lambda: standin.count_creates("stability-ai/sdxl") == 1)
         job_id = json.loads(run_shd("status", "--json", "--config", str(cfg), env=shd_env,

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import signal
 import sqlite3
-import subprocess
-import sys
 from contextlib import closing
 from pathlib import Path
 
@@ -15,7 +13,7 @@ import pytest
 
 from shd.store import Store
 from tests.conftest import run_shd
-from tests.e2e.harness import Daemon, Plug, slow_ffmpeg, status_json, wait_for
+from tests.e2e.harness import Daemon, Plug, slow_ffmpeg, start_process, status_json, wait_for
 from tests.standin import StandIn
 from tests.videos import make_video, probe_duration
 
@@ -43,6 +41,22 @@ def finish_again(tmp_path: Path, cfg: Path, src: Path, env: dict[str, str], job_
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"job {job_id}: clip.mp4 (the same file again" in again.stderr
     assert one_job(tmp_path) == job_id
+
+
+def interrupted_while_painting(src: Path, cfg: Path, standin: StandIn, env: dict[str, str], cwd: Path,
+                               signum: signal.Signals) -> str:
+    """`shd process` stopped by `signum` while both of a two-second clip's pictures are being painted (the stand-in
+    slow enough for that); it must end with exit 130. Returns what it said on stderr."""
+    proc = start_process(src, cfg, env, cwd)
+    try:
+        wait_for("both pictures being painted", lambda: standin.count_creates("stability-ai/sdxl") == 2)
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    return err
 
 
 @pytest.mark.parametrize("point", ["ledger-written", "create-answered"])
@@ -73,17 +87,7 @@ def test_ctrl_c_then_the_same_file_again_resumes_its_job_without_paying_again(
     standin.set_latency("stability-ai/sdxl", 0.0, 4.0)  # at work when Ctrl-C comes; done while it resumes
     cfg = make_config({"pipeline": {"audio": "none"}})
     src = make_video(tmp_path / "clip.mp4", seconds=2.0, size=(64, 48), audio=False)
-    proc = subprocess.Popen([sys.executable, "-m", "shd", "process", str(src), "--config", str(cfg)], env=shd_env,
-                            cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    try:
-        wait_for("both pictures being painted", lambda: standin.count_creates("stability-ai/sdxl") == 2)
-        proc.send_signal(signum)
-        _, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, err[-2000:]
+    err = interrupted_while_painting(src, cfg, standin, shd_env, tmp_path, signum)
     assert reason(err) == f"shd: interrupted; job {one_job(tmp_path)} is recorded: {RESUMES}"
     status = run_shd("status", "--json", "--config", str(cfg), env=shd_env, cwd=tmp_path)
     assert '"interrupted": true' in status.stdout and '"eta": null' in status.stdout  # its clock stopped
@@ -99,17 +103,7 @@ def test_a_source_changed_after_ctrl_c_fails_its_old_job_instead_of_mixing_the_t
     standin.set_latency("stability-ai/sdxl", 0.0, 4.0)
     cfg = make_config()
     src = make_video(tmp_path / "clip.mp4", seconds=2.0, size=(64, 48))
-    proc = subprocess.Popen([sys.executable, "-m", "shd", "process", str(src), "--config", str(cfg)], env=shd_env,
-                            cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    try:
-        wait_for("both pictures being painted", lambda: standin.count_creates("stability-ai/sdxl") == 2)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, err[-2000:]
+    interrupted_while_painting(src, cfg, standin, shd_env, tmp_path, signal.SIGINT)
     old = one_job(tmp_path)
     make_video(tmp_path / "new.mp4", seconds=3.0, size=(64, 48)).replace(src)  # edited in place
     standin.set_latency("stability-ai/sdxl", 0.0, 0.01)
@@ -167,9 +161,7 @@ def test_a_locked_database_ends_it_with_exit_5_and_the_job_resumes_later(
     the same file again finishes it without paying twice."""
     slow = make_config({"pipeline": {"audio": "none"}, "ffmpeg": {"path": slow_ffmpeg(tmp_path)}}, "slow.toml")
     src = make_video(tmp_path / "clip.mp4", seconds=6.0, size=(64, 48), audio=False)
-    proc = subprocess.Popen([sys.executable, "-m", "shd", "process", str(src), "--config", str(slow)], env=shd_env,
-                            cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = start_process(src, slow, shd_env, tmp_path)
     try:
         db = tmp_path / "state" / "shd.db"
         wait_for("the job recorded", lambda: db.exists() and Store.open_readonly(db).jobs())
@@ -206,9 +198,7 @@ def test_a_log_that_cannot_be_written_neither_hangs_nor_sinks_the_job(
     cfg = make_config()
     src = make_video(tmp_path / "clip.mp4", seconds=4.0, size=(64, 48))
     out_file = (tmp_path / "stdout.txt").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "shd", "process", str(src), "--config", str(cfg)], env=shd_env,
-                            cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=out_file, stderr=subprocess.PIPE,
-                            text=True)
+    proc = start_process(src, cfg, shd_env, tmp_path, stdout=out_file)
     assert proc.stderr is not None
     for line in proc.stderr:
         if '"prediction_created"' in line and '"stage": "image"' in line:

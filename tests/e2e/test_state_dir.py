@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_shd
-from tests.e2e.harness import Daemon, slow_ffmpeg, status_json, wait_for
+from tests.e2e.harness import Daemon, slow_ffmpeg, start_process, status_json, wait_for
 from tests.standin import StandIn
 from tests.videos import make_video
 
@@ -72,8 +72,7 @@ def test_a_daemon_started_while_process_works_waits_for_it_then_starts(
         tmp_path: Path, standin: StandIn, shd_env: dict[str, str], make_config) -> None:
     cfg = make_config({"ffmpeg": {"path": slow_ffmpeg(tmp_path)}})
     src = make_video(tmp_path / "clip.mp4", seconds=3.0)
-    proc = subprocess.Popen([sys.executable, "-m", "shd", "process", str(src), "--config", str(cfg)], env=shd_env,
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start_process(src, cfg, shd_env, tmp_path)
     try:
         db = tmp_path / "state" / "shd.db"
         wait_for("the process working", lambda: db.exists() and status_json(cfg, shd_env, tmp_path))
@@ -193,8 +192,7 @@ def test_process_following_a_daemon_that_stops_finishes_the_job_itself(
     src = make_video(tmp_path / "clip.mp4", seconds=3.0)
     with Daemon(cfg, shd_env, tmp_path) as d:
         d.ready()
-        proc = subprocess.Popen([sys.executable, "-m", "shd", "process", str(src), "--config", str(cfg)],
-                                env=shd_env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = start_process(src, cfg, shd_env, tmp_path)
         try:
             wait_for("an image being painted for the handed-over job",
                      lambda: standin.count_creates("stability-ai/sdxl") >= 1)
