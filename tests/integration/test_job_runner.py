@@ -4,6 +4,7 @@ deterministically, at the exact step it matters, in a few seconds."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,11 +12,13 @@ from typing import Any
 import pytest
 
 from shd import app as app_mod
-from shd import config, jobs, outputs, publish
+from shd import config, identity, jobs, outputs, publish
 from shd.backends import models
 from shd.backends.memory import MemoryRemote, MemoryService
-from shd.errors import ModelFailed
+from shd.errors import InputError, ModelFailed
+from shd.pipeline import runner
 from shd.states import JobState
+from shd.store import Store
 from tests.videos import make_video
 
 SIDECARS = (".prompts.csv", ".srt", ".vtt", ".sheet.png")
@@ -146,3 +149,28 @@ def test_a_reload_that_changes_the_model_keeps_the_running_models_price(
     price = pricing.price_for(r.app.engine.cfg.prices, painter)
     assert price is not None and price.per_second == 0.01
     assert r.app.engine.budget.expected(painter) > 0
+
+
+def test_a_resumed_process_jobs_video_is_hashed_again_only_once_it_was_touched(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every run of a `shd process` job after its first checks that its video is the one it started from; a deferred
+    job is run again every 30 s, and hashing a long video each time would be work for nothing while it is untouched.
+    Touched (edited in place), it is hashed again, and the change is found."""
+    src = tmp_path / "clip.mp4"
+    src.write_bytes(b"the video the job started from")
+    store = Store.open(tmp_path / "state" / "shd.db")
+    store.create_job("j1", source_name="clip.mp4", origin_path=src, source_path=src, work_dir=tmp_path / "w",
+                     mode="process", fps=1.0, source_sha256=identity.file_digest(src))
+    job = store.job("j1")
+    hashed: list[str] = []
+    real = identity.file_digest
+    monkeypatch.setattr(identity, "file_digest", lambda path: hashed.append(str(path)) or real(path))
+    checked: dict[str, tuple[str, int, int]] = {}
+    runner._same_source(job, checked)
+    runner._same_source(job, checked)
+    assert hashed == [str(src)]
+    src.write_bytes(b"another video, of the same name")
+    os.utime(src, ns=(1, 1))
+    with pytest.raises(InputError, match="changed since its job started"):
+        runner._same_source(job, checked)
+    assert len(hashed) == 2

@@ -11,6 +11,7 @@ A full disk defers the job (`deferred`: tried again later), whichever write ran 
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 from collections.abc import Callable
@@ -36,6 +37,7 @@ class JobRunner(JobContext):
         super().__init__(cfg, store, engine, ffmpeg)
         self.on_finished = on_finished
         self.deferred: dict[str, ShdError] = {}  # job id -> why its last run stopped short (disk full, database...)
+        self._sources_checked: dict[str, tuple[str, int, int]] = {}  # see _same_source
 
     def run_job(self, job_id: str) -> Job:
         self.engine.work_on(job_id)  # its predictions in flight are resumed here: waited for (scheduler/reuse.py)
@@ -53,7 +55,7 @@ class JobRunner(JobContext):
                 for pid in children.stop_leftovers(Path(job.work_dir)):
                     log.warning("leftover_ffmpeg_stopped", pid=pid)
             if job.state != JobState.QUEUED:
-                _same_source(job)
+                _same_source(job, self._sources_checked)
             if job.state == JobState.QUEUED:
                 job = self.store.transition_job(job_id, JobState.EXTRACTING)
                 log.info("job_started")
@@ -125,13 +127,19 @@ class JobRunner(JobContext):
         return self.store.transition_job(job_id, JobState.FAILED, error=reason, exit_code=exit_code)
 
 
-def _same_source(job: Job) -> None:
+def _same_source(job: Job, checked: dict[str, tuple[str, int, int]]) -> None:
     """InputError if the video of a `shd process` job that is resumed (it stays where the user keeps it) is no longer
     the one the job started from: its frames and paid work are of the earlier content, and the rest (frames still to
-    extract, the soundtrack) would come from the new one. A file that cannot be read is said by the step reading it."""
+    extract, the soundtrack) would come from the new one. A file that cannot be read is said by the step reading it.
+    `checked` (job id -> path, size, mtime of the file found the same) spares hashing it again on every run of the
+    job in this process (a deferred job is run again every 30 s) while the file is untouched."""
     if job.mode != "process" or job.source_sha256 is None or job.source_path is None:
         return
     try:
+        st = os.stat(job.source_path)
+        seen = (job.source_path, st.st_size, st.st_mtime_ns)
+        if checked.get(job.id) == seen:
+            return
         digest = identity.file_digest(Path(job.source_path))
     except OSError:
         return
@@ -139,6 +147,7 @@ def _same_source(job: Job) -> None:
         raise InputError(job.source_path, "changed since its job started (its frames and what was paid for are of "
                                           "the earlier content); `shd process` on it starts a new job, reusing what "
                                           "matches")
+    checked[job.id] = seen
 
 
 def start_job_thread(runner: JobRunner, job_id: str, done: threading.Event | None = None) -> threading.Thread:
