@@ -1,13 +1,14 @@
 """The `shd` command: argparse only. Every ShdError becomes one line on stderr and the exit code its class names;
 no command prints a traceback (a bug is one line too, and its traceback goes to the log).
 
-Exit codes (the README's table): 0 ok; 1 the job failed, or an unexpected error; 2 bad config, no token or bad usage
-(an unknown job id, nothing to retry, another daemon runs, an --output that exists, an inbox, outbox or state
-directory that cannot be a folder); 3 bad input video; 4 ffmpeg failed, or a disk error (full, a vanished folder: the
-job is kept); 5 database error (damaged, locked: the job is kept); 6 Replicate error (credentials refused,
-unreachable: the job is kept; a cancel that did not reach it); 8 held by a budget cap (`shd process`: the job is kept
-and resumes once the budget allows); 130 interrupted (Ctrl-C; SIGTERM, SIGHUP for `shd process`); 141 the output was
-cut off (a closed pipe, e.g. `| head`). 7 is not used (it was a full disk, now 4).
+Exit codes (the README's table): 0 ok; 1 the job failed (or was canceled under `shd process`), or an unexpected error; 2
+bad config, no token or bad usage (an unknown job id, nothing to retry, another daemon runs, an --output that exists,
+`shd process` on a video in the inbox, an inbox, outbox or state directory that cannot be a folder); 3 bad input video
+(also over pipeline.max_frames, `shd estimate` too); 4 ffmpeg failed, or a disk error (full, a vanished folder: the job
+is kept); 5 database error (damaged, locked: the job is kept); 6 Replicate error (credentials refused, unreachable: the
+job is kept; a cancel that did not reach it); 8 held by a budget cap (`shd process`: the job is kept and resumes once
+the budget allows); 130 interrupted (Ctrl-C; SIGTERM, SIGHUP for `shd process`); 141 the output was cut off (a closed
+pipe, e.g. `| head`). 7 is not used (it was a full disk, now 4).
 Every command makes the files it creates private first (perms.py).
 """
 
